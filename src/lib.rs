@@ -1,0 +1,25 @@
+//! cbtsim: simulated cognitive behavioural therapy sessions between an AI
+//! therapist and an AI-simulated patient, written down as transcripts.
+//!
+//! The library does the work; the `cbtsim` binary is argument parsing and
+//! output over it. See ARCHITECTURE.md for the map.
+
+mod choice;
+
+pub mod lint;
+pub mod persona;
+pub mod risk;
+pub mod speaker;
+pub mod summary;
+pub mod termination;
+pub mod text_format;
+pub mod transcript;
+pub mod turn;
+
+pub use persona::Persona;
+pub use risk::RiskLevel;
+pub use speaker::Speaker;
+pub use summary::SessionSummary;
+pub use termination::TerminationReason;
+pub use transcript::Transcript;
+pub use turn::Turn;

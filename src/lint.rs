@@ -1,0 +1,254 @@
+//! The transcript linter: finds the defects of the reference transcript
+//! (a cut-off turn, a template placeholder, a stage direction, a doubled
+//! header) and the other ways a generated turn goes wrong.
+//!
+//! The per-turn checks are public so that the session's turn guards use the
+//! very same rules on every generated reply.
+
+use crate::text_format::{Anomaly, Parsed};
+use crate::transcript::Transcript;
+use regex::Regex;
+use serde::Serialize;
+use std::fmt;
+use std::sync::LazyLock;
+
+/// What kind of defect a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    TruncatedTurn,
+    Placeholder,
+    StageDirection,
+    DuplicateHeader,
+    RoleLeak,
+    SameSpeakerTwice,
+    EmptyTurn,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::TruncatedTurn => "truncated_turn",
+            FindingKind::Placeholder => "placeholder",
+            FindingKind::StageDirection => "stage_direction",
+            FindingKind::DuplicateHeader => "duplicate_header",
+            FindingKind::RoleLeak => "role_leak",
+            FindingKind::SameSpeakerTwice => "same_speaker_twice",
+            FindingKind::EmptyTurn => "empty_turn",
+        }
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One defect: its kind, the turn it is in (numbered from 1 over all
+/// turns; None for file-level defects) and the text that shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub turn: Option<usize>,
+    pub excerpt: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(turn) = self.turn {
+            write!(f, "turn {turn}: ")?;
+        }
+        write!(f, "{}: {:?}", self.kind, self.excerpt)
+    }
+}
+
+/// Lints a transcript read from text, including what only the text shows
+/// (repeated headers).
+pub fn lint_parsed(parsed: &Parsed) -> Vec<Finding> {
+    let mut findings = lint_transcript(&parsed.transcript);
+    for anomaly in &parsed.anomalies {
+        match anomaly {
+            Anomaly::DuplicateHeader { header, .. } => findings.push(Finding {
+                kind: FindingKind::DuplicateHeader,
+                turn: None,
+                excerpt: header.clone(),
+            }),
+        }
+    }
+    findings
+}
+
+/// Lints the turns of a transcript.
+pub fn lint_transcript(transcript: &Transcript) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (i, turn) in transcript.turns.iter().enumerate() {
+        let number = i + 1;
+        let mut add = |kind, excerpt: String| {
+            findings.push(Finding {
+                kind,
+                turn: Some(number),
+                excerpt,
+            })
+        };
+        if i > 0 && transcript.turns[i - 1].speaker == turn.speaker {
+            add(FindingKind::SameSpeakerTwice, clip_start(&turn.text));
+        }
+        for (kind, excerpt) in turn_defects(&turn.text) {
+            add(kind, excerpt);
+        }
+    }
+    findings
+}
+
+/// The defects of one turn's text, each with the text that shows it.
+/// An empty turn has only the one defect.
+pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
+    if text.trim().is_empty() {
+        return vec![(FindingKind::EmptyTurn, String::new())];
+    }
+    let mut defects = Vec::new();
+    if let Some(tail) = truncation(text) {
+        defects.push((FindingKind::TruncatedTurn, tail));
+    }
+    defects.extend(
+        placeholders(text)
+            .into_iter()
+            .map(|p| (FindingKind::Placeholder, p)),
+    );
+    defects.extend(
+        stage_directions(text)
+            .into_iter()
+            .map(|s| (FindingKind::StageDirection, s)),
+    );
+    defects.extend(
+        role_leaks(text)
+            .into_iter()
+            .map(|l| (FindingKind::RoleLeak, l)),
+    );
+    defects
+}
+
+/// The end of a turn that stops mid-sentence, or None when it ends like a
+/// sentence (closing quotes and asides allowed).
+pub fn truncation(text: &str) -> Option<String> {
+    let trimmed = text.trim_end();
+    let end = trimmed.trim_end_matches(['"', '\'', '\u{201d}', '\u{2019}']);
+    let last = end.chars().last()?;
+    let finished = matches!(last, '.' | '!' | '?' | '\u{2026}' | ')' | ']' | '*');
+    (!finished).then(|| clip_end(trimmed))
+}
+
+/// Template slots left in a reply: "[insert time and date]", "[Name]",
+/// "<date>", "{client_name}", "____".
+pub fn placeholders(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for m in PLACEHOLDER_SLOT.find_iter(text) {
+        // "[text](url)" is a Markdown link, not a slot.
+        if text[m.end()..].starts_with('(') {
+            continue;
+        }
+        let inner = &m.as_str()[1..m.as_str().len() - 1];
+        let inner = inner.trim_matches(['{', '}']).trim();
+        // "[Smiles]" is narration, reported as a stage direction instead.
+        if INLINE_ASIDE.is_match(m.as_str()) {
+            continue;
+        }
+        if PLACEHOLDER_WORD.is_match(inner) || is_title_slot(inner) {
+            found.push(m.as_str().to_string());
+        }
+    }
+    found.extend(BLANK_SLOT.find_iter(text).map(|m| m.as_str().to_string()));
+    found
+}
+
+/// Narration inside a spoken turn: a paragraph wrapped in parentheses,
+/// brackets or asterisks, or an inline aside such as "*smiles*" or "(sighs)".
+pub fn stage_directions(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for paragraph in text.split("\n\n").map(str::trim) {
+        if WHOLE_ASIDE.is_match(paragraph) && placeholders(paragraph).is_empty() {
+            found.push(paragraph.to_string());
+            continue;
+        }
+        found.extend(
+            INLINE_ASIDE
+                .find_iter(paragraph)
+                .map(|m| m.as_str().to_string()),
+        );
+    }
+    found
+}
+
+/// Lines where one speaker writes a labelled line ("Therapist: ...") inside
+/// a turn, including a label after a sentence on the same line.
+pub fn role_leaks(text: &str) -> Vec<String> {
+    ROLE_LABEL
+        .find_iter(text)
+        .map(|m| {
+            let line_end = text[m.start()..]
+                .find('\n')
+                .map_or(text.len(), |i| m.start() + i);
+            clip_start(text[m.start()..line_end].trim())
+        })
+        .collect()
+}
+
+fn is_title_slot(inner: &str) -> bool {
+    // "[Name]", "[Patient Name]", "<Date>": one to three capitalised words.
+    let words: Vec<&str> = inner.split_whitespace().collect();
+    (1..=3).contains(&words.len())
+        && words.iter().all(|w| {
+            let mut chars = w.chars();
+            chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                && chars.all(|c| c.is_ascii_alphabetic() || c == '\'' || c == '/')
+        })
+}
+
+fn regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("lint patterns are valid")
+}
+
+static PLACEHOLDER_SLOT: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"\[[^\[\]\n]{1,60}\]|<[^<>\n]{1,40}>|\{\{?[^{}\n]{1,40}\}?\}"));
+
+static PLACEHOLDER_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)\b(insert|name|date|time|day|location|place|address|phone|number|email|client|patient|therapist|counsel+or|your|placeholder|tbd|todo|fill|specific|hotline|link|city|xx+)\b|_",
+    )
+});
+
+static BLANK_SLOT: LazyLock<Regex> = LazyLock::new(|| regex(r"_{3,}"));
+
+const STAGE_WORDS: &str = r"smiles?|smiling|grins?|sighs?|sighing|pauses?|pausing|laughs?|laughing|chuckles?|nods?|nodding|shrugs?|frowns?|leans?|looks|glances?|cries|crying|sobs?|sobbing|tears up|hesitates?|whispers?|takes a (?:deep |long )?breath|deep breath|long pause|silence|session ends|ends the session|warmly|softly|quietly|gently|tearfully|visibly|fidgets?";
+
+static WHOLE_ASIDE: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?s)^(?:\([^()]*\)|\[[^\[\]]*\]|\*[^*\s][^*]*\*)\s*\.?$"));
+
+static INLINE_ASIDE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(&format!(
+        r"(?i)\(\s*(?:{STAGE_WORDS})\b[^()\n]{{0,80}}\)|\[\s*(?:{STAGE_WORDS})\b[^\[\]\n]{{0,80}}\]|\*\s*(?:{STAGE_WORDS})\b[^*\n]{{0,80}}\*"
+    ))
+});
+
+static ROLE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r"(?im)(?:^[ \t]*|[.!?][ \t]+)[*_]*(?:patient|therapist|client|counsel+or)[*_]*[ \t]*:")
+});
+
+fn clip_start(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn clip_end(text: &str) -> String {
+    const MAX: usize = 60;
+    let count = text.chars().count();
+    if count <= MAX {
+        return text.to_string();
+    }
+    let start = text.char_indices().nth(count - MAX).map_or(0, |(i, _)| i);
+    format!("...{}", &text[start..])
+}

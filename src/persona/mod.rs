@@ -1,0 +1,140 @@
+//! Simulated patients: the persona schema, loading with located errors, and
+//! the library of sample personas that ships inside the binary.
+//!
+//! The schema is documented field by field in docs/personas.md.
+
+mod library;
+mod load;
+
+pub use library::{LIBRARY, library, library_persona};
+pub use load::{PersonaError, load_file, parse_persona};
+
+use crate::choice::choice_enum;
+use crate::risk::RiskLevel;
+use serde::Serialize;
+
+/// A simulated patient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Persona {
+    /// The file name without extension, kebab-case (`alicia-rodriguez`).
+    pub id: String,
+    pub identity: Identity,
+    pub background: Background,
+    pub cognitive_model: CognitiveModel,
+    pub conversation: Conversation,
+    pub risk: Risk,
+    pub mood: Mood,
+    /// Things that happen between sessions, in order.
+    pub life_events: Vec<LifeEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub name: String,
+    pub age: u32,
+    pub gender: String,
+    pub pronouns: String,
+    pub occupation: String,
+    pub culture: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Background {
+    /// Life history in the persona's own terms, revealed gradually.
+    pub history: String,
+    /// What brings them to therapy, most pressing first.
+    pub presenting_problems: Vec<String>,
+}
+
+/// The Beck cognitive conceptualisation: beliefs, the triggering situation
+/// and what follows from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CognitiveModel {
+    pub core_beliefs: Vec<CoreBelief>,
+    /// The core beliefs in the persona's own words.
+    pub core_belief_statements: Vec<String>,
+    pub intermediate_beliefs: Vec<String>,
+    pub coping_strategies: Vec<String>,
+    pub situation: String,
+    pub automatic_thoughts: Vec<String>,
+    pub emotions: Vec<String>,
+    pub behaviours: Vec<String>,
+}
+
+choice_enum! {
+    /// The three categories of core belief in Beck's model.
+    pub enum CoreBelief {
+        Helpless => "helpless",
+        Unlovable => "unlovable",
+        Worthless => "worthless",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    pub style: ConversationalStyle,
+    pub attitude: Attitude,
+    /// Free text on how they talk: idioms, pace, what they avoid.
+    pub manner: String,
+}
+
+choice_enum! {
+    /// How the patient talks (the six styles of PATIENT-Ψ).
+    pub enum ConversationalStyle {
+        Plain => "plain",
+        Upset => "upset",
+        Verbose => "verbose",
+        Reserved => "reserved",
+        Tangent => "tangent",
+        Pleasing => "pleasing",
+    }
+}
+
+choice_enum! {
+    /// How the patient feels about being in therapy.
+    pub enum Attitude {
+        Engaged => "engaged",
+        Ambivalent => "ambivalent",
+        Skeptical => "skeptical",
+        Resistant => "resistant",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Risk {
+    pub level: RiskLevel,
+    pub disclosure: Disclosure,
+    /// What the risk is (thoughts, plan, means, history); empty when level is none.
+    pub details: String,
+}
+
+choice_enum! {
+    /// How readily the patient talks about risk.
+    pub enum Disclosure {
+        /// Says it unprompted.
+        Open => "open",
+        /// Says it when asked directly.
+        WhenAsked => "when_asked",
+        /// Says it only once trust has built, later in a session.
+        AfterTrust => "after_trust",
+        /// Denies it even when asked.
+        Concealed => "concealed",
+    }
+}
+
+/// Baseline questionnaire scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mood {
+    /// PHQ-9, 0–27.
+    pub phq9: u32,
+    /// GAD-7, 0–21.
+    pub gad7: u32,
+}
+
+/// Something that happens to the persona before a given session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LifeEvent {
+    /// The session it happens before (2 = between sessions 1 and 2).
+    pub before_session: u32,
+    pub event: String,
+}
