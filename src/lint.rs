@@ -195,12 +195,14 @@ pub fn role_leaks(text: &str) -> Vec<String> {
 }
 
 fn is_title_slot(inner: &str) -> bool {
-    // "[Name]", "[Patient Name]", "<Date>": one to three capitalised words.
+    // "[Name]", "[Patient Name]", "<Date>": one to three capitalised words
+    // (not acronyms such as "[ABC]").
     let words: Vec<&str> = inner.split_whitespace().collect();
     (1..=3).contains(&words.len())
         && words.iter().all(|w| {
             let mut chars = w.chars();
             chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                && chars.clone().any(|c| c.is_ascii_lowercase())
                 && chars.all(|c| c.is_ascii_alphabetic() || c == '\'' || c == '/')
         })
 }

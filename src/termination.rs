@@ -115,7 +115,8 @@ impl TerminationReason {
             TerminationReason::Interrupted { after_turns } => {
                 format!("Interrupted by the user after {after_turns} turns")
             }
-            TerminationReason::Other { details, .. } => one_line(details),
+            // Kept as written (only line breaks flattened) so imported files round-trip.
+            TerminationReason::Other { details, .. } => details.replace(['\r', '\n'], " "),
         }
     }
 

@@ -362,7 +362,11 @@ fn join_paragraphs(lines: &[String]) -> String {
         out.push_str(line);
         pending_blank = false;
     }
-    out
+    // The text starts right after "Label: ", so it cannot keep an indent.
+    match out.find(|c: char| !c.is_whitespace()) {
+        Some(start) if start > 0 => out[start..].to_string(),
+        _ => out,
+    }
 }
 
 fn error(line: usize, message: impl Into<String>) -> ParseError {

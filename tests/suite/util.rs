@@ -1,0 +1,34 @@
+//! Helpers shared by the test modules.
+
+use std::path::PathBuf;
+
+/// The `cbtsim` binary built for this test run.
+pub fn cbtsim() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("cbtsim").expect("the cbtsim binary is built")
+}
+
+/// A file under tests/data.
+pub fn data(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(relative)
+}
+
+/// The reference transcript in ../shared.
+pub fn reference() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/000_79f15302b794e4fc.txt")
+}
+
+pub fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs cbtsim and returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let output = cbtsim().args(args).output().expect("cbtsim runs");
+    (
+        output.status.code().expect("cbtsim exits with a code"),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}
