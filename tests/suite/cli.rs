@@ -17,10 +17,16 @@ fn transcript_parse_prints_the_documented_json() {
         json["termination"]["details"],
         r"Detected end phrase: '\btake care\b'"
     );
-    let sizes: Vec<usize> = ["main_topics", "techniques", "helpful", "homework", "insights"]
-        .iter()
-        .map(|k| json["summary"][k].as_array().unwrap().len())
-        .collect();
+    let sizes: Vec<usize> = [
+        "main_topics",
+        "techniques",
+        "helpful",
+        "homework",
+        "insights",
+    ]
+    .iter()
+    .map(|k| json["summary"][k].as_array().unwrap().len())
+    .collect();
     assert_eq!(sizes, [5, 4, 4, 3, 4]);
 }
 
@@ -54,7 +60,12 @@ fn lint_reports_the_reference_defects_and_exits_1() {
     assert_eq!(code, 1);
     insta::assert_snapshot!(stdout);
 
-    let (code, stdout, _) = run(&["transcript", "lint", "--json", reference().to_str().unwrap()]);
+    let (code, stdout, _) = run(&[
+        "transcript",
+        "lint",
+        "--json",
+        reference().to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     let json: Value = serde_json::from_str(&stdout).unwrap();
     let found: Vec<(String, Value)> = json["findings"]
@@ -147,7 +158,10 @@ fn persona_show_by_id_and_by_file() {
     let (code, _, stderr) = run(&["persona", "show", "nobody-here"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("nobody-here"), "{stderr}");
-    assert!(stderr.contains("alicia-rodriguez"), "lists the library ids: {stderr}");
+    assert!(
+        stderr.contains("alicia-rodriguez"),
+        "lists the library ids: {stderr}"
+    );
 }
 
 #[test]

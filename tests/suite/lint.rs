@@ -50,9 +50,18 @@ fn clean_transcripts_lint_clean() {
 
 #[test]
 fn truncation() {
-    assert_eq!(kinds("It's just hard to break"), vec![FindingKind::TruncatedTurn]);
-    assert_eq!(kinds("Here is what I suggest:"), vec![FindingKind::TruncatedTurn]);
-    assert_eq!(kinds("I was going to say -"), vec![FindingKind::TruncatedTurn]);
+    assert_eq!(
+        kinds("It's just hard to break"),
+        vec![FindingKind::TruncatedTurn]
+    );
+    assert_eq!(
+        kinds("Here is what I suggest:"),
+        vec![FindingKind::TruncatedTurn]
+    );
+    assert_eq!(
+        kinds("I was going to say -"),
+        vec![FindingKind::TruncatedTurn]
+    );
     for fine in [
         "That makes sense.",
         "Does it?",
@@ -98,14 +107,20 @@ fn stage_directions() {
         "I see. *takes a deep breath* Let's go on.",
         "Thank you.\n\n*The therapist nods slowly.*",
     ] {
-        assert!(kinds(aside).contains(&FindingKind::StageDirection), "{aside}");
+        assert!(
+            kinds(aside).contains(&FindingKind::StageDirection),
+            "{aside}"
+        );
     }
     for fine in [
         "That was *really* hard for me.",
         "It felt like (to be honest) a relief.",
         "Setting realistic standards (95% vs 100%) helped.",
     ] {
-        assert!(!kinds(fine).contains(&FindingKind::StageDirection), "{fine}");
+        assert!(
+            !kinds(fine).contains(&FindingKind::StageDirection),
+            "{fine}"
+        );
     }
 }
 

@@ -8,14 +8,24 @@ use std::collections::BTreeSet;
 #[test]
 fn every_library_persona_is_valid_and_the_library_is_diverse() {
     let personas = persona::library().unwrap_or_else(|errors| {
-        panic!("{}", errors.iter().map(|e| format!("{e}\n")).collect::<String>())
+        panic!(
+            "{}",
+            errors.iter().map(|e| format!("{e}\n")).collect::<String>()
+        )
     });
     assert!(personas.len() >= 8);
     let styles: BTreeSet<_> = personas.iter().map(|p| p.conversation.style).collect();
-    assert_eq!(styles.len(), ConversationalStyle::ALL.len(), "every style is used");
+    assert_eq!(
+        styles.len(),
+        ConversationalStyle::ALL.len(),
+        "every style is used"
+    );
     let ages: Vec<u32> = personas.iter().map(|p| p.identity.age).collect();
     assert!(ages.iter().any(|a| *a < 25) && ages.iter().any(|a| *a > 65));
-    let genders: BTreeSet<_> = personas.iter().map(|p| p.identity.gender.as_str()).collect();
+    let genders: BTreeSet<_> = personas
+        .iter()
+        .map(|p| p.identity.gender.as_str())
+        .collect();
     assert!(genders.len() >= 3);
     let problems: String = personas
         .iter()
@@ -39,9 +49,16 @@ fn every_library_persona_is_valid_and_the_library_is_diverse() {
             && p.risk.disclosure == Disclosure::AfterTrust),
         "a high-risk persona that discloses only later"
     );
-    let alicia = persona::library_persona("alicia-rodriguez").unwrap().unwrap();
+    let alicia = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
     assert_eq!(alicia.identity.name, "Alicia Rodriguez");
-    assert!(alicia.background.presenting_problems.contains(&"grief".to_string()));
+    assert!(
+        alicia
+            .background
+            .presenting_problems
+            .contains(&"grief".to_string())
+    );
 }
 
 #[test]

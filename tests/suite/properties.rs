@@ -60,7 +60,8 @@ fn reason(last: Option<Speaker>) -> impl Strategy<Value = TerminationReason> {
             phrase: r"\btake care\b".into(),
             speaker: last
         }),
-        n.clone().prop_map(|limit| TerminationReason::MaxTurns { limit }),
+        n.clone()
+            .prop_map(|limit| TerminationReason::MaxTurns { limit }),
         item().prop_map(|reason| TerminationReason::PatientEnded { reason }),
         (n.clone(), item())
             .prop_map(|(turn, category)| TerminationReason::SafetyEscalation { turn, category }),

@@ -22,7 +22,11 @@ fn the_reference_parses_into_twelve_turns_a_termination_and_five_sections() {
         assert_eq!(turn.speaker, expected, "turn {}", i + 1);
     }
     assert!(t.turns[8].text.ends_with("It's just hard to break"));
-    assert_eq!(t.turns[3].text.split("\n\n").count(), 6, "turn 4 has six paragraphs");
+    assert_eq!(
+        t.turns[3].text.split("\n\n").count(),
+        6,
+        "turn 4 has six paragraphs"
+    );
     let reason = t.termination.as_ref().unwrap();
     assert_eq!(reason.display_name(), "Natural Session End");
     assert_eq!(reason.details(), r"Detected end phrase: '\btake care\b'");
@@ -61,7 +65,11 @@ fn the_reference_renders_canonically_with_the_summary_header_once() {
     let parsed = parse(&text).unwrap();
     let rendered = render(&parsed.transcript);
     // The only difference from the reference is the dropped second header.
-    let expected = text.replacen("Session Summary:\n\nSession Summary:\n", "Session Summary:\n", 1);
+    let expected = text.replacen(
+        "Session Summary:\n\nSession Summary:\n",
+        "Session Summary:\n",
+        1,
+    );
     assert_eq!(rendered, expected);
     assert_eq!(parse(&rendered).unwrap().transcript, parsed.transcript);
 }
@@ -87,7 +95,10 @@ fn therapist_first_with_an_empty_summary_section() {
     assert_eq!(t.session_number, 3);
     assert_eq!(t.turns[0].speaker, Speaker::Therapist);
     assert_eq!(t.turns.len(), 5);
-    assert_eq!(t.termination, Some(TerminationReason::MaxTurns { limit: 5 }));
+    assert_eq!(
+        t.termination,
+        Some(TerminationReason::MaxTurns { limit: 5 })
+    );
     let s = t.summary.unwrap();
     assert!(s.helpful.is_empty());
     assert_eq!(s.homework.len(), 2);
@@ -128,7 +139,10 @@ fn odd_spacing_is_normalised() {
     assert_eq!(s.main_topics, vec!["Thought record review"]);
     assert_eq!(
         s.homework,
-        vec!["Complete a thought record daily", "Note the strongest emotion"]
+        vec![
+            "Complete a thought record daily",
+            "Note the strongest emotion"
+        ]
     );
     assert_eq!(parsed.anomalies.len(), 1);
     insta::assert_snapshot!(render(t));
