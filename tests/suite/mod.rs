@@ -1,4 +1,5 @@
 mod cli;
+mod embedded;
 mod lint;
 mod personas;
 mod properties;

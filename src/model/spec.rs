@@ -1,0 +1,319 @@
+//! Choosing models: specs such as `local`, `local:PATH.gguf`,
+//! `openai:MODEL`, `http://HOST:PORT/v1#MODEL` and `scripted[:FILE]`, and
+//! the `cbtsim.toml` config file that names a model per role.
+
+use super::default_model;
+use super::embedded::{EmbeddedConfig, EmbeddedModel};
+use super::http::{HttpConfig, HttpModel, StructuredOutput};
+use super::scripted::ScriptedModel;
+use super::{ChatModel, ModelError};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelSpec {
+    /// `local` (the default model) or `local:PATH.gguf`.
+    Local(Option<PathBuf>),
+    /// `openai:MODEL`, on OpenAI's API (or `$OPENAI_BASE_URL`).
+    OpenAi(String),
+    /// `http://HOST:PORT/v1#MODEL`: any OpenAI-compatible server.
+    Http { base_url: String, model: String },
+    /// `scripted` or `scripted:FILE`: for tests only.
+    Scripted(Option<PathBuf>),
+}
+
+/// The spec syntax, for error messages and help.
+pub const SPEC_FORMS: &str =
+    "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL, scripted[:FILE]";
+
+impl FromStr for ModelSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<ModelSpec, String> {
+        let bad = || format!("unknown model spec '{spec}'; expected one of: {SPEC_FORMS}");
+        if spec == "local" {
+            return Ok(ModelSpec::Local(None));
+        }
+        if let Some(path) = spec.strip_prefix("local:") {
+            return Ok(ModelSpec::Local(Some(PathBuf::from(path))));
+        }
+        if let Some(model) = spec.strip_prefix("openai:") {
+            return if model.is_empty() {
+                Err(bad())
+            } else {
+                Ok(ModelSpec::OpenAi(model.into()))
+            };
+        }
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let (base_url, model) = spec.split_once('#').unwrap_or((spec, "default"));
+            return Ok(ModelSpec::Http {
+                base_url: base_url.trim_end_matches('/').into(),
+                model: model.into(),
+            });
+        }
+        if spec == "scripted" {
+            return Ok(ModelSpec::Scripted(None));
+        }
+        if let Some(path) = spec.strip_prefix("scripted:") {
+            return Ok(ModelSpec::Scripted(Some(PathBuf::from(path))));
+        }
+        Err(bad())
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::Local(None) => f.write_str("local"),
+            ModelSpec::Local(Some(path)) => write!(f, "local:{}", path.display()),
+            ModelSpec::OpenAi(model) => write!(f, "openai:{model}"),
+            ModelSpec::Http { base_url, model } => write!(f, "{base_url}#{model}"),
+            ModelSpec::Scripted(None) => f.write_str("scripted"),
+            ModelSpec::Scripted(Some(path)) => write!(f, "scripted:{}", path.display()),
+        }
+    }
+}
+
+/// The agents that use models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentRole {
+    Therapist,
+    Patient,
+    Summarizer,
+    Judge,
+}
+
+/// `cbtsim.toml`: a model per role and backend settings. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub models: RoleModels,
+    #[serde(default)]
+    pub embedded: EmbeddedSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleModels {
+    pub therapist: Option<String>,
+    pub patient: Option<String>,
+    pub summarizer: Option<String>,
+    pub judge: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    pub context_size: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub threads: Option<u32>,
+    pub chat_template: Option<String>,
+    pub exact_reuse: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub api_key_env: Option<String>,
+    pub connect_timeout_s: Option<f64>,
+    pub read_timeout_s: Option<f64>,
+    pub max_retries: Option<u32>,
+    pub requests_per_minute: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub stream: Option<bool>,
+}
+
+pub const CONFIG_FILE: &str = "cbtsim.toml";
+
+impl Config {
+    /// Reads `path`, or `cbtsim.toml` in the working directory when it
+    /// exists, or gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None if Path::new(CONFIG_FILE).is_file() => PathBuf::from(CONFIG_FILE),
+            None => return Ok(Config::default()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))
+    }
+
+    /// The spec the config names for a role, if any.
+    pub fn model_for(&self, role: AgentRole) -> Option<&str> {
+        match role {
+            AgentRole::Therapist => self.models.therapist.as_deref(),
+            AgentRole::Patient => self.models.patient.as_deref(),
+            AgentRole::Summarizer => self.models.summarizer.as_deref(),
+            AgentRole::Judge => self.models.judge.as_deref(),
+        }
+    }
+
+    pub fn embedded_config(&self) -> EmbeddedConfig {
+        let defaults = EmbeddedConfig::default();
+        let e = &self.embedded;
+        EmbeddedConfig {
+            context_size: e.context_size.unwrap_or(defaults.context_size),
+            batch_size: e.batch_size.unwrap_or(defaults.batch_size),
+            threads: e.threads.unwrap_or(defaults.threads),
+            chat_template: e.chat_template.clone().or(defaults.chat_template),
+            exact_reuse: e.exact_reuse.unwrap_or(defaults.exact_reuse),
+        }
+    }
+
+    pub fn http_config(&self, base_url: &str, model: &str) -> HttpConfig {
+        let mut config = HttpConfig::new(base_url, model);
+        let h = &self.http;
+        if let Some(v) = &h.api_key_env {
+            config.api_key_env = v.clone();
+        }
+        if let Some(v) = h.connect_timeout_s {
+            config.connect_timeout = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = h.read_timeout_s {
+            config.read_timeout = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = h.max_retries {
+            config.max_retries = v;
+        }
+        config.requests_per_minute = h.requests_per_minute.or(config.requests_per_minute);
+        if let Some(v) = h.max_concurrency {
+            config.max_concurrency = v;
+        }
+        if let Some(v) = h.stream {
+            config.stream = v;
+        }
+        config
+    }
+}
+
+/// Opens models by spec, once each: roles that name the same spec share it
+/// (and so, for the embedded backend, its weights).
+#[derive(Default)]
+pub struct Models {
+    config: Config,
+    opened: HashMap<ModelSpec, Arc<dyn ChatModel>>,
+}
+
+impl Models {
+    pub fn new(config: Config) -> Models {
+        Models {
+            config,
+            opened: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The model for a role: the explicit spec if given, else the
+    /// config's, else the default embedded model.
+    pub fn for_role(
+        &mut self,
+        role: AgentRole,
+        explicit: Option<&ModelSpec>,
+    ) -> Result<Arc<dyn ChatModel>, ModelError> {
+        let spec = match explicit {
+            Some(spec) => spec.clone(),
+            None => match self.config.model_for(role) {
+                Some(text) => text.parse().map_err(ModelError::Backend)?,
+                None => ModelSpec::Local(None),
+            },
+        };
+        self.open(&spec)
+    }
+
+    pub fn open(&mut self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ModelError> {
+        if let Some(model) = self.opened.get(spec) {
+            return Ok(model.clone());
+        }
+        let model: Arc<dyn ChatModel> = match spec {
+            ModelSpec::Local(path) => {
+                let path = match path {
+                    Some(path) => path.clone(),
+                    None => default_model::locate().map_err(ModelError::ModelMissing)?,
+                };
+                Arc::new(EmbeddedModel::load(&path, self.config.embedded_config())?)
+            }
+            ModelSpec::OpenAi(model) => {
+                let base = std::env::var("OPENAI_BASE_URL")
+                    .unwrap_or_else(|_| "https://api.openai.com/v1".into());
+                let mut config = self.config.http_config(&base, model);
+                config.extended_sampling = false;
+                config.structured_output = StructuredOutput::JsonSchema;
+                Arc::new(HttpModel::new(config)?)
+            }
+            ModelSpec::Http { base_url, model } => {
+                Arc::new(HttpModel::new(self.config.http_config(base_url, model))?)
+            }
+            ModelSpec::Scripted(None) => Arc::new(ScriptedModel::new(Vec::<String>::new())),
+            ModelSpec::Scripted(Some(path)) => Arc::new(ScriptedModel::from_file(path)?),
+        };
+        self.opened.insert(spec.clone(), model.clone());
+        Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print_back() {
+        for text in [
+            "local",
+            "local:/models/x.gguf",
+            "openai:gpt-4o-mini",
+            "http://127.0.0.1:8080/v1#gemma",
+            "scripted",
+            "scripted:replies.txt",
+        ] {
+            let spec: ModelSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+        }
+        assert_eq!(
+            "http://localhost:1234/v1/".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Http {
+                base_url: "http://localhost:1234/v1".into(),
+                model: "default".into()
+            }
+        );
+        let error = "gguf:x".parse::<ModelSpec>().unwrap_err();
+        assert!(error.contains("local:PATH.gguf"), "{error}");
+    }
+
+    #[test]
+    fn the_config_names_a_model_per_role() {
+        let config: Config = toml::from_str(
+            "[models]\ntherapist = \"openai:gpt-4o\"\npatient = \"local\"\n[embedded]\nthreads = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.model_for(AgentRole::Therapist),
+            Some("openai:gpt-4o")
+        );
+        assert_eq!(config.model_for(AgentRole::Judge), None);
+        assert_eq!(config.embedded_config().threads, 2);
+        let error = toml::from_str::<Config>("[models]\ntherapy = \"local\"\n").unwrap_err();
+        assert!(error.to_string().contains("therapy"), "{error}");
+    }
+
+    #[test]
+    fn roles_naming_the_same_spec_share_one_model() {
+        let mut models = Models::new(Config::default());
+        let spec = ModelSpec::Scripted(None);
+        let a = models.for_role(AgentRole::Therapist, Some(&spec)).unwrap();
+        let b = models.for_role(AgentRole::Patient, Some(&spec)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}

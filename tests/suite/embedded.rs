@@ -1,0 +1,239 @@
+//! The embedded llama.cpp backend on the real default model.
+
+use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+use cbtsim::model::{
+    ChatModel, Completion, FinishReason, ModelError, Request, default_model, schema,
+};
+use std::sync::OnceLock;
+
+/// The default model, loaded once for all tests here.
+fn default_model() -> &'static EmbeddedModel {
+    static MODEL: OnceLock<EmbeddedModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path =
+            default_model::locate().unwrap_or_else(|e| panic!("{e} (scripts/test fetches it)"));
+        EmbeddedModel::load(&path, EmbeddedConfig::default()).expect("the default model loads")
+    })
+}
+
+const SESSION: &str = "Session Number: 1\n\nPatient: Hi. I've been feeling down since my grandmother died, and work has been a lot.\n\nTherapist:";
+
+fn request(prompt: &str, max_tokens: u32, seed: u32) -> Request {
+    let mut request = Request::text(prompt);
+    request.sampling.max_tokens = max_tokens;
+    request.sampling.seed = seed;
+    request
+}
+
+#[test]
+fn a_fixed_seed_gives_the_same_text() {
+    let model = default_model();
+    let r = request(SESSION, 40, 7);
+    let a = model.conversation().unwrap().complete(&r).unwrap();
+    let b = model.conversation().unwrap().complete(&r).unwrap();
+    assert_eq!(a.text, b.text);
+    assert!(a.usage.completion_tokens > 0);
+    let other = model
+        .conversation()
+        .unwrap()
+        .complete(&request(SESSION, 40, 8))
+        .unwrap();
+    assert_ne!(a.text, other.text, "another seed samples differently");
+}
+
+#[test]
+fn stop_sequences_end_the_reply_before_them() {
+    let model = default_model();
+    let mut r = request("Shopping list:\n1. apples\n2. pears\n3.", 60, 1);
+    r.sampling.stop = vec!["\n".into()];
+    let done = model.conversation().unwrap().complete(&r).unwrap();
+    assert_eq!(
+        done.finish_reason,
+        FinishReason::StopSequence,
+        "{:?}",
+        done.text
+    );
+    assert!(!done.text.contains('\n'));
+    let mut streamed = String::new();
+    let again = model
+        .conversation()
+        .unwrap()
+        .stream(&r, &mut |piece| streamed.push_str(piece))
+        .unwrap();
+    assert_eq!(
+        streamed, again.text,
+        "the streamed pieces add up to the text"
+    );
+}
+
+#[test]
+fn a_json_schema_constrains_the_reply() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["mood", "topics"],
+        "additionalProperties": false,
+        "properties": {
+            "mood": {"type": "integer", "minimum": 0, "maximum": 10},
+            "topics": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "string", "minLength": 1, "maxLength": 40}}
+        }
+    });
+    let mut r = request(
+        "Patient: I feel about a 4 out of 10 today; work and sleep are the problems.\nSummary as JSON:",
+        120,
+        3,
+    );
+    r.json_schema = Some(schema.clone());
+    let done = default_model()
+        .conversation()
+        .unwrap()
+        .complete(&r)
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&done.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", done.text));
+    schema::validate(&schema, &value).unwrap();
+    assert_eq!(
+        done.finish_reason,
+        FinishReason::Stop,
+        "the grammar ends the reply: {}",
+        done.text
+    );
+}
+
+/// Runs a first request, then one that extends its prompt and reply, on
+/// one conversation; returns both completions.
+fn extend(model: &EmbeddedModel) -> (Completion, Completion, String) {
+    let mut conversation = model.conversation().unwrap();
+    let first = conversation.complete(&request(SESSION, 24, 5)).unwrap();
+    assert_eq!(first.usage.cached_prompt_tokens, 0);
+    let extended = format!(
+        "{SESSION}{}\n\nPatient: I think it started when I got promoted.\n\nTherapist:",
+        first.text
+    );
+    let second = conversation.complete(&request(&extended, 24, 6)).unwrap();
+    (first, second, extended)
+}
+
+#[test]
+fn exact_reuse_gives_the_text_of_a_cache_less_run() {
+    let model = default_model();
+    let chunk = EmbeddedConfig::default().batch_size;
+    let (first, second, extended) = extend(model);
+    // Whole aligned chunks of the first prompt come from the cache.
+    assert!(second.usage.cached_prompt_tokens > 0);
+    assert_eq!(
+        second.usage.cached_prompt_tokens,
+        first.usage.prompt_tokens / chunk * chunk
+    );
+    let fresh = model
+        .conversation()
+        .unwrap()
+        .complete(&request(&extended, 24, 6))
+        .unwrap();
+    assert_eq!(fresh.usage.cached_prompt_tokens, 0);
+    assert_eq!(second.text, fresh.text);
+}
+
+#[test]
+fn full_reuse_skips_the_whole_previous_prompt_and_reply_and_is_reproducible() {
+    let path = default_model::locate().unwrap();
+    let config = EmbeddedConfig {
+        exact_reuse: false,
+        batch_size: 512,
+        ..EmbeddedConfig::default()
+    };
+    let model = EmbeddedModel::load(&path, config).unwrap();
+    let (first, second, _) = extend(&model);
+    assert!(
+        second.usage.cached_prompt_tokens
+            >= first.usage.prompt_tokens + first.usage.completion_tokens - 1,
+        "cached {} of a first prompt+reply of {}+{}",
+        second.usage.cached_prompt_tokens,
+        first.usage.prompt_tokens,
+        first.usage.completion_tokens
+    );
+    let (first_again, second_again, _) = extend(&model);
+    assert_eq!(
+        (first.text, second.text),
+        (first_again.text, second_again.text)
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    let path = default_model::locate().unwrap();
+    let small = EmbeddedModel::load(
+        &path,
+        EmbeddedConfig {
+            context_size: 256,
+            ..EmbeddedConfig::default()
+        },
+    )
+    .unwrap();
+    let long = "I keep thinking about work. ".repeat(200);
+    let error = small
+        .conversation()
+        .unwrap()
+        .complete(&request(&long, 10, 0))
+        .unwrap_err();
+    assert!(
+        matches!(error, ModelError::ContextTooLong { context: 256, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_and_corrupt_model_files_are_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.gguf");
+    let error = EmbeddedModel::load(&missing, EmbeddedConfig::default())
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("absent.gguf"), "{error}");
+
+    let not_gguf = dir.path().join("notes.gguf");
+    std::fs::write(&not_gguf, "hello, this is not a model").unwrap();
+    let error = EmbeddedModel::load(&not_gguf, EmbeddedConfig::default())
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("not a GGUF"), "{error}");
+
+    // A real header followed by garbage: llama.cpp must refuse it cleanly.
+    let truncated = dir.path().join("truncated.gguf");
+    let real = std::fs::read(default_model::locate().unwrap()).unwrap();
+    std::fs::write(&truncated, &real[..4096]).unwrap();
+    let error = EmbeddedModel::load(&truncated, EmbeddedConfig::default())
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("truncated.gguf"), "{error}");
+}
+
+#[test]
+fn chat_prompts_need_a_template_and_work_with_a_named_one() {
+    use cbtsim::model::{Message, Role};
+    let chat = Request::chat(vec![
+        Message::new(Role::System, "You are a CBT therapist."),
+        Message::new(Role::User, "I can't sleep."),
+    ]);
+    let error = default_model()
+        .conversation()
+        .unwrap()
+        .complete(&chat)
+        .unwrap_err();
+    assert!(error.to_string().contains("no chat template"), "{error}");
+
+    let path = default_model::locate().unwrap();
+    let templated = EmbeddedModel::load(
+        &path,
+        EmbeddedConfig {
+            chat_template: Some("gemma".into()),
+            ..EmbeddedConfig::default()
+        },
+    )
+    .unwrap();
+    let mut r = chat.clone();
+    r.sampling.max_tokens = 16;
+    let done = templated.conversation().unwrap().complete(&r).unwrap();
+    // The gemma template folds the system message into the user turn.
+    assert!(done.usage.prompt_tokens > 10);
+    assert!(done.usage.completion_tokens > 0);
+}
