@@ -147,13 +147,10 @@ impl Conversation for HttpModel {
             if dialect == StructuredOutput::Instructions {
                 return self.inner.by_instructions(request, schema, on_delta);
             }
-            match self.inner.with_retries(request, Some(dialect), on_delta) {
+            match self.inner.validated(request, schema, dialect, on_delta) {
                 // A server that does not speak this dialect refuses the
                 // request: move on to the next one and remember it.
-                Err(ModelError::Refused {
-                    status: 400 | 422,
-                    message,
-                }) if mentions_response_format(&message) => {
+                Err(ModelError::Refused { message, .. }) if mentions_response_format(&message) => {
                     let next = match dialect {
                         StructuredOutput::JsonSchema => StructuredOutput::JsonObjectSchema,
                         _ => StructuredOutput::Instructions,
@@ -168,7 +165,7 @@ impl Conversation for HttpModel {
 
 fn mentions_response_format(message: &str) -> bool {
     let message = message.to_lowercase();
-    ["response_format", "json_schema", "json_object", "schema"]
+    ["response_format", "json_schema", "json_object"]
         .iter()
         .any(|w| message.contains(w))
 }
@@ -350,6 +347,29 @@ impl Inner {
         (endpoint, body)
     }
 
+    /// Structured output through `response_format`. Servers enforce schemas
+    /// only partly (llama-cpp-python's grammar ignores numeric bounds, for
+    /// one), so the reply is validated and asked for once more if invalid.
+    fn validated(
+        &self,
+        request: &Request,
+        schema: &Value,
+        dialect: StructuredOutput,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        let mut problem = String::new();
+        for _ in 0..2 {
+            let completion = self.with_retries(request, Some(dialect), on_delta)?;
+            match check_json(&completion.text, schema) {
+                Ok(()) => return Ok(completion),
+                Err(e) => problem = e,
+            }
+        }
+        Err(ModelError::InvalidResponse(format!(
+            "the reply is not valid against the schema, even when asked again: {problem}"
+        )))
+    }
+
     /// Structured output for servers without it: instructions in the
     /// prompt, validation of the reply, and one re-ask when it is invalid.
     fn by_instructions(
@@ -439,6 +459,12 @@ fn status_error(status: u16, retry_after: Option<Duration>, body: &str) -> Model
         })
         .unwrap_or_else(|| clip(body));
     let lower = message.to_lowercase();
+    // A server that does not take our `response_format` refuses it, some
+    // with 400, some (llama-cpp-python) with a 500 validation error; either
+    // way retrying will not help, and `stream` moves on to another dialect.
+    if lower.contains("response_format") && (400..=599).contains(&status) {
+        return ModelError::Refused { status, message };
+    }
     match status {
         408 => ModelError::Timeout(format!("HTTP 408: {message}")),
         429 => ModelError::RateLimited {

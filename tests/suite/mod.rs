@@ -1,6 +1,9 @@
 mod cli;
 mod embedded;
+mod fault_server;
+mod http;
 mod lint;
+mod models_cli;
 mod personas;
 mod properties;
 mod text_format;
