@@ -11,6 +11,7 @@ pub mod lint;
 pub mod model;
 pub mod persona;
 pub mod risk;
+pub mod safety;
 pub mod speaker;
 pub mod summary;
 pub mod termination;

@@ -39,6 +39,16 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The crisis detector.
+    #[command(subcommand)]
+    Safety(SafetyCommand),
+}
+
+#[derive(Subcommand)]
+enum SafetyCommand {
+    /// Read one utterance per line on stdin; print one JSON object per line:
+    /// {"text", "flagged", "category", "level", "matches"}.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +177,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = cli.config;
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
+        Command::Safety(SafetyCommand::Check) => safety_check()?,
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
         }
@@ -553,4 +564,29 @@ fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()
         );
     }
     emit(&out)
+}
+
+fn safety_check() -> Result<()> {
+    use std::io::BufRead;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let d = cbtsim::safety::detect(&line);
+        let matches: Vec<_> = d
+            .matches
+            .iter()
+            .map(|(category, words)| serde_json::json!({"category": category, "words": words}))
+            .collect();
+        let row = serde_json::json!({
+            "text": line,
+            "flagged": d.flagged,
+            "category": d.category,
+            "level": d.level,
+            "matches": matches,
+        });
+        emit(&format!("{row}\n"))?;
+    }
+    Ok(())
 }

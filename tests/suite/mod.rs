@@ -6,5 +6,6 @@ mod lint;
 mod models_cli;
 mod personas;
 mod properties;
+mod safety;
 mod text_format;
 mod util;
