@@ -12,6 +12,7 @@ pub mod model;
 pub mod persona;
 pub mod risk;
 pub mod safety;
+pub mod session;
 pub mod speaker;
 pub mod summary;
 pub mod termination;

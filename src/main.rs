@@ -42,6 +42,54 @@ enum Command {
     /// The crisis detector.
     #[command(subcommand)]
     Safety(SafetyCommand),
+    /// Run one simulated session and print it in the transcript format.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A library persona id (see `persona list`) or a persona TOML file.
+    #[arg(long)]
+    persona: String,
+    /// The model for both agents (default: the config's, else `local`).
+    #[arg(long)]
+    model: Option<ModelSpec>,
+    #[arg(long)]
+    therapist_model: Option<ModelSpec>,
+    #[arg(long)]
+    patient_model: Option<ModelSpec>,
+    #[arg(long, default_value_t = 20)]
+    max_turns: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// The session store (comes with the store; accepted and not used yet).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Also write the transcript (text) to FILE.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the full record as JSON, with per-turn metadata.
+    #[arg(long)]
+    json: bool,
+    /// The therapist's name.
+    #[arg(long, default_value = "Nova")]
+    therapist_name: String,
+    /// A file with the therapist's description, replacing the built-in one
+    /// ({name} and {next_session} are filled in).
+    #[arg(long, value_name = "FILE")]
+    therapist_prompt: Option<PathBuf>,
+    /// When the next session is, in words (default: a week from now, same time).
+    #[arg(long)]
+    next_session: Option<String>,
+    /// Country code for crisis resources (US, CA, GB, IE, AU, NZ).
+    #[arg(long, default_value = "US")]
+    locale: String,
+    /// Candidates sampled per turn on base models; the best usable one is kept.
+    #[arg(long, default_value_t = 3)]
+    candidates: u32,
+    /// Which session of a course this is.
+    #[arg(long, default_value_t = 1)]
+    session_number: u32,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +226,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
+        Command::Run(args) => return run_session(args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
         }
@@ -589,4 +638,167 @@ fn safety_check() -> Result<()> {
         emit(&format!("{row}\n"))?;
     }
     Ok(())
+}
+
+/// Set by Ctrl-C; the session stops after the turn in progress.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
+    use cbtsim::model::spec::AgentRole;
+    use cbtsim::session::{self, Agent, SessionConfig, SessionSink};
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+
+    let persona = resolve_persona(&args.persona)?;
+    if args.db.is_some() {
+        eprintln!("cbtsim: note: --db is accepted but sessions are not stored yet");
+    }
+    let resources = cbtsim::safety::resources_for(&args.locale).with_context(|| {
+        format!(
+            "no crisis resources for locale {:?}; known: US, CA, GB, IE, AU, NZ",
+            args.locale
+        )
+    })?;
+    let prompt = match &args.therapist_prompt {
+        Some(file) => Some(read(file)?),
+        None => None,
+    };
+    let next_session = match args.next_session {
+        Some(text) => text,
+        None => {
+            let next = jiff::ZonedDateTime::now()
+                .checked_add(jiff::Span::new().days(7))
+                .context("cannot compute next week's date")?;
+            next.strftime("%A %-d %B %Y at %H:%M").to_string()
+        }
+    };
+    let mut config_session = SessionConfig::new(cbtsim::session::prompt::TherapistProfile {
+        name: args.therapist_name,
+        prompt,
+        next_session,
+    });
+    config_session.max_turns = args.max_turns;
+    config_session.seed = args.seed;
+    config_session.candidates = args.candidates;
+    config_session.resources = resources;
+    config_session.session_number = args.session_number;
+
+    let mut models = Models::new(Config::load(config).map_err(anyhow::Error::msg)?);
+    let therapist_spec = args.therapist_model.as_ref().or(args.model.as_ref());
+    let patient_spec = args.patient_model.as_ref().or(args.model.as_ref());
+    let therapist_model = models.for_role(AgentRole::Therapist, therapist_spec)?;
+    let patient_model = models.for_role(AgentRole::Patient, patient_spec)?;
+    let mut therapist = Agent {
+        conversation: therapist_model.conversation()?,
+        model: therapist_model.describe(),
+        chat: therapist_model.chat(),
+    };
+    let mut patient = Agent {
+        conversation: patient_model.conversation()?,
+        model: patient_model.describe(),
+        chat: patient_model.chat(),
+    };
+
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("cbtsim: stopping after this turn (Ctrl-C again to quit at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    /// Prints each turn as it is spoken when stdout is a terminal, and
+    /// progress on stderr otherwise.
+    struct Live {
+        stream: bool,
+        count: usize,
+        started: std::time::Instant,
+    }
+    impl SessionSink for Live {
+        fn turn(&mut self, turn: &cbtsim::Turn) {
+            self.count += 1;
+            if self.stream {
+                if self.count == 1 {
+                    let _ = emit("\n");
+                }
+                let _ = emit(&format!("{}\n", text_format::render_turn(turn)));
+            } else {
+                eprintln!(
+                    "cbtsim: turn {} ({}) after {:.1} s",
+                    self.count,
+                    turn.speaker,
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        fn safety_event(&mut self, event: &session::SafetyEvent) {
+            eprintln!(
+                "cbtsim: safety: turn {} flagged {} ({} risk); the therapist follows the protocol",
+                event.turn, event.category, event.level
+            );
+        }
+    }
+    let stream = std::io::stdout().is_terminal() && !args.json;
+    if stream {
+        emit(&format!(
+            "Session Number: {}\n",
+            config_session.session_number
+        ))?;
+    }
+    let mut sink = Live {
+        stream,
+        count: 0,
+        started: std::time::Instant::now(),
+    };
+    let started = std::time::Instant::now();
+    let clock = || started.elapsed();
+    let record = session::run(
+        &persona,
+        &mut therapist,
+        &mut patient,
+        &config_session,
+        &INTERRUPTED,
+        &clock,
+        &mut sink,
+    )
+    .map_err(anyhow::Error::msg)?;
+
+    let text = text_format::render(&record.transcript);
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct RunOutput<'a> {
+            #[serde(flatten)]
+            transcript: &'a cbtsim::Transcript,
+            persona: &'a str,
+            therapist_model: &'a str,
+            patient_model: &'a str,
+            seed: u32,
+            safety_events: &'a [session::SafetyEvent],
+            usage: session::SessionUsage,
+        }
+        print_json(&RunOutput {
+            transcript: &record.transcript,
+            persona: &persona.id,
+            therapist_model: &therapist.model,
+            patient_model: &patient.model,
+            seed: args.seed,
+            safety_events: &record.safety_events,
+            usage: record.usage,
+        })?;
+    } else if stream {
+        let tail = text
+            .find("\n\n\nTermination Details:")
+            .map_or("", |at| &text[at + 1..]);
+        emit(tail)?;
+    } else {
+        emit(&text)?;
+    }
+    Ok(if INTERRUPTED.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -40,6 +40,9 @@ pub struct TurnMeta {
     /// Every repair a turn guard applied to the raw model output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<Repair>,
+    /// How many replies were generated to choose this one from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u32>,
 }
 
 impl TurnMeta {

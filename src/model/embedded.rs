@@ -197,6 +197,10 @@ impl ChatModel for EmbeddedModel {
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
         Ok(Box::new(EmbeddedConversation::open(self.shared.clone())?))
     }
+
+    fn chat(&self) -> bool {
+        self.has_chat_template()
+    }
 }
 
 enum Job {

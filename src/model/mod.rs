@@ -215,6 +215,12 @@ pub trait ChatModel: Send + Sync {
 
     /// Opens a conversation: the state one agent keeps across its turns.
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError>;
+
+    /// Whether the model takes chat prompts (instruct models) rather than
+    /// text to continue (base models).
+    fn chat(&self) -> bool {
+        true
+    }
 }
 
 /// A sequence of requests from one agent. Backends may keep state between

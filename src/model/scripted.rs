@@ -91,6 +91,12 @@ impl ChatModel for ScriptedModel {
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
         Ok(Box::new(self.clone()))
     }
+
+    /// Scripted replies stand in for a base model: agents send it
+    /// transcript prompts, the path the default model takes.
+    fn chat(&self) -> bool {
+        false
+    }
 }
 
 impl Conversation for ScriptedModel {

@@ -1,0 +1,357 @@
+//! Turn guards: every generated reply passes through here before it becomes
+//! a turn. Defects are repaired where a repair keeps the speaker's meaning
+//! (and the repair is recorded), or the reply is rejected so another
+//! candidate is used. The checks are the linter's, so a session's output
+//! lints clean.
+
+use crate::lint::{placeholders, stage_directions, truncation};
+use crate::model::FinishReason;
+use crate::speaker::Speaker;
+use crate::turn::Repair;
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// What a guard needs to know about a reply.
+pub struct Reply<'a> {
+    pub speaker: Speaker,
+    pub text: &'a str,
+    pub finish_reason: &'a FinishReason,
+    /// At most this many sentences (the patient's conversational style).
+    pub max_sentences: Option<usize>,
+    /// The speaker's earlier turns, to refuse a repeat.
+    pub earlier: &'a [String],
+    /// Names either speaker may be labelled with ("Nova", "Alicia").
+    pub names: &'a [String],
+}
+
+/// Why a reply cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    Empty,
+    Placeholder(String),
+    RoleReversal(String),
+    /// Nearly the same as the speaker's turn of that index (0-based among the speaker's turns).
+    Repeat(usize),
+}
+
+/// Repairs a reply or rejects it.
+pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
+    let mut repairs = Vec::new();
+    let mut text = reply.text.replace("\r\n", "\n");
+
+    // Lines written for the other speaker (or a second turn of this one)
+    // end the reply; the speaker's own label at the start is dropped.
+    let own = format!("{}:", reply.speaker.label());
+    if let Some(rest) = text.trim_start().strip_prefix(&own) {
+        text = rest.to_string();
+        repair(&mut repairs, "role_leak", "removed the speaker's own label");
+    }
+    let named = reply.names.iter().find_map(|name| {
+        text.lines()
+            .scan(0, |offset, line| {
+                let at = *offset;
+                *offset += line.len() + 1;
+                Some((at, line))
+            })
+            .find(|(_, line)| {
+                line.trim_start()
+                    .strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+            .map(|(at, _)| at)
+    });
+    let labelled = LABEL_LINE.find(&text).map(|m| m.start());
+    if let Some(at) = [named, labelled].into_iter().flatten().min() {
+        text.truncate(at);
+        repair(
+            &mut repairs,
+            "role_leak",
+            "cut the lines written for another speaker",
+        );
+    }
+
+    for aside in stage_directions(&text) {
+        text = text.replacen(&aside, "", 1);
+        repair(&mut repairs, "stage_direction", "removed narration");
+    }
+    text = tidy(&text);
+
+    if let Some(slot) = placeholders(&text).into_iter().next() {
+        return Err(Rejection::Placeholder(slot));
+    }
+    if let Some(phrase) = role_reversal(reply.speaker, &text) {
+        return Err(Rejection::RoleReversal(phrase));
+    }
+
+    let cut_off = *reply.finish_reason == FinishReason::Length || truncation(&text).is_some();
+    if cut_off && !text.is_empty() {
+        match last_full_sentence_end(&text) {
+            Some(end) if end < text.len() => {
+                text.truncate(end);
+                repair(
+                    &mut repairs,
+                    "truncated_turn",
+                    "trimmed to the last full sentence",
+                );
+            }
+            Some(_) => {}
+            None => {
+                text.push('.');
+                repair(
+                    &mut repairs,
+                    "truncated_turn",
+                    "closed the unfinished sentence",
+                );
+            }
+        }
+    }
+    if let Some(max) = reply.max_sentences {
+        let ends = sentence_ends(&text);
+        if ends.len() > max {
+            text.truncate(ends[max - 1]);
+            repair(
+                &mut repairs,
+                "too_long",
+                &format!("kept the first {max} sentences, as the speaking style asks"),
+            );
+        }
+    }
+    text = tidy(&text);
+    if text.trim().is_empty() {
+        return Err(Rejection::Empty);
+    }
+    if let Some(index) = reply.earlier.iter().position(|e| similar(e, &text)) {
+        return Err(Rejection::Repeat(index));
+    }
+    Ok((text, repairs))
+}
+
+/// Adds the crisis resources to a safety-protocol turn that lacks them.
+pub fn ensure_resources(text: &str, resources: &str, repairs: &mut Vec<Repair>) -> String {
+    if text.contains(resources) {
+        return text.to_string();
+    }
+    repair(
+        repairs,
+        "safety_resources",
+        "added the crisis resources the protocol requires",
+    );
+    format!("{}\n\n{resources}", text.trim_end())
+}
+
+fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
+    repairs.push(Repair {
+        kind: kind.into(),
+        action: action.into(),
+    });
+}
+
+/// A line that starts with a speaker label or a transcript header.
+static LABEL_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)^[ \t]*[*_]*(?:Patient|Therapist|Client|Counsel+or|Session Number|Termination Details|Session Summary)[*_]*[ \t]*:")
+        .expect("label pattern is valid")
+});
+
+/// Phrases that put a speaker in the other's role.
+static PATIENT_AS_THERAPIST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:as your therapist|how does that make you feel|let's explore|what i'm hearing is|in cbt we|your homework (?:is|for this week))\b")
+        .expect("pattern is valid")
+});
+
+static THERAPIST_AS_PATIENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:as your patient|my therapist (?:said|told me|thinks))\b")
+        .expect("pattern is valid")
+});
+
+fn role_reversal(speaker: Speaker, text: &str) -> Option<String> {
+    let pattern = match speaker {
+        Speaker::Patient => &*PATIENT_AS_THERAPIST,
+        Speaker::Therapist => &*THERAPIST_AS_PATIENT,
+    };
+    pattern.find(text).map(|m| m.as_str().to_string())
+}
+
+/// Byte offsets just after each sentence end (`.`, `!`, `?`, `…`, with
+/// closing quotes or brackets).
+fn sentence_ends(text: &str) -> Vec<usize> {
+    SENTENCE_END.find_iter(text).map(|m| m.end()).collect()
+}
+
+fn last_full_sentence_end(text: &str) -> Option<usize> {
+    sentence_ends(text).last().copied()
+}
+
+static SENTENCE_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"[.!?…]+["'”’)\]]*(?:\s|$)"#).expect("sentence pattern is valid")
+});
+
+/// Trailing spaces, runs of blank lines and stray spaces left by removals.
+fn tidy(text: &str) -> String {
+    let mut paragraphs: Vec<String> = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let lines: Vec<String> = paragraph
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !lines.is_empty() {
+            paragraphs.push(lines.join("\n"));
+        }
+    }
+    paragraphs.join("\n\n")
+}
+
+/// Near-duplicates: most of their word trigrams are shared.
+pub fn similar(a: &str, b: &str) -> bool {
+    let grams = |t: &str| {
+        let words: Vec<String> = t
+            .split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        words
+            .windows(3)
+            .map(|w| w.join(" "))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (a, b) = (grams(a), grams(b));
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let shared = a.intersection(&b).count() as f64;
+    shared / a.len().min(b.len()) as f64 >= 0.8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply<'a>(speaker: Speaker, text: &'a str, finish: &'a FinishReason) -> Reply<'a> {
+        Reply {
+            speaker,
+            text,
+            finish_reason: finish,
+            max_sentences: None,
+            earlier: &[],
+            names: &[],
+        }
+    }
+
+    fn kinds(repairs: &[Repair]) -> Vec<&str> {
+        repairs.iter().map(|r| r.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn other_speakers_lines_and_own_labels_are_removed() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Therapist,
+            "Therapist: How was your week?\nPatient: Fine.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "How was your week?");
+        assert_eq!(kinds(&repairs), ["role_leak", "role_leak"]);
+    }
+
+    #[test]
+    fn a_line_under_a_speakers_name_is_cut() {
+        let stop = FinishReason::Stop;
+        let names = vec!["Nova".to_string(), "Alicia".to_string()];
+        let mut r = reply(
+            Speaker::Patient,
+            "It was a hard week.\nNova: I hear you.",
+            &stop,
+        );
+        r.names = &names;
+        assert_eq!(check(&r).unwrap().0, "It was a hard week.");
+        let mut r = reply(
+            Speaker::Therapist,
+            "Homework: one thought record a day.",
+            &stop,
+        );
+        r.names = &names;
+        assert_eq!(check(&r).unwrap().0, "Homework: one thought record a day.");
+    }
+
+    #[test]
+    fn narration_is_removed_and_recorded() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Patient,
+            "*sighs* I don't know. It's been hard.\n\n( The patient looks away. )",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "I don't know. It's been hard.");
+        assert_eq!(kinds(&repairs), ["stage_direction", "stage_direction"]);
+    }
+
+    #[test]
+    fn a_cut_off_reply_is_trimmed_to_its_last_sentence() {
+        let length = FinishReason::Length;
+        let (text, repairs) = check(&reply(
+            Speaker::Patient,
+            "I tried the exercise. It helped a bit. But then my boss",
+            &length,
+        ))
+        .unwrap();
+        assert_eq!(text, "I tried the exercise. It helped a bit.");
+        assert_eq!(kinds(&repairs), ["truncated_turn"]);
+    }
+
+    #[test]
+    fn placeholders_empty_replies_role_reversal_and_repeats_are_rejected() {
+        let stop = FinishReason::Stop;
+        assert!(matches!(
+            check(&reply(
+                Speaker::Therapist,
+                "See you on [insert date].",
+                &stop
+            )),
+            Err(Rejection::Placeholder(_))
+        ));
+        assert_eq!(
+            check(&reply(Speaker::Patient, "  (smiles) ", &stop)),
+            Err(Rejection::Empty)
+        );
+        assert!(matches!(
+            check(&reply(
+                Speaker::Patient,
+                "How does that make you feel?",
+                &stop
+            )),
+            Err(Rejection::RoleReversal(_))
+        ));
+        let earlier =
+            vec!["I have been feeling really low since the funeral last month.".to_string()];
+        let mut r = reply(
+            Speaker::Patient,
+            "I have been feeling really low since the funeral last month!",
+            &stop,
+        );
+        r.earlier = &earlier;
+        assert_eq!(check(&r), Err(Rejection::Repeat(0)));
+    }
+
+    #[test]
+    fn the_speaking_style_caps_sentences() {
+        let stop = FinishReason::Stop;
+        let mut r = reply(Speaker::Patient, "One. Two? Three! Four.", &stop);
+        r.max_sentences = Some(2);
+        let (text, repairs) = check(&r).unwrap();
+        assert_eq!(text, "One. Two?");
+        assert_eq!(kinds(&repairs), ["too_long"]);
+    }
+
+    #[test]
+    fn missing_crisis_resources_are_added() {
+        let mut repairs = Vec::new();
+        let text = ensure_resources("I'm worried about you.", "Call 988.", &mut repairs);
+        assert_eq!(text, "I'm worried about you.\n\nCall 988.");
+        assert_eq!(kinds(&repairs), ["safety_resources"]);
+    }
+}

@@ -1,0 +1,457 @@
+//! The session engine: two agents take turns until a termination rule
+//! fires. It does no I/O of its own: it talks to models through
+//! `Conversation`s and reports through a `SessionSink`, so under the
+//! scripted model it is a deterministic function of its inputs.
+
+pub mod ending;
+pub mod guard;
+pub mod prompt;
+
+use crate::model::{Conversation, FinishReason, ModelError, Request, Sampling};
+use crate::persona::Persona;
+use crate::risk::RiskLevel;
+use crate::safety::{self, Category, CrisisResources, Detection};
+use crate::speaker::Speaker;
+use crate::termination::{Budget, TerminationReason};
+use crate::transcript::Transcript;
+use crate::turn::{Turn, TurnMeta};
+use ending::{EndPhrases, Ending};
+use guard::Rejection;
+use prompt::{PromptContext, TherapistProfile};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a session runs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub session_number: u32,
+    pub first_speaker: Speaker,
+    pub max_turns: u32,
+    /// End phrases count only from this many turns on.
+    pub min_turns: u32,
+    /// Both agents are told to wrap up when this many turns are left.
+    pub wrap_up_turns: u32,
+    pub end_phrases: EndPhrases,
+    /// Tokens (prompt and completion, as billed) the session may use.
+    pub token_budget: Option<u64>,
+    pub time_budget: Option<Duration>,
+    pub seed: u32,
+    /// Candidates sampled per turn for completion (base) models; the best
+    /// usable one is kept. Chat models get one, regenerated if rejected.
+    pub candidates: u32,
+    pub max_reply_tokens: u32,
+    pub temperature: f32,
+    pub resources: CrisisResources,
+    pub therapist: TherapistProfile,
+}
+
+impl SessionConfig {
+    pub fn new(therapist: TherapistProfile) -> SessionConfig {
+        SessionConfig {
+            session_number: 1,
+            first_speaker: Speaker::Patient,
+            max_turns: 20,
+            min_turns: 6,
+            wrap_up_turns: 4,
+            end_phrases: EndPhrases::default(),
+            token_budget: None,
+            time_budget: None,
+            seed: 0,
+            candidates: 3,
+            max_reply_tokens: 160,
+            temperature: 0.8,
+            resources: safety::resources_for(safety::DEFAULT_LOCALE)
+                .expect("the default locale is in the table"),
+            therapist,
+        }
+    }
+}
+
+/// An agent: a conversation on its model, and how to prompt it.
+pub struct Agent {
+    pub conversation: Box<dyn Conversation>,
+    /// The model spec, recorded on each turn.
+    pub model: String,
+    /// Chat prompts (instruct models) or transcript continuation (base models).
+    pub chat: bool,
+}
+
+/// A crisis detection on a patient turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SafetyEvent {
+    /// The patient turn, numbered from 1 over all turns.
+    pub turn: usize,
+    pub category: Category,
+    pub level: RiskLevel,
+    pub words: Vec<String>,
+    /// The therapist turn that followed the protocol, once it is spoken.
+    pub protocol_turn: Option<usize>,
+}
+
+/// Everything a session produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub transcript: Transcript,
+    pub safety_events: Vec<SafetyEvent>,
+    pub usage: SessionUsage,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SessionUsage {
+    pub prompt_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Generated replies the guards rejected.
+    pub rejected_replies: u64,
+}
+
+/// Told about the session as it happens.
+pub trait SessionSink {
+    fn turn(&mut self, _turn: &Turn) {}
+    fn safety_event(&mut self, _event: &SafetyEvent) {}
+}
+
+/// A sink that ignores everything.
+pub struct NoSink;
+impl SessionSink for NoSink {}
+
+/// The time since the session started; injectable so tests control it.
+pub type Clock<'a> = &'a dyn Fn() -> Duration;
+
+/// Attempts beyond `candidates` when every candidate was rejected.
+const EXTRA_ATTEMPTS: u32 = 3;
+
+/// Runs one session to its end.
+pub fn run(
+    persona: &Persona,
+    therapist: &mut Agent,
+    patient: &mut Agent,
+    config: &SessionConfig,
+    interrupted: &AtomicBool,
+    clock: Clock,
+    sink: &mut dyn SessionSink,
+) -> Result<SessionRecord, String> {
+    let ending = Ending::new(&config.end_phrases)?;
+    let mut record = SessionRecord {
+        transcript: Transcript::new(config.session_number),
+        safety_events: Vec::new(),
+        usage: SessionUsage::default(),
+    };
+    let mut speaker = config.first_speaker;
+    let mut pending_safety: Option<Detection> = None;
+    let reason = loop {
+        let turns = record.transcript.turns.len();
+        if interrupted.load(Ordering::SeqCst) {
+            break TerminationReason::Interrupted {
+                after_turns: turns as u32,
+            };
+        }
+        if turns as u32 >= config.max_turns {
+            break TerminationReason::MaxTurns {
+                limit: config.max_turns,
+            };
+        }
+        let used = record.usage.prompt_tokens + record.usage.completion_tokens;
+        if let Some(limit) = config.token_budget.filter(|limit| used >= *limit) {
+            break TerminationReason::BudgetExhausted {
+                budget: Budget::Tokens { used, limit },
+            };
+        }
+        let elapsed = clock();
+        if let Some(limit) = config.time_budget.filter(|limit| elapsed >= *limit) {
+            break TerminationReason::BudgetExhausted {
+                budget: Budget::Seconds {
+                    used: elapsed.as_secs(),
+                    limit: limit.as_secs(),
+                },
+            };
+        }
+
+        let guidance = guidance(persona, config, speaker, turns, pending_safety.as_ref());
+        let agent = match speaker {
+            Speaker::Therapist => &mut *therapist,
+            Speaker::Patient => &mut *patient,
+        };
+        let outcome = speak(
+            persona,
+            agent,
+            speaker,
+            config,
+            &record.transcript.turns,
+            &guidance,
+        );
+        let mut turn = match outcome {
+            Ok(spoken) => {
+                record.usage.prompt_tokens += spoken.usage.prompt_tokens;
+                record.usage.cached_prompt_tokens += spoken.usage.cached_prompt_tokens;
+                record.usage.completion_tokens += spoken.usage.completion_tokens;
+                record.usage.rejected_replies += spoken.usage.rejected_replies;
+                spoken.turn
+            }
+            Err(Unspoken::Backend(e)) => {
+                break TerminationReason::BackendFailure {
+                    error: e.to_string(),
+                };
+            }
+            Err(Unspoken::Loop(earlier)) => {
+                break TerminationReason::ConversationLoop {
+                    turn: turns as u32 + 1,
+                    earlier_turn: earlier as u32 + 1,
+                };
+            }
+            Err(Unspoken::Rejected(rejection)) => {
+                break TerminationReason::BackendFailure {
+                    error: format!(
+                        "no usable reply after {} attempts (last problem: {rejection:?})",
+                        config.candidates + EXTRA_ATTEMPTS
+                    ),
+                };
+            }
+        };
+        let number = turns + 1;
+
+        let mut escalate = None;
+        if speaker == Speaker::Therapist
+            && let Some(detection) = pending_safety.take()
+        {
+            let resources = safety::resources_text(&config.resources);
+            turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
+            if let Some(event) = record.safety_events.last_mut() {
+                event.protocol_turn = Some(number);
+            }
+            if detection.level == RiskLevel::Imminent {
+                escalate = Some(TerminationReason::SafetyEscalation {
+                    turn: number as u32 - 1,
+                    category: detection.category.as_str().replace('_', " "),
+                });
+            }
+        }
+        record.transcript.turns.push(turn);
+        let turn = record.transcript.turns.last().expect("just pushed");
+        sink.turn(turn);
+
+        if let Some(reason) = escalate {
+            break reason;
+        }
+        if speaker == Speaker::Patient {
+            let detection = safety::detect(&turn.text);
+            if detection.flagged {
+                let event = SafetyEvent {
+                    turn: number,
+                    category: detection.category,
+                    level: detection.level,
+                    words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
+                    protocol_turn: None,
+                };
+                sink.safety_event(&event);
+                record.safety_events.push(event);
+                pending_safety = Some(detection);
+            } else if number >= 3
+                && let Some(words) = ending.patient_leaves(&turn.text)
+            {
+                break TerminationReason::PatientEnded {
+                    reason: format!("said \"{words}\""),
+                };
+            }
+        }
+        if number as u32 >= config.min_turns
+            && pending_safety.is_none()
+            && let Some(phrase) = ending.end_phrase(speaker, &turn.text)
+        {
+            break TerminationReason::NaturalEnd {
+                phrase,
+                speaker: Some(speaker),
+            };
+        }
+        speaker = speaker.other();
+    };
+    record.transcript.termination = Some(reason);
+    Ok(record)
+}
+
+/// Notes for this turn only.
+fn guidance(
+    persona: &Persona,
+    config: &SessionConfig,
+    speaker: Speaker,
+    turns: usize,
+    safety: Option<&Detection>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let left = config.max_turns.saturating_sub(turns as u32);
+    if left <= config.wrap_up_turns {
+        notes.push(format!(
+            "The session is nearly over ({left} turns left): {} summarises the session, agrees on \
+             homework, asks for feedback and says goodbye until {}.",
+            config.therapist.name, config.therapist.next_session
+        ));
+    }
+    match (speaker, safety) {
+        (Speaker::Therapist, Some(detection)) => {
+            notes.push(safety::protocol_instruction(detection, &config.resources));
+        }
+        (Speaker::Patient, _) if turns >= prompt::TRUST_BUILT_AFTER_TURNS => {
+            notes.extend(prompt::trust_built_note(persona));
+        }
+        _ => {}
+    }
+    notes
+}
+
+struct Spoken {
+    turn: Turn,
+    usage: SessionUsage,
+}
+
+enum Unspoken {
+    Backend(ModelError),
+    /// Every reply repeated the speaker's earlier turn at this index (among all turns).
+    Loop(usize),
+    Rejected(Rejection),
+}
+
+/// Generates candidates, guards them, and keeps the best usable one.
+fn speak(
+    persona: &Persona,
+    agent: &mut Agent,
+    speaker: Speaker,
+    config: &SessionConfig,
+    turns: &[Turn],
+    guidance: &[String],
+) -> Result<Spoken, Unspoken> {
+    let started = Instant::now();
+    let ctx = PromptContext {
+        persona,
+        therapist: &config.therapist,
+        session_number: config.session_number,
+        turns,
+        guidance,
+    };
+    let mut request = Request {
+        prompt: prompt::prompt(speaker, agent.chat, &ctx),
+        sampling: Sampling {
+            temperature: config.temperature,
+            max_tokens: config.max_reply_tokens,
+            stop: if agent.chat {
+                Vec::new()
+            } else {
+                prompt::stop_sequences()
+            },
+            ..Sampling::default()
+        },
+        json_schema: None,
+    };
+    let own: Vec<(usize, String)> = turns
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.speaker == speaker)
+        .map(|(i, t)| (i, t.text.clone()))
+        .collect();
+    let earlier: Vec<String> = own.iter().map(|(_, t)| t.clone()).collect();
+    let names = vec![
+        config.therapist.name.clone(),
+        prompt::first_name(persona).to_string(),
+        persona.identity.name.clone(),
+    ];
+    let max_sentences = match speaker {
+        Speaker::Patient => Some(prompt::max_sentences(persona.conversation.style)),
+        Speaker::Therapist => None,
+    };
+    let wanted = if agent.chat {
+        1
+    } else {
+        config.candidates.max(1)
+    };
+    let mut usage = SessionUsage::default();
+    let mut best: Option<(i32, String, Vec<crate::turn::Repair>, u32)> = None;
+    let mut last_rejection = Rejection::Empty;
+    let mut tried = 0;
+    for attempt in 0..wanted + EXTRA_ATTEMPTS {
+        if attempt >= wanted && best.is_some() {
+            break;
+        }
+        request.sampling.seed = seed(config.seed, turns.len(), attempt);
+        let done = agent
+            .conversation
+            .complete(&request)
+            .map_err(Unspoken::Backend)?;
+        tried += 1;
+        usage.prompt_tokens += u64::from(done.usage.prompt_tokens);
+        usage.cached_prompt_tokens += u64::from(done.usage.cached_prompt_tokens);
+        usage.completion_tokens += u64::from(done.usage.completion_tokens);
+        let reply = guard::Reply {
+            speaker,
+            text: &done.text,
+            finish_reason: &done.finish_reason,
+            max_sentences,
+            earlier: &earlier,
+            names: &names,
+        };
+        match guard::check(&reply) {
+            Ok((text, repairs)) => {
+                let score = score(speaker, &text, &repairs, &done.finish_reason);
+                if best.as_ref().is_none_or(|(s, ..)| score > *s) {
+                    best = Some((score, text, repairs, done.usage.prompt_tokens));
+                }
+            }
+            Err(rejection) => {
+                usage.rejected_replies += 1;
+                last_rejection = rejection;
+            }
+        }
+    }
+    let Some((_, text, repairs, prompt_tokens)) = best else {
+        return Err(match last_rejection {
+            Rejection::Repeat(index) => Unspoken::Loop(own[index].0),
+            other => Unspoken::Rejected(other),
+        });
+    };
+    Ok(Spoken {
+        turn: Turn {
+            speaker,
+            text,
+            meta: TurnMeta {
+                model: Some(agent.model.clone()),
+                prompt_tokens: Some(prompt_tokens),
+                completion_tokens: Some(usage.completion_tokens as u32),
+                elapsed_ms: Some(started.elapsed().as_millis() as u64),
+                repairs,
+                candidates: Some(tried),
+            },
+        },
+        usage,
+    })
+}
+
+/// The score that picks among usable candidates (higher is better): each
+/// repair costs 2; a therapist turn should ask one main question (each
+/// question mark away from one costs 1); a turn of fewer than four words
+/// costs 2; a reply cut off by the token limit costs 1.
+fn score(
+    speaker: Speaker,
+    text: &str,
+    repairs: &[crate::turn::Repair],
+    finish: &FinishReason,
+) -> i32 {
+    let mut score = -2 * repairs.len() as i32;
+    if speaker == Speaker::Therapist {
+        let questions = text.matches('?').count() as i32;
+        score -= (questions - 1).abs();
+    }
+    if text.split_whitespace().count() < 4 {
+        score -= 2;
+    }
+    if *finish == FinishReason::Length {
+        score -= 1;
+    }
+    score
+}
+
+/// A seed per session seed, turn and attempt.
+fn seed(session_seed: u32, turn: usize, attempt: u32) -> u32 {
+    session_seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(turn as u32 * 1_009)
+        .wrapping_add(attempt)
+}
