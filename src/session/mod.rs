@@ -173,7 +173,7 @@ pub fn run(
             Speaker::Therapist => &mut *therapist,
             Speaker::Patient => &mut *patient,
         };
-        let outcome = speak(
+        let (outcome, usage) = speak(
             persona,
             agent,
             speaker,
@@ -181,14 +181,12 @@ pub fn run(
             &record.transcript.turns,
             &guidance,
         );
+        record.usage.prompt_tokens += usage.prompt_tokens;
+        record.usage.cached_prompt_tokens += usage.cached_prompt_tokens;
+        record.usage.completion_tokens += usage.completion_tokens;
+        record.usage.rejected_replies += usage.rejected_replies;
         let mut turn = match outcome {
-            Ok(spoken) => {
-                record.usage.prompt_tokens += spoken.usage.prompt_tokens;
-                record.usage.cached_prompt_tokens += spoken.usage.cached_prompt_tokens;
-                record.usage.completion_tokens += spoken.usage.completion_tokens;
-                record.usage.rejected_replies += spoken.usage.rejected_replies;
-                spoken.turn
-            }
+            Ok(turn) => turn,
             Err(Unspoken::Backend(e)) => {
                 break TerminationReason::BackendFailure {
                     error: e.to_string(),
@@ -299,11 +297,6 @@ fn guidance(
     notes
 }
 
-struct Spoken {
-    turn: Turn,
-    usage: SessionUsage,
-}
-
 enum Unspoken {
     Backend(ModelError),
     /// Every reply repeated the speaker's earlier turn at this index (among all turns).
@@ -311,7 +304,8 @@ enum Unspoken {
     Rejected(Rejection),
 }
 
-/// Generates candidates, guards them, and keeps the best usable one.
+/// Generates candidates, guards them, and keeps the best usable one; the
+/// usage counts every attempt, whether or not a turn came of it.
 fn speak(
     persona: &Persona,
     agent: &mut Agent,
@@ -319,7 +313,7 @@ fn speak(
     config: &SessionConfig,
     turns: &[Turn],
     guidance: &[String],
-) -> Result<Spoken, Unspoken> {
+) -> (Result<Turn, Unspoken>, SessionUsage) {
     let started = Instant::now();
     let ctx = PromptContext {
         persona,
@@ -372,10 +366,10 @@ fn speak(
             break;
         }
         request.sampling.seed = seed(config.seed, turns.len(), attempt);
-        let done = agent
-            .conversation
-            .complete(&request)
-            .map_err(Unspoken::Backend)?;
+        let done = match agent.conversation.complete(&request) {
+            Ok(done) => done,
+            Err(e) => return (Err(Unspoken::Backend(e)), usage),
+        };
         tried += 1;
         usage.prompt_tokens += u64::from(done.usage.prompt_tokens);
         usage.cached_prompt_tokens += u64::from(done.usage.cached_prompt_tokens);
@@ -402,26 +396,25 @@ fn speak(
         }
     }
     let Some((_, text, repairs, prompt_tokens)) = best else {
-        return Err(match last_rejection {
+        let failure = match last_rejection {
             Rejection::Repeat(index) => Unspoken::Loop(own[index].0),
             other => Unspoken::Rejected(other),
-        });
+        };
+        return (Err(failure), usage);
     };
-    Ok(Spoken {
-        turn: Turn {
-            speaker,
-            text,
-            meta: TurnMeta {
-                model: Some(agent.model.clone()),
-                prompt_tokens: Some(prompt_tokens),
-                completion_tokens: Some(usage.completion_tokens as u32),
-                elapsed_ms: Some(started.elapsed().as_millis() as u64),
-                repairs,
-                candidates: Some(tried),
-            },
+    let turn = Turn {
+        speaker,
+        text,
+        meta: TurnMeta {
+            model: Some(agent.model.clone()),
+            prompt_tokens: Some(prompt_tokens),
+            completion_tokens: Some(usage.completion_tokens as u32),
+            elapsed_ms: Some(started.elapsed().as_millis() as u64),
+            repairs,
+            candidates: Some(tried),
         },
-        usage,
-    })
+    };
+    (Ok(turn), usage)
 }
 
 /// The score that picks among usable candidates (higher is better): each

@@ -7,5 +7,6 @@ mod models_cli;
 mod personas;
 mod properties;
 mod safety;
+mod session;
 mod text_format;
 mod util;

@@ -1,0 +1,515 @@
+//! The session engine under the scripted model: every termination reason,
+//! the guards and their recorded repairs, the wrap-up nudge, the crisis
+//! protocol, and Ctrl-C. Then one real session on the default model.
+
+use super::util::run;
+use cbtsim::lint::lint_transcript;
+use cbtsim::model::scripted::ScriptedModel;
+use cbtsim::model::{ChatModel, Completion, Conversation, ModelError, Prompt, Request};
+use cbtsim::persona;
+use cbtsim::session::prompt::TherapistProfile;
+use cbtsim::session::{self, Agent, SessionConfig, SessionRecord, SessionSink};
+use cbtsim::termination::{Budget, TerminationReason};
+use cbtsim::{Speaker, Turn};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn config() -> SessionConfig {
+    let mut config = SessionConfig::new(TherapistProfile {
+        name: "Nova".into(),
+        prompt: None,
+        next_session: "Thursday 3 December 2026 at 14:00".into(),
+    });
+    config.candidates = 1;
+    config.max_turns = 12;
+    config
+}
+
+struct Run {
+    record: SessionRecord,
+    therapist: ScriptedModel,
+    patient: ScriptedModel,
+}
+
+fn session_with(
+    therapist: &[&str],
+    patient: &[&str],
+    config: &SessionConfig,
+    interrupted: &AtomicBool,
+    sink: &mut dyn SessionSink,
+) -> Run {
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let therapist_model = ScriptedModel::new(therapist.iter().copied());
+    let patient_model = ScriptedModel::new(patient.iter().copied());
+    let agent = |model: &ScriptedModel| Agent {
+        conversation: model.conversation().unwrap(),
+        model: model.describe(),
+        chat: model.chat(),
+    };
+    let (mut t, mut p) = (agent(&therapist_model), agent(&patient_model));
+    let clock = || Duration::ZERO;
+    let record = session::run(&persona, &mut t, &mut p, config, interrupted, &clock, sink).unwrap();
+    Run {
+        record,
+        therapist: therapist_model,
+        patient: patient_model,
+    }
+}
+
+fn session(therapist: &[&str], patient: &[&str], config: &SessionConfig) -> Run {
+    session_with(
+        therapist,
+        patient,
+        config,
+        &AtomicBool::new(false),
+        &mut session::NoSink,
+    )
+}
+
+fn reason(run: &Run) -> &TerminationReason {
+    run.record.transcript.termination.as_ref().unwrap()
+}
+
+fn prompt_text(request: &Request) -> &str {
+    match &request.prompt {
+        Prompt::Text(text) => text,
+        Prompt::Chat(_) => panic!("the scripted model gets text prompts"),
+    }
+}
+
+const PATIENT: [&str; 6] = [
+    "Hi, I'm Alicia. I've been feeling down since my grandmother died.",
+    "About a 4 out of 10. Work has been a lot.",
+    "I keep thinking I'll be found out as not good enough.",
+    "My manager actually praised my last release.",
+    "Yes, I can write down the thoughts this week.",
+    "It helped to slow down. Thank you.",
+];
+
+#[test]
+fn a_natural_end_after_the_minimum_turns() {
+    let therapist = [
+        "Welcome, Alicia. How would you rate your mood from 0 to 10?",
+        "What would you like to focus on today?",
+        "What evidence supports that thought?",
+        "What does that tell you about the thought? Shall we make it homework?",
+        "Good work today. See you next week. Take care.",
+    ];
+    let run = session(&therapist, &PATIENT, &config());
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::NaturalEnd {
+            phrase: r"\btake care\b".into(),
+            speaker: Some(Speaker::Therapist)
+        }
+    );
+    assert_eq!(run.record.transcript.turns.len(), 10);
+    assert_eq!(lint_transcript(&run.record.transcript), vec![]);
+    insta::assert_snapshot!(cbtsim::text_format::render(&run.record.transcript));
+}
+
+#[test]
+fn no_end_before_the_minimum_or_mid_turn() {
+    let therapist = [
+        "Hello Alicia, take care.",
+        "Take care of yourself this week. Now, let's look at your sleep. What time do you go to bed?",
+        "And what goes through your mind then?",
+        "Take care of yourself. How does that sit with you?",
+        "Thank you for today, goodbye.",
+    ];
+    let run = session(&therapist, &PATIENT, &config());
+    assert_eq!(
+        run.record.transcript.turns.len(),
+        10,
+        "ended at the fifth therapist turn"
+    );
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::NaturalEnd {
+            phrase: r"\bgoodbye\b".into(),
+            speaker: Some(Speaker::Therapist)
+        }
+    );
+}
+
+#[test]
+fn max_turns_with_a_wrap_up_nudge_to_both_agents() {
+    let mut config = config();
+    config.max_turns = 6;
+    config.wrap_up_turns = 2;
+    let run = session(
+        &["How are you?", "Tell me more?", "What helped?"],
+        &PATIENT,
+        &config,
+    );
+    assert_eq!(*reason(&run), TerminationReason::MaxTurns { limit: 6 });
+    let nudged = |requests: Vec<Request>| -> Vec<bool> {
+        requests
+            .iter()
+            .map(|r| prompt_text(r).contains("The session is nearly over"))
+            .collect()
+    };
+    // Turns 5 (patient) and 6 (therapist) are the last two.
+    assert_eq!(nudged(run.patient.requests()), [false, false, true]);
+    assert_eq!(nudged(run.therapist.requests()), [false, false, true]);
+    let last = run.therapist.requests().pop().unwrap();
+    assert!(prompt_text(&last).contains("Thursday 3 December 2026 at 14:00"));
+    assert!(prompt_text(&last).ends_with("Therapist:"));
+}
+
+#[test]
+fn the_patient_may_leave() {
+    let run = session(
+        &["Welcome. How is your mood?", "What brings you here?"],
+        &["Hi.", "Low, I guess.", "Actually, I need to go now."],
+        &config(),
+    );
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::PatientEnded {
+            reason: "said \"I need to go now.\"".into()
+        }
+    );
+}
+
+#[test]
+fn imminent_risk_gets_the_protocol_turn_and_escalates() {
+    let run = session(
+        &[
+            "Welcome. How is your mood?",
+            "I'm really glad you told me. Are you safe right now?",
+        ],
+        &["Hi.", "I've decided to end my life tonight."],
+        &config(),
+    );
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::SafetyEscalation {
+            turn: 3,
+            category: "intent".into()
+        }
+    );
+    let events = &run.record.safety_events;
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].turn, events[0].protocol_turn), (3, Some(4)));
+    let protocol = &run.record.transcript.turns[3];
+    assert!(
+        protocol.text.contains("988") && protocol.text.contains("911"),
+        "{}",
+        protocol.text
+    );
+    assert!(
+        protocol
+            .meta
+            .repairs
+            .iter()
+            .any(|r| r.kind == "safety_resources")
+    );
+    let asked = run.therapist.requests();
+    assert!(prompt_text(&asked[1]).contains("SAFETY PROTOCOL"));
+    assert!(!prompt_text(&asked[0]).contains("SAFETY PROTOCOL"));
+}
+
+#[test]
+fn high_risk_gets_the_protocol_and_the_session_goes_on() {
+    let mut config = config();
+    config.max_turns = 6;
+    let run = session(
+        &[
+            "How has the week been?",
+            "Thank you for telling me. If you are thinking about ending your life or are in danger, please contact the 988 Suicide & Crisis Lifeline (call or text 988) now, or call 911 if you are in immediate danger. Please also reach out to a doctor, a mental health professional or someone you trust today; you do not have to carry this alone. Are you safe right now?",
+            "What would help tonight?",
+        ],
+        &[
+            "Hard.",
+            "I've been thinking about suicide a lot lately.",
+            "I'm safe, I'll call my sister.",
+        ],
+        &config,
+    );
+    assert_eq!(*reason(&run), TerminationReason::MaxTurns { limit: 6 });
+    assert_eq!(run.record.safety_events[0].level, cbtsim::RiskLevel::High);
+    assert!(
+        run.record.transcript.turns[3].meta.repairs.is_empty(),
+        "the resources were already there"
+    );
+}
+
+#[test]
+fn budgets_end_the_session() {
+    let mut config = config();
+    config.token_budget = Some(20);
+    let run = session(&["How are you today, Alicia?"], &PATIENT, &config);
+    assert!(matches!(
+        reason(&run),
+        TerminationReason::BudgetExhausted {
+            budget: Budget::Tokens { limit: 20, .. }
+        }
+    ));
+
+    let mut config = self::config();
+    config.time_budget = Some(Duration::from_secs(60));
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let (t, p) = (
+        ScriptedModel::new(["How are you?"]),
+        ScriptedModel::new(PATIENT),
+    );
+    let agent = |m: &ScriptedModel| Agent {
+        conversation: m.conversation().unwrap(),
+        model: m.describe(),
+        chat: false,
+    };
+    let (mut t, mut p) = (agent(&t), agent(&p));
+    let calls = std::cell::Cell::new(0u64);
+    let clock = || {
+        calls.set(calls.get() + 1);
+        Duration::from_secs(25 * calls.get())
+    };
+    let record = session::run(
+        &persona,
+        &mut t,
+        &mut p,
+        &config,
+        &AtomicBool::new(false),
+        &clock,
+        &mut session::NoSink,
+    )
+    .unwrap();
+    assert_eq!(
+        record.transcript.termination,
+        Some(TerminationReason::BudgetExhausted {
+            budget: Budget::Seconds {
+                used: 75,
+                limit: 60
+            }
+        })
+    );
+    assert_eq!(record.transcript.turns.len(), 2);
+}
+
+#[test]
+fn a_speaker_who_only_repeats_ends_the_session_in_a_loop() {
+    let same = "I just keep feeling like nothing I do at work is ever good enough for anyone.";
+    let run = session(
+        &["Tell me more.", "And then?", "What else?"],
+        &[same, same, same, same, same, same],
+        &config(),
+    );
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::ConversationLoop {
+            turn: 3,
+            earlier_turn: 1
+        }
+    );
+    assert_eq!(
+        run.record.usage.rejected_replies, 4,
+        "one candidate and three more attempts"
+    );
+}
+
+struct Unreachable;
+impl ChatModel for Unreachable {
+    fn describe(&self) -> String {
+        "unreachable".into()
+    }
+    fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+        Ok(Box::new(Unreachable))
+    }
+}
+impl Conversation for Unreachable {
+    fn stream(&mut self, _: &Request, _: &mut dyn FnMut(&str)) -> Result<Completion, ModelError> {
+        Err(ModelError::Unreachable("connection refused".into()))
+    }
+}
+
+#[test]
+fn a_failing_backend_ends_the_session_and_keeps_what_was_said() {
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let patient_model = ScriptedModel::new(PATIENT);
+    let mut patient = Agent {
+        conversation: patient_model.conversation().unwrap(),
+        model: "scripted".into(),
+        chat: false,
+    };
+    let mut therapist = Agent {
+        conversation: Unreachable.conversation().unwrap(),
+        model: "unreachable".into(),
+        chat: true,
+    };
+    let clock = || Duration::ZERO;
+    let record = session::run(
+        &persona,
+        &mut therapist,
+        &mut patient,
+        &config(),
+        &AtomicBool::new(false),
+        &clock,
+        &mut session::NoSink,
+    )
+    .unwrap();
+    assert_eq!(record.transcript.turns.len(), 1);
+    assert_eq!(
+        record.transcript.termination,
+        Some(TerminationReason::BackendFailure {
+            error: "cannot reach the model server: connection refused".into()
+        })
+    );
+}
+
+/// Sets the interrupt flag once `after` turns have been spoken, as Ctrl-C does.
+struct CtrlCAfter<'a> {
+    after: usize,
+    seen: usize,
+    flag: &'a AtomicBool,
+}
+impl SessionSink for CtrlCAfter<'_> {
+    fn turn(&mut self, _: &Turn) {
+        self.seen += 1;
+        if self.seen == self.after {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_keeps_the_transcript_so_far_and_marks_it() {
+    let flag = AtomicBool::new(false);
+    let mut sink = CtrlCAfter {
+        after: 3,
+        seen: 0,
+        flag: &flag,
+    };
+    let run = session_with(
+        &["How are you?", "Go on?"],
+        &PATIENT,
+        &config(),
+        &flag,
+        &mut sink,
+    );
+    assert_eq!(
+        *reason(&run),
+        TerminationReason::Interrupted { after_turns: 3 }
+    );
+    assert_eq!(run.record.transcript.turns.len(), 3);
+}
+
+#[test]
+fn guards_repair_or_replace_bad_replies_and_record_it() {
+    let mut config = config();
+    config.max_turns = 4;
+    let run = session(
+        &[
+            "Therapist: *smiles warmly* Welcome, Alicia. How would you rate your mood?\nAlicia: About a 4.",
+            "See you on [insert date and time].",
+            "Let's meet again on Thursday. What would you like to work on today?",
+        ],
+        &[
+            "Hi, I'm Alicia. I feel low. I can't focus. I cancel plans. I work late. I miss my grandmother. I'm tired. I'm lonely. I'm stuck.",
+            "",
+            "Work, I think, because my manager keeps",
+        ],
+        &config,
+    );
+    let turns = &run.record.transcript.turns;
+    let kinds = |i: usize| -> Vec<&str> {
+        turns[i]
+            .meta
+            .repairs
+            .iter()
+            .map(|r| r.kind.as_str())
+            .collect()
+    };
+    // Verbose style: at most 8 sentences.
+    assert_eq!(turns[0].text.matches('.').count(), 8);
+    assert_eq!(kinds(0), ["too_long"]);
+    assert_eq!(
+        turns[1].text,
+        "Welcome, Alicia. How would you rate your mood?"
+    );
+    assert_eq!(kinds(1), ["role_leak", "role_leak", "stage_direction"]);
+    // The empty reply was rejected, then the cut-off one trimmed.
+    assert_eq!(turns[2].text, "Work, I think, because my manager keeps.");
+    assert_eq!(kinds(2), ["truncated_turn"]);
+    assert_eq!(turns[2].meta.candidates, Some(2));
+    // The placeholder reply was rejected for the next one.
+    assert_eq!(
+        turns[3].text,
+        "Let's meet again on Thursday. What would you like to work on today?"
+    );
+    assert_eq!(turns[3].meta.candidates, Some(2));
+    assert_eq!(run.record.usage.rejected_replies, 2);
+    assert_eq!(lint_transcript(&run.record.transcript), vec![]);
+}
+
+#[test]
+fn the_patient_prompt_carries_the_persona_and_the_therapist_prompt_the_structure() {
+    let mut config = config();
+    config.max_turns = 2;
+    let run = session(&["How are you?"], &PATIENT, &config);
+    let patient = prompt_text(&run.patient.requests()[0]).to_string();
+    assert!(patient.contains("Alicia Rodriguez, 29"));
+    assert!(patient.contains("at most 8 sentences"));
+    assert!(patient.contains("gradually"));
+    assert!(patient.ends_with("Session Number: 1\n\nPatient:"));
+    let therapist = prompt_text(&run.therapist.requests()[0]).to_string();
+    assert!(therapist.contains("The therapist is Nova"));
+    assert!(therapist.contains("mood check-in with a rating from 0 to 10"));
+    assert!(therapist.contains("one main question at a time"));
+    assert!(therapist.ends_with(
+        "Patient: Hi, I'm Alicia. I've been feeling down since my grandmother died.\n\nTherapist:"
+    ));
+    assert!(
+        !therapist.contains("grandmother died four months ago"),
+        "the therapist does not see the persona"
+    );
+}
+
+#[test]
+fn a_real_session_on_the_default_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("session.txt");
+    let (code, stdout, stderr) = run(&[
+        "run",
+        "--persona",
+        "samuel-okafor",
+        "--max-turns",
+        "8",
+        "--seed",
+        "4",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let record: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(!record["termination"]["reason"].is_null());
+    assert!(record["turns"].as_array().unwrap().len() >= 2);
+    assert_eq!(record["turns"][0]["speaker"], "patient");
+    assert!(
+        record["turns"][0]["meta"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("local:")
+    );
+    // The text form parses back and lints clean.
+    let (code, parsed, _) = run(&["transcript", "parse", out.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let parsed: serde_json::Value = serde_json::from_str(&parsed).unwrap();
+    assert_eq!(
+        parsed["turns"].as_array().unwrap().len(),
+        record["turns"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        parsed["termination"]["reason"],
+        record["termination"]["reason"]
+    );
+    let (code, findings, _) = run(&["transcript", "lint", out.to_str().unwrap()]);
+    assert_eq!((code, findings.as_str()), (0, ""));
+}
