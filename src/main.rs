@@ -90,6 +90,15 @@ struct RunArgs {
     /// Which session of a course this is.
     #[arg(long, default_value_t = 1)]
     session_number: u32,
+    /// Who speaks first.
+    #[arg(long, default_value = "patient", value_parser = ["patient", "therapist"])]
+    first_speaker: String,
+    /// End the session once this many tokens (prompt and completion) are used.
+    #[arg(long, value_name = "TOKENS")]
+    token_budget: Option<u64>,
+    /// End the session after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    time_budget: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -653,10 +662,12 @@ fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
     if args.db.is_some() {
         eprintln!("cbtsim: note: --db is accepted but sessions are not stored yet");
     }
-    let resources = cbtsim::safety::resources_for(&args.locale).with_context(|| {
+    let settings = Config::load(config).map_err(anyhow::Error::msg)?;
+    let resources = settings.crisis_resources(&args.locale).with_context(|| {
         format!(
-            "no crisis resources for locale {:?}; known: US, CA, GB, IE, AU, NZ",
-            args.locale
+            "no crisis resources for locale {:?}; known: US, CA, GB, IE, AU, NZ, or add \
+             [safety.locales.{}] to cbtsim.toml",
+            args.locale, args.locale
         )
     })?;
     let prompt = match &args.therapist_prompt {
@@ -682,8 +693,22 @@ fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
     config_session.candidates = args.candidates;
     config_session.resources = resources;
     config_session.session_number = args.session_number;
+    config_session.token_budget = args.token_budget;
+    config_session.time_budget = args.time_budget.map(std::time::Duration::from_secs);
+    if args.first_speaker == "therapist" {
+        config_session.first_speaker = cbtsim::Speaker::Therapist;
+    }
+    let s = &settings.session;
+    if let Some(phrases) = &s.therapist_end_phrases {
+        config_session.end_phrases.therapist = phrases.clone();
+    }
+    if let Some(phrases) = &s.patient_end_phrases {
+        config_session.end_phrases.patient = phrases.clone();
+    }
+    config_session.min_turns = s.min_turns.unwrap_or(config_session.min_turns);
+    config_session.wrap_up_turns = s.wrap_up_turns.unwrap_or(config_session.wrap_up_turns);
 
-    let mut models = Models::new(Config::load(config).map_err(anyhow::Error::msg)?);
+    let mut models = Models::new(settings);
     let therapist_spec = args.therapist_model.as_ref().or(args.model.as_ref());
     let patient_spec = args.patient_model.as_ref().or(args.model.as_ref());
     let therapist_model = models.for_role(AgentRole::Therapist, therapist_spec)?;

@@ -99,6 +99,40 @@ pub struct Config {
     pub embedded: EmbeddedSettings,
     #[serde(default)]
     pub http: HttpSettings,
+    #[serde(default)]
+    pub session: SessionSettings,
+    #[serde(default)]
+    pub safety: SafetySettings,
+}
+
+/// `[session]`: how sessions run (the command line overrides).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// End-phrase regexes for the therapist's turns.
+    pub therapist_end_phrases: Option<Vec<String>>,
+    /// End-phrase regexes for the patient's turns.
+    pub patient_end_phrases: Option<Vec<String>>,
+    /// End phrases count only from this many turns on.
+    pub min_turns: Option<u32>,
+    /// Turns before the limit at which both agents are told to wrap up.
+    pub wrap_up_turns: Option<u32>,
+}
+
+/// `[safety]`: crisis resources for locales cbtsim does not know, or to
+/// replace its own: `[safety.locales.FR] crisis_line = "...", emergency = "112"`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySettings {
+    #[serde(default)]
+    pub locales: HashMap<String, LocaleResources>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocaleResources {
+    pub crisis_line: String,
+    pub emergency: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -155,6 +189,23 @@ impl Config {
             AgentRole::Patient => self.models.patient.as_deref(),
             AgentRole::Summarizer => self.models.summarizer.as_deref(),
             AgentRole::Judge => self.models.judge.as_deref(),
+        }
+    }
+
+    /// Crisis resources for a locale: the config's table first, then cbtsim's.
+    pub fn crisis_resources(&self, locale: &str) -> Option<crate::safety::CrisisResources> {
+        let configured = self
+            .safety
+            .locales
+            .iter()
+            .find(|(code, _)| code.eq_ignore_ascii_case(locale));
+        match configured {
+            Some((code, r)) => Some(crate::safety::CrisisResources {
+                locale: code.to_uppercase(),
+                crisis_line: r.crisis_line.clone(),
+                emergency: r.emergency.clone(),
+            }),
+            None => crate::safety::resources_for(locale),
         }
     }
 
@@ -304,6 +355,20 @@ mod tests {
         );
         assert_eq!(config.model_for(AgentRole::Judge), None);
         assert_eq!(config.embedded_config().threads, 2);
+        let config: Config =
+            toml::from_str("[safety.locales.FR]\ncrisis_line = \"le 3114\"\nemergency = \"112\"\n")
+                .unwrap();
+        assert_eq!(
+            config.crisis_resources("fr").unwrap().crisis_line,
+            "le 3114"
+        );
+        assert!(
+            config
+                .crisis_resources("US")
+                .unwrap()
+                .crisis_line
+                .contains("988")
+        );
         let error = toml::from_str::<Config>("[models]\ntherapy = \"local\"\n").unwrap_err();
         assert!(error.to_string().contains("therapy"), "{error}");
     }

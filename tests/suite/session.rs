@@ -513,3 +513,78 @@ fn a_real_session_on_the_default_model() {
     let (code, findings, _) = run(&["transcript", "lint", out.to_str().unwrap()]);
     assert_eq!((code, findings.as_str()), (0, ""));
 }
+
+#[test]
+fn run_takes_its_settings_from_the_command_line_and_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cbtsim.toml");
+    std::fs::write(
+        &config,
+        "[session]\ntherapist_end_phrases = ['\\bfarewell\\b']\nmin_turns = 2\n\
+         [safety.locales.FR]\ncrisis_line = \"le 3114\"\nemergency = \"112\"\n",
+    )
+    .unwrap();
+    let script = dir.path().join("replies.txt");
+    std::fs::write(
+        &script,
+        "Hello, how are you?\n---\nNot great.\n---\nThank you for today. Farewell.\n---\nBye.\n",
+    )
+    .unwrap();
+    let spec = format!("scripted:{}", script.display());
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "run",
+        "--persona",
+        "david-levin",
+        "--model",
+        &spec,
+        "--first-speaker",
+        "therapist",
+        "--candidates",
+        "1",
+        "--locale",
+        "FR",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("Session Number: 1\n\nTherapist: Hello, how are you?"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with(
+            "Reason: Natural Session End\nDetails: Detected end phrase: '\\bfarewell\\b'\n"
+        ),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = run(&[
+        "run",
+        "--persona",
+        "david-levin",
+        "--model",
+        "scripted",
+        "--token-budget",
+        "10",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("Reason: Budget Exhausted\nDetails: Token budget exhausted"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = run(&[
+        "run",
+        "--persona",
+        "david-levin",
+        "--model",
+        "scripted",
+        "--locale",
+        "XX",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("XX"), "{stderr}");
+    let (code, _, stderr) = run(&["run", "--persona", "nobody", "--model", "scripted"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nobody"), "{stderr}");
+}
