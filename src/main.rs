@@ -43,7 +43,7 @@ enum Command {
     #[command(subcommand)]
     Safety(SafetyCommand),
     /// Run one simulated session and print it in the transcript format.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -235,7 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
-        Command::Run(args) => return run_session(args, config.as_deref()),
+        Command::Run(args) => return run_session(*args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
         }
