@@ -104,6 +104,10 @@ pub struct SessionUsage {
     pub completion_tokens: u64,
     /// Generated replies the guards rejected.
     pub rejected_replies: u64,
+    /// Generated replies the guards accepted after repairing them.
+    pub repaired_replies: u64,
+    /// Replies generated in all.
+    pub replies: u64,
 }
 
 /// Told about the session as it happens.
@@ -185,6 +189,8 @@ pub fn run(
         record.usage.cached_prompt_tokens += usage.cached_prompt_tokens;
         record.usage.completion_tokens += usage.completion_tokens;
         record.usage.rejected_replies += usage.rejected_replies;
+        record.usage.repaired_replies += usage.repaired_replies;
+        record.usage.replies += usage.replies;
         let mut turn = match outcome {
             Ok(turn) => turn,
             Err(Unspoken::Backend(e)) => {
@@ -371,6 +377,7 @@ fn speak(
             Err(e) => return (Err(Unspoken::Backend(e)), usage),
         };
         tried += 1;
+        usage.replies += 1;
         usage.prompt_tokens += u64::from(done.usage.prompt_tokens);
         usage.cached_prompt_tokens += u64::from(done.usage.cached_prompt_tokens);
         usage.completion_tokens += u64::from(done.usage.completion_tokens);
@@ -384,6 +391,9 @@ fn speak(
         };
         match guard::check(&reply) {
             Ok((text, repairs)) => {
+                if !repairs.is_empty() {
+                    usage.repaired_replies += 1;
+                }
                 let score = score(speaker, &text, &repairs, &done.finish_reason);
                 if best.as_ref().is_none_or(|(s, ..)| score > *s) {
                     best = Some((score, text, repairs, done.usage.prompt_tokens));
