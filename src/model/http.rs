@@ -357,17 +357,9 @@ impl Inner {
         dialect: StructuredOutput,
         on_delta: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
-        let mut problem = String::new();
-        for _ in 0..2 {
-            let completion = self.with_retries(request, Some(dialect), on_delta)?;
-            match check_json(&completion.text, schema) {
-                Ok(()) => return Ok(completion),
-                Err(e) => problem = e,
-            }
-        }
-        Err(ModelError::InvalidResponse(format!(
-            "the reply is not valid against the schema, even when asked again: {problem}"
-        )))
+        asked_until_valid(schema, |_| {
+            self.with_retries(request, Some(dialect), on_delta)
+        })
     }
 
     /// Structured output for servers without it: instructions in the
@@ -381,23 +373,39 @@ impl Inner {
         let instruction = format!(
             "Reply with only a JSON value, no other text, valid against this JSON schema:\n{schema}"
         );
-        let mut asked = with_instruction(request, &instruction);
-        let mut problem = String::new();
-        for _ in 0..2 {
-            let completion = self.with_retries(&asked, None, on_delta)?;
-            match check_json(&completion.text, schema) {
-                Ok(()) => return Ok(completion),
-                Err(e) => problem = e,
-            }
-            asked = with_instruction(
-                request,
-                &format!("{instruction}\nYour previous reply was invalid ({problem}). Try again."),
-            );
-        }
-        Err(ModelError::InvalidResponse(format!(
-            "the reply is not valid against the schema, even when asked again: {problem}"
-        )))
+        asked_until_valid(schema, |problem| {
+            let asked = match problem {
+                None => with_instruction(request, &instruction),
+                Some(problem) => with_instruction(
+                    request,
+                    &format!(
+                        "{instruction}\nYour previous reply was invalid ({problem}). Try again."
+                    ),
+                ),
+            };
+            self.with_retries(&asked, None, on_delta)
+        })
     }
+}
+
+/// Asks for a reply valid against `schema`, and once more if it is not;
+/// `ask` is told what was wrong with the first reply.
+fn asked_until_valid(
+    schema: &Value,
+    mut ask: impl FnMut(Option<&str>) -> Result<Completion, ModelError>,
+) -> Result<Completion, ModelError> {
+    let mut problem: Option<String> = None;
+    for _ in 0..2 {
+        let completion = ask(problem.as_deref())?;
+        match check_json(&completion.text, schema) {
+            Ok(()) => return Ok(completion),
+            Err(e) => problem = Some(e),
+        }
+    }
+    Err(ModelError::InvalidResponse(format!(
+        "the reply is not valid against the schema, even when asked again: {}",
+        problem.unwrap_or_default()
+    )))
 }
 
 /// Parses a reply as JSON and validates it against `schema`.
