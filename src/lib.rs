@@ -14,6 +14,7 @@ pub mod risk;
 pub mod safety;
 pub mod session;
 pub mod speaker;
+pub mod summarize;
 pub mod summary;
 pub mod termination;
 pub mod text_format;

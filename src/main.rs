@@ -99,6 +99,13 @@ struct RunArgs {
     /// End the session after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     time_budget: Option<u64>,
+    /// The model that writes the session summary (default: the config's
+    /// summarizer, else --model, else `local`).
+    #[arg(long)]
+    summarizer_model: Option<ModelSpec>,
+    /// Skip the session summary.
+    #[arg(long)]
+    no_summary: bool,
 }
 
 #[derive(Subcommand)]
@@ -787,6 +794,26 @@ fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
         &mut sink,
     )
     .map_err(anyhow::Error::msg)?;
+    let mut record = record;
+
+    let mut summary_error = None;
+    if !args.no_summary && !record.transcript.turns.is_empty() {
+        let spec = args.summarizer_model.as_ref().or(args.model.as_ref());
+        let summarizer = models.for_role(AgentRole::Summarizer, spec)?;
+        eprintln!("cbtsim: writing the session summary");
+        let mut conversation = summarizer.conversation()?;
+        match cbtsim::summarize::summarize(
+            &mut *conversation,
+            &record.transcript,
+            summarizer.chat(),
+        ) {
+            Ok(summary) => record.transcript.summary = Some(summary),
+            Err(e) => {
+                eprintln!("cbtsim: warning: no summary: {e}");
+                summary_error = Some(e.to_string());
+            }
+        }
+    }
 
     let text = text_format::render(&record.transcript);
     if let Some(out) = &args.out {
@@ -803,6 +830,8 @@ fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
             seed: u32,
             safety_events: &'a [session::SafetyEvent],
             usage: session::SessionUsage,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            summary_error: Option<String>,
         }
         print_json(&RunOutput {
             transcript: &record.transcript,
@@ -812,6 +841,7 @@ fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
             seed: args.seed,
             safety_events: &record.safety_events,
             usage: record.usage,
+            summary_error,
         })?;
     } else if stream {
         let tail = text

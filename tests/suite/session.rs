@@ -545,6 +545,7 @@ fn run_takes_its_settings_from_the_command_line_and_the_config() {
         "1",
         "--locale",
         "FR",
+        "--no-summary",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
