@@ -7,6 +7,7 @@
 mod choice;
 
 pub mod bench;
+pub mod course;
 pub mod lint;
 pub mod model;
 pub mod persona;

@@ -44,6 +44,16 @@ pub struct SessionConfig {
     pub temperature: f32,
     pub resources: CrisisResources,
     pub therapist: TherapistProfile,
+    /// What each agent knows from earlier sessions of a course (summaries,
+    /// homework, life events), given with every turn.
+    pub carry_over: CarryOver,
+}
+
+/// Notes that carry a course's memory into a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CarryOver {
+    pub therapist: Vec<String>,
+    pub patient: Vec<String>,
 }
 
 impl SessionConfig {
@@ -64,6 +74,7 @@ impl SessionConfig {
             resources: safety::resources_for(safety::DEFAULT_LOCALE)
                 .expect("the default locale is in the table"),
             therapist,
+            carry_over: CarryOver::default(),
         }
     }
 }
@@ -274,7 +285,8 @@ pub fn run(
     Ok(record)
 }
 
-/// Notes for this turn only.
+/// Notes for this turn: the course's memory first (the same every turn, so
+/// prompts keep their cached prefix), then this turn's.
 fn guidance(
     persona: &Persona,
     config: &SessionConfig,
@@ -282,7 +294,10 @@ fn guidance(
     turns: usize,
     safety: Option<&Detection>,
 ) -> Vec<String> {
-    let mut notes = Vec::new();
+    let mut notes = match speaker {
+        Speaker::Therapist => config.carry_over.therapist.clone(),
+        Speaker::Patient => config.carry_over.patient.clone(),
+    };
     let left = config.max_turns.saturating_sub(turns as u32);
     if left <= config.wrap_up_turns {
         notes.push(format!(

@@ -1,4 +1,5 @@
 mod cli;
+mod course;
 mod embedded;
 mod fault_server;
 mod http;

@@ -589,3 +589,23 @@ fn run_takes_its_settings_from_the_command_line_and_the_config() {
     assert_eq!(code, 2);
     assert!(stderr.contains("nobody"), "{stderr}");
 }
+
+#[test]
+fn course_memory_reaches_each_agents_prompt_every_turn() {
+    let mut config = config();
+    config.max_turns = 4;
+    config.carry_over.therapist = vec!["Last time: grief; homework: a walk each day.".into()];
+    config.carry_over.patient = vec!["Homework from last session: a walk each day.".into()];
+    let run = session(&["How was the walk?", "What helped?"], &PATIENT, &config);
+    for request in run.therapist.requests() {
+        assert!(
+            prompt_text(&request).contains("Note: Last time: grief; homework: a walk each day.")
+        );
+        assert!(!prompt_text(&request).contains("Homework from last session"));
+    }
+    for request in run.patient.requests() {
+        assert!(
+            prompt_text(&request).contains("Note: Homework from last session: a walk each day.")
+        );
+    }
+}

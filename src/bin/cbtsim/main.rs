@@ -1,5 +1,7 @@
 //! The `cbtsim` command: argument parsing and output over the library.
 
+mod sessions;
+
 use anyhow::{Context, Result, bail};
 use cbtsim::lint::{Finding, lint_parsed};
 use cbtsim::model::default_model;
@@ -43,69 +45,10 @@ enum Command {
     #[command(subcommand)]
     Safety(SafetyCommand),
     /// Run one simulated session and print it in the transcript format.
-    Run(Box<RunArgs>),
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// A library persona id (see `persona list`) or a persona TOML file.
-    #[arg(long)]
-    persona: String,
-    /// The model for both agents (default: the config's, else `local`).
-    #[arg(long)]
-    model: Option<ModelSpec>,
-    #[arg(long)]
-    therapist_model: Option<ModelSpec>,
-    #[arg(long)]
-    patient_model: Option<ModelSpec>,
-    #[arg(long, default_value_t = 20)]
-    max_turns: u32,
-    #[arg(long, default_value_t = 0)]
-    seed: u32,
-    /// The session store (comes with the store; accepted and not used yet).
-    #[arg(long)]
-    db: Option<PathBuf>,
-    /// Also write the transcript (text) to FILE.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Print the full record as JSON, with per-turn metadata.
-    #[arg(long)]
-    json: bool,
-    /// The therapist's name.
-    #[arg(long, default_value = "Nova")]
-    therapist_name: String,
-    /// A file with the therapist's description, replacing the built-in one
-    /// ({name} and {next_session} are filled in).
-    #[arg(long, value_name = "FILE")]
-    therapist_prompt: Option<PathBuf>,
-    /// When the next session is, in words (default: a week from now, same time).
-    #[arg(long)]
-    next_session: Option<String>,
-    /// Country code for crisis resources (US, CA, GB, IE, AU, NZ).
-    #[arg(long, default_value = "US")]
-    locale: String,
-    /// Candidates sampled per turn on base models; the best usable one is kept.
-    #[arg(long, default_value_t = 3)]
-    candidates: u32,
-    /// Which session of a course this is.
-    #[arg(long, default_value_t = 1)]
-    session_number: u32,
-    /// Who speaks first.
-    #[arg(long, default_value = "patient", value_parser = ["patient", "therapist"])]
-    first_speaker: String,
-    /// End the session once this many tokens (prompt and completion) are used.
-    #[arg(long, value_name = "TOKENS")]
-    token_budget: Option<u64>,
-    /// End the session after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    time_budget: Option<u64>,
-    /// The model that writes the session summary (default: the config's
-    /// summarizer, else --model, else `local`).
-    #[arg(long)]
-    summarizer_model: Option<ModelSpec>,
-    /// Skip the session summary.
-    #[arg(long)]
-    no_summary: bool,
+    Run(Box<sessions::RunArgs>),
+    /// Run a course: sessions 1..N for one persona, each building on the
+    /// summaries and homework of the ones before.
+    Course(Box<sessions::CourseArgs>),
 }
 
 #[derive(Subcommand)]
@@ -242,7 +185,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
-        Command::Run(args) => return run_session(*args, config.as_deref()),
+        Command::Run(args) => return sessions::run(*args, config.as_deref()),
+        Command::Course(args) => return sessions::course(*args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
         }
@@ -300,7 +244,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -326,12 +270,12 @@ fn lint_file(path: &Path) -> Result<Vec<Finding>> {
     Ok(lint_parsed(&parsed))
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
 /// Writes to stdout; a closed pipe (`cbtsim ... | head`) is not an error.
-fn emit(text: &str) -> Result<()> {
+pub(crate) fn emit(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -344,7 +288,7 @@ fn emit(text: &str) -> Result<()> {
 }
 
 /// A library id, or a path to a persona file.
-fn resolve_persona(spec: &str) -> Result<Persona> {
+pub(crate) fn resolve_persona(spec: &str) -> Result<Persona> {
     let path = Path::new(spec);
     let looks_like_file = spec.ends_with(".toml") || spec.contains(std::path::MAIN_SEPARATOR);
     let loaded = if looks_like_file || path.is_file() {
@@ -654,206 +598,4 @@ fn safety_check() -> Result<()> {
         emit(&format!("{row}\n"))?;
     }
     Ok(())
-}
-
-/// Set by Ctrl-C; the session stops after the turn in progress.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn run_session(args: RunArgs, config: Option<&Path>) -> Result<ExitCode> {
-    use cbtsim::model::spec::AgentRole;
-    use cbtsim::session::{self, Agent, SessionConfig, SessionSink};
-    use std::io::IsTerminal;
-    use std::sync::atomic::Ordering;
-
-    let persona = resolve_persona(&args.persona)?;
-    if args.db.is_some() {
-        eprintln!("cbtsim: note: --db is accepted but sessions are not stored yet");
-    }
-    let settings = Config::load(config).map_err(anyhow::Error::msg)?;
-    let resources = settings.crisis_resources(&args.locale).with_context(|| {
-        format!(
-            "no crisis resources for locale {:?}; known: US, CA, GB, IE, AU, NZ, or add \
-             [safety.locales.{}] to cbtsim.toml",
-            args.locale, args.locale
-        )
-    })?;
-    let prompt = match &args.therapist_prompt {
-        Some(file) => Some(read(file)?),
-        None => None,
-    };
-    let next_session = match args.next_session {
-        Some(text) => text,
-        None => {
-            let next = jiff::ZonedDateTime::now()
-                .checked_add(jiff::Span::new().days(7))
-                .context("cannot compute next week's date")?;
-            next.strftime("%A %-d %B %Y at %H:%M").to_string()
-        }
-    };
-    let mut config_session = SessionConfig::new(cbtsim::session::prompt::TherapistProfile {
-        name: args.therapist_name,
-        prompt,
-        next_session,
-    });
-    config_session.max_turns = args.max_turns;
-    config_session.seed = args.seed;
-    config_session.candidates = args.candidates;
-    config_session.resources = resources;
-    config_session.session_number = args.session_number;
-    config_session.token_budget = args.token_budget;
-    config_session.time_budget = args.time_budget.map(std::time::Duration::from_secs);
-    if args.first_speaker == "therapist" {
-        config_session.first_speaker = cbtsim::Speaker::Therapist;
-    }
-    let s = &settings.session;
-    if let Some(phrases) = &s.therapist_end_phrases {
-        config_session.end_phrases.therapist = phrases.clone();
-    }
-    if let Some(phrases) = &s.patient_end_phrases {
-        config_session.end_phrases.patient = phrases.clone();
-    }
-    config_session.min_turns = s.min_turns.unwrap_or(config_session.min_turns);
-    config_session.wrap_up_turns = s.wrap_up_turns.unwrap_or(config_session.wrap_up_turns);
-
-    let mut models = Models::new(settings);
-    let therapist_spec = args.therapist_model.as_ref().or(args.model.as_ref());
-    let patient_spec = args.patient_model.as_ref().or(args.model.as_ref());
-    let therapist_model = models.for_role(AgentRole::Therapist, therapist_spec)?;
-    let patient_model = models.for_role(AgentRole::Patient, patient_spec)?;
-    let mut therapist = Agent {
-        conversation: therapist_model.conversation()?,
-        model: therapist_model.describe(),
-        chat: therapist_model.chat(),
-    };
-    let mut patient = Agent {
-        conversation: patient_model.conversation()?,
-        model: patient_model.describe(),
-        chat: patient_model.chat(),
-    };
-
-    ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("cbtsim: stopping after this turn (Ctrl-C again to quit at once)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
-
-    /// Prints each turn as it is spoken when stdout is a terminal, and
-    /// progress on stderr otherwise.
-    struct Live {
-        stream: bool,
-        count: usize,
-        started: std::time::Instant,
-    }
-    impl SessionSink for Live {
-        fn turn(&mut self, turn: &cbtsim::Turn) {
-            self.count += 1;
-            if self.stream {
-                if self.count == 1 {
-                    let _ = emit("\n");
-                }
-                let _ = emit(&format!("{}\n", text_format::render_turn(turn)));
-            } else {
-                eprintln!(
-                    "cbtsim: turn {} ({}) after {:.1} s",
-                    self.count,
-                    turn.speaker,
-                    self.started.elapsed().as_secs_f64()
-                );
-            }
-        }
-        fn safety_event(&mut self, event: &session::SafetyEvent) {
-            eprintln!(
-                "cbtsim: safety: turn {} flagged {} ({} risk); the therapist follows the protocol",
-                event.turn, event.category, event.level
-            );
-        }
-    }
-    let stream = std::io::stdout().is_terminal() && !args.json;
-    if stream {
-        emit(&format!(
-            "Session Number: {}\n",
-            config_session.session_number
-        ))?;
-    }
-    let mut sink = Live {
-        stream,
-        count: 0,
-        started: std::time::Instant::now(),
-    };
-    let started = std::time::Instant::now();
-    let clock = || started.elapsed();
-    let record = session::run(
-        &persona,
-        &mut therapist,
-        &mut patient,
-        &config_session,
-        &INTERRUPTED,
-        &clock,
-        &mut sink,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let mut record = record;
-
-    let mut summary_error = None;
-    if !args.no_summary && !record.transcript.turns.is_empty() {
-        let spec = args.summarizer_model.as_ref().or(args.model.as_ref());
-        let summarizer = models.for_role(AgentRole::Summarizer, spec)?;
-        eprintln!("cbtsim: writing the session summary");
-        let mut conversation = summarizer.conversation()?;
-        match cbtsim::summarize::summarize(
-            &mut *conversation,
-            &record.transcript,
-            summarizer.chat(),
-        ) {
-            Ok(summary) => record.transcript.summary = Some(summary),
-            Err(e) => {
-                eprintln!("cbtsim: warning: no summary: {e}");
-                summary_error = Some(e.to_string());
-            }
-        }
-    }
-
-    let text = text_format::render(&record.transcript);
-    if let Some(out) = &args.out {
-        std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
-    }
-    if args.json {
-        #[derive(serde::Serialize)]
-        struct RunOutput<'a> {
-            #[serde(flatten)]
-            transcript: &'a cbtsim::Transcript,
-            persona: &'a str,
-            therapist_model: &'a str,
-            patient_model: &'a str,
-            seed: u32,
-            safety_events: &'a [session::SafetyEvent],
-            usage: session::SessionUsage,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            summary_error: Option<String>,
-        }
-        print_json(&RunOutput {
-            transcript: &record.transcript,
-            persona: &persona.id,
-            therapist_model: &therapist.model,
-            patient_model: &patient.model,
-            seed: args.seed,
-            safety_events: &record.safety_events,
-            usage: record.usage,
-            summary_error,
-        })?;
-    } else if stream {
-        let tail = text
-            .find("\n\n\nTermination Details:")
-            .map_or("", |at| &text[at + 1..]);
-        emit(tail)?;
-    } else {
-        emit(&text)?;
-    }
-    Ok(if INTERRUPTED.load(Ordering::SeqCst) {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

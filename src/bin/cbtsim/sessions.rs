@@ -1,0 +1,405 @@
+//! `cbtsim run` and `cbtsim course`: setting up agents and printing sessions.
+
+use crate::{emit, print_json, read, resolve_persona};
+use anyhow::{Context, Result};
+use cbtsim::Persona;
+use cbtsim::course::{self, Remembered};
+use cbtsim::model::spec::{AgentRole, Config, ModelSpec, Models};
+use cbtsim::session::{self, Agent, SessionConfig, SessionRecord, SessionSink};
+use cbtsim::text_format;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What `run` and `course` share.
+#[derive(clap::Args)]
+pub struct SessionArgs {
+    /// A library persona id (see `persona list`) or a persona TOML file.
+    #[arg(long)]
+    persona: String,
+    /// The model for every role (default: the config's, else `local`).
+    #[arg(long)]
+    model: Option<ModelSpec>,
+    #[arg(long)]
+    therapist_model: Option<ModelSpec>,
+    #[arg(long)]
+    patient_model: Option<ModelSpec>,
+    /// The model that writes session summaries.
+    #[arg(long)]
+    summarizer_model: Option<ModelSpec>,
+    #[arg(long, default_value_t = 20)]
+    max_turns: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// The session store (comes with the store; accepted and not used yet).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Print the full record as JSON, with per-turn metadata.
+    #[arg(long)]
+    json: bool,
+    /// The therapist's name.
+    #[arg(long, default_value = "Nova")]
+    therapist_name: String,
+    /// A file with the therapist's description, replacing the built-in one
+    /// ({name} and {next_session} are filled in).
+    #[arg(long, value_name = "FILE")]
+    therapist_prompt: Option<PathBuf>,
+    /// When the next session is, in words (default: a week from now, same time).
+    #[arg(long)]
+    next_session: Option<String>,
+    /// Country code for crisis resources (US, CA, GB, IE, AU, NZ, or the config's).
+    #[arg(long, default_value = "US")]
+    locale: String,
+    /// Candidates sampled per turn on base models; the best usable one is kept.
+    #[arg(long, default_value_t = 3)]
+    candidates: u32,
+    /// Who speaks first.
+    #[arg(long, default_value = "patient", value_parser = ["patient", "therapist"])]
+    first_speaker: String,
+    /// End a session once this many tokens (prompt and completion) are used.
+    #[arg(long, value_name = "TOKENS")]
+    token_budget: Option<u64>,
+    /// End a session after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    time_budget: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: SessionArgs,
+    /// Also write the transcript (text) to FILE.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Which session of a course this is.
+    #[arg(long, default_value_t = 1)]
+    session_number: u32,
+    /// Skip the session summary.
+    #[arg(long)]
+    no_summary: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CourseArgs {
+    #[command(flatten)]
+    common: SessionArgs,
+    /// How many sessions.
+    #[arg(long, default_value_t = 3)]
+    sessions: u32,
+}
+
+/// Set by Ctrl-C; the session stops after the turn in progress.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The models and settings a run or course uses.
+struct Setup {
+    persona: Persona,
+    config: SessionConfig,
+    models: Models,
+    args: SessionArgs,
+}
+
+impl Setup {
+    fn new(args: SessionArgs, config_file: Option<&Path>) -> Result<Setup> {
+        let persona = resolve_persona(&args.persona)?;
+        if args.db.is_some() {
+            eprintln!("cbtsim: note: --db is accepted but sessions are not stored yet");
+        }
+        let settings = Config::load(config_file).map_err(anyhow::Error::msg)?;
+        let resources = settings.crisis_resources(&args.locale).with_context(|| {
+            format!(
+                "no crisis resources for locale {:?}; known: US, CA, GB, IE, AU, NZ, or add \
+                 [safety.locales.{}] to cbtsim.toml",
+                args.locale, args.locale
+            )
+        })?;
+        let prompt = match &args.therapist_prompt {
+            Some(file) => Some(read(file)?),
+            None => None,
+        };
+        let mut config = SessionConfig::new(session::prompt::TherapistProfile {
+            name: args.therapist_name.clone(),
+            prompt,
+            next_session: next_session(args.next_session.as_deref(), 1)?,
+        });
+        config.max_turns = args.max_turns;
+        config.seed = args.seed;
+        config.candidates = args.candidates;
+        config.resources = resources;
+        config.token_budget = args.token_budget;
+        config.time_budget = args.time_budget.map(std::time::Duration::from_secs);
+        if args.first_speaker == "therapist" {
+            config.first_speaker = cbtsim::Speaker::Therapist;
+        }
+        let s = &settings.session;
+        if let Some(phrases) = &s.therapist_end_phrases {
+            config.end_phrases.therapist = phrases.clone();
+        }
+        if let Some(phrases) = &s.patient_end_phrases {
+            config.end_phrases.patient = phrases.clone();
+        }
+        config.min_turns = s.min_turns.unwrap_or(config.min_turns);
+        config.wrap_up_turns = s.wrap_up_turns.unwrap_or(config.wrap_up_turns);
+
+        ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("cbtsim: stopping after this turn (Ctrl-C again to quit at once)");
+        })
+        .context("cannot install the Ctrl-C handler")?;
+
+        Ok(Setup {
+            persona,
+            config,
+            models: Models::new(settings),
+            args,
+        })
+    }
+
+    fn agent(&mut self, role: AgentRole) -> Result<Agent> {
+        let explicit = match role {
+            AgentRole::Therapist => self.args.therapist_model.as_ref(),
+            AgentRole::Patient => self.args.patient_model.as_ref(),
+            AgentRole::Summarizer => self.args.summarizer_model.as_ref(),
+            AgentRole::Judge => None,
+        };
+        let model = self
+            .models
+            .for_role(role, explicit.or(self.args.model.as_ref()))?;
+        Ok(Agent {
+            conversation: model.conversation()?,
+            model: model.describe(),
+            chat: model.chat(),
+        })
+    }
+
+    /// Runs one session with fresh conversations for both agents.
+    fn session(&mut self, sink: &mut dyn SessionSink) -> Result<SessionRecord> {
+        let mut therapist = self.agent(AgentRole::Therapist)?;
+        let mut patient = self.agent(AgentRole::Patient)?;
+        let started = std::time::Instant::now();
+        let clock = || started.elapsed();
+        session::run(
+            &self.persona,
+            &mut therapist,
+            &mut patient,
+            &self.config,
+            &INTERRUPTED,
+            &clock,
+            sink,
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// Adds the summary to a finished session; a failure is reported and
+    /// returned, never an empty summary.
+    fn summarize(&mut self, record: &mut SessionRecord) -> Result<Option<String>> {
+        if record.transcript.turns.is_empty() {
+            return Ok(Some("the session has no turns to summarise".into()));
+        }
+        let mut summarizer = self.agent(AgentRole::Summarizer)?;
+        eprintln!(
+            "cbtsim: writing the summary of session {}",
+            record.transcript.session_number
+        );
+        match cbtsim::summarize::summarize(
+            &mut *summarizer.conversation,
+            &record.transcript,
+            summarizer.chat,
+        ) {
+            Ok(summary) => {
+                record.transcript.summary = Some(summary);
+                Ok(None)
+            }
+            Err(e) => {
+                eprintln!("cbtsim: warning: no summary: {e}");
+                Ok(Some(e.to_string()))
+            }
+        }
+    }
+}
+
+/// "Thursday 3 December 2026 at 14:00": `weeks` weeks from now, unless given.
+fn next_session(given: Option<&str>, weeks: i64) -> Result<String> {
+    if let Some(text) = given {
+        return Ok(text.to_string());
+    }
+    let next = jiff::ZonedDateTime::now()
+        .checked_add(jiff::Span::new().days(7 * weeks))
+        .context("cannot compute the next session's date")?;
+    Ok(next.strftime("%A %-d %B %Y at %H:%M").to_string())
+}
+
+/// Prints each turn as it is spoken when stdout is a terminal, and
+/// progress on stderr otherwise.
+struct Live {
+    stream: bool,
+    count: usize,
+    started: std::time::Instant,
+}
+
+impl Live {
+    fn new(stream: bool) -> Live {
+        Live {
+            stream,
+            count: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl SessionSink for Live {
+    fn turn(&mut self, turn: &cbtsim::Turn) {
+        self.count += 1;
+        if self.stream {
+            let _ = emit(&format!("\n{}", text_format::render_turn(turn)));
+        } else {
+            eprintln!(
+                "cbtsim: turn {} ({}) after {:.1} s",
+                self.count,
+                turn.speaker,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn safety_event(&mut self, event: &session::SafetyEvent) {
+        eprintln!(
+            "cbtsim: safety: turn {} flagged {} ({} risk); the therapist follows the protocol",
+            event.turn, event.category, event.level
+        );
+    }
+}
+
+/// The JSON record of one session.
+#[derive(serde::Serialize)]
+struct SessionOutput<'a> {
+    #[serde(flatten)]
+    transcript: &'a cbtsim::Transcript,
+    persona: &'a str,
+    seed: u32,
+    safety_events: &'a [session::SafetyEvent],
+    usage: session::SessionUsage,
+    carry_over: &'a session::CarryOver,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary_error: Option<String>,
+}
+
+/// Prints a finished session: the whole text, or (when its turns were
+/// streamed) what follows them.
+fn print_session(record: &SessionRecord, streamed: bool) -> Result<()> {
+    let text = text_format::render(&record.transcript);
+    if streamed {
+        // The turns are on screen, each with its newline.
+        let tail = text
+            .find("\n\n\nTermination Details:")
+            .map_or("", |at| &text[at + 1..]);
+        emit(tail)
+    } else {
+        emit(&text)
+    }
+}
+
+fn exit_code() -> ExitCode {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
+    let json = args.common.json;
+    let mut setup = Setup::new(args.common, config_file)?;
+    setup.config.session_number = args.session_number;
+    let stream = std::io::stdout().is_terminal() && !json;
+    if stream {
+        emit(&format!("Session Number: {}\n", args.session_number))?;
+    }
+    let mut record = setup.session(&mut Live::new(stream))?;
+    let summary_error = if args.no_summary {
+        None
+    } else {
+        setup.summarize(&mut record)?
+    };
+    if let Some(out) = &args.out {
+        std::fs::write(out, text_format::render(&record.transcript))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if json {
+        print_json(&SessionOutput {
+            transcript: &record.transcript,
+            persona: &setup.persona.id,
+            seed: setup.config.seed,
+            safety_events: &record.safety_events,
+            usage: record.usage,
+            carry_over: &setup.config.carry_over,
+            summary_error,
+        })?;
+    } else {
+        print_session(&record, stream)?;
+    }
+    Ok(exit_code())
+}
+
+pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> {
+    let json = args.common.json;
+    let base_seed = args.common.seed;
+    let given_date = args.common.next_session.clone();
+    let mut setup = Setup::new(args.common, config_file)?;
+    let stream = std::io::stdout().is_terminal() && !json;
+    let mut remembered: Vec<Remembered> = Vec::new();
+    let mut outputs = Vec::new();
+    for number in 1..=args.sessions {
+        setup.config.session_number = number;
+        setup.config.seed = base_seed.wrapping_add(number - 1);
+        setup.config.therapist.next_session =
+            next_session(given_date.as_deref(), i64::from(number))?;
+        setup.config.carry_over = course::carry_over(
+            &setup.persona,
+            &setup.config.therapist.name,
+            number,
+            &remembered,
+            base_seed,
+        );
+        if number > 1 && !json {
+            emit("\n")?;
+        }
+        if stream {
+            emit(&format!("Session Number: {number}\n"))?;
+        }
+        let mut record = setup.session(&mut Live::new(stream))?;
+        let summary_error = setup.summarize(&mut record)?;
+        if !json {
+            print_session(&record, stream)?;
+        }
+        remembered.push(Remembered {
+            session_number: number,
+            summary: record.transcript.summary.clone(),
+            disclosed_risk: !record.safety_events.is_empty(),
+        });
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        outputs.push((record, setup.config.carry_over.clone(), summary_error));
+        if interrupted {
+            break;
+        }
+    }
+    if json {
+        let rows: Vec<SessionOutput> = outputs
+            .iter()
+            .map(|(record, carry_over, summary_error)| SessionOutput {
+                transcript: &record.transcript,
+                persona: &setup.persona.id,
+                seed: base_seed.wrapping_add(record.transcript.session_number - 1),
+                safety_events: &record.safety_events,
+                usage: record.usage,
+                carry_over,
+                summary_error: summary_error.clone(),
+            })
+            .collect();
+        print_json(&rows)?;
+    }
+    Ok(exit_code())
+}
