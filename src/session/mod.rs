@@ -121,10 +121,15 @@ pub struct SessionUsage {
     pub replies: u64,
 }
 
-/// Told about the session as it happens.
+/// Told about the session as it happens. An error (say, the store cannot
+/// write) stops the session: nothing is spoken that cannot be kept.
 pub trait SessionSink {
-    fn turn(&mut self, _turn: &Turn) {}
-    fn safety_event(&mut self, _event: &SafetyEvent) {}
+    fn turn(&mut self, _turn: &Turn) -> Result<(), String> {
+        Ok(())
+    }
+    fn safety_event(&mut self, _event: &SafetyEvent) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A sink that ignores everything.
@@ -244,7 +249,7 @@ pub fn run(
         }
         record.transcript.turns.push(turn);
         let turn = record.transcript.turns.last().expect("just pushed");
-        sink.turn(turn);
+        sink.turn(turn)?;
 
         if let Some(reason) = escalate {
             break reason;
@@ -259,7 +264,7 @@ pub fn run(
                     words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
                     protocol_turn: None,
                 };
-                sink.safety_event(&event);
+                sink.safety_event(&event)?;
                 record.safety_events.push(event);
                 pending_safety = Some(detection);
             } else if number >= 3

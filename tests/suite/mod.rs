@@ -9,5 +9,6 @@ mod personas;
 mod properties;
 mod safety;
 mod session;
+mod store;
 mod text_format;
 mod util;

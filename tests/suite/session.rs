@@ -370,11 +370,12 @@ struct CtrlCAfter<'a> {
     flag: &'a AtomicBool,
 }
 impl SessionSink for CtrlCAfter<'_> {
-    fn turn(&mut self, _: &Turn) {
+    fn turn(&mut self, _: &Turn) -> Result<(), String> {
         self.seen += 1;
         if self.seen == self.after {
             self.flag.store(true, Ordering::SeqCst);
         }
+        Ok(())
     }
 }
 

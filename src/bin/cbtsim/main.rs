@@ -49,6 +49,30 @@ enum Command {
     /// Run a course: sessions 1..N for one persona, each building on the
     /// summaries and homework of the ones before.
     Course(Box<sessions::CourseArgs>),
+    /// List the courses and sessions in a store.
+    List {
+        /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print a JSON array of {kind, id, persona, session_number, turns,
+        /// termination_reason, started_at}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stored session.
+    Show {
+        /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// The session's id (see `cbtsim list`).
+        #[arg(required_unless_present = "last")]
+        session: Option<i64>,
+        /// The newest session.
+        #[arg(long, conflicts_with = "session")]
+        last: bool,
+        #[arg(long, default_value = "text", value_parser = ["text", "json", "markdown"])]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +210,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
+        Command::List { db, json } => list(db, json)?,
+        Command::Show {
+            db,
+            session,
+            last,
+            format,
+        } => show(db, session, last, &format)?,
         Command::Course(args) => return sessions::course(*args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
@@ -598,4 +629,55 @@ fn safety_check() -> Result<()> {
         emit(&format!("{row}\n"))?;
     }
     Ok(())
+}
+
+fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
+    let path = db.unwrap_or_else(cbtsim::store::default_path);
+    if !path.exists() {
+        bail!(
+            "no store at {}: run a session with --db first",
+            path.display()
+        );
+    }
+    Ok(cbtsim::store::Store::open(&path)?)
+}
+
+fn list(db: Option<PathBuf>, json: bool) -> Result<()> {
+    let rows = open_store(db)?.list()?;
+    if json {
+        return print_json(&rows);
+    }
+    let mut out = format!(
+        "{:<8} {:>4}  {:<18} {:>7} {:>5}  {:<22} started\n",
+        "kind", "id", "persona", "session", "turns", "ended"
+    );
+    for r in &rows {
+        out += &format!(
+            "{:<8} {:>4}  {:<18} {:>7} {:>5}  {:<22} {}\n",
+            r.kind,
+            r.id,
+            r.persona,
+            r.session_number,
+            r.turns,
+            r.termination_reason.as_deref().unwrap_or("(unfinished)"),
+            r.started_at
+        );
+    }
+    emit(&out)
+}
+
+fn show(db: Option<PathBuf>, session: Option<i64>, last: bool, format: &str) -> Result<()> {
+    let store = open_store(db)?;
+    let id = match (session, last) {
+        (Some(id), _) => id,
+        (None, _) => store
+            .last_session()?
+            .with_context(|| format!("{} has no sessions", store.path().display()))?,
+    };
+    let transcript = store.transcript(id)?;
+    match format {
+        "json" => print_json(&transcript),
+        "markdown" => emit(&cbtsim::markdown::render(&transcript)),
+        _ => emit(&text_format::render(&transcript)),
+    }
 }

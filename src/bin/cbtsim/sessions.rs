@@ -6,6 +6,7 @@ use cbtsim::Persona;
 use cbtsim::course::{self, Remembered};
 use cbtsim::model::spec::{AgentRole, Config, ModelSpec, Models};
 use cbtsim::session::{self, Agent, SessionConfig, SessionRecord, SessionSink};
+use cbtsim::store::Store;
 use cbtsim::text_format;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ pub struct SessionArgs {
     max_turns: u32,
     #[arg(long, default_value_t = 0)]
     seed: u32,
-    /// The session store (comes with the store; accepted and not used yet).
+    /// Store the session(s) in this SQLite file as they happen.
     #[arg(long)]
     db: Option<PathBuf>,
     /// Print the full record as JSON, with per-turn metadata.
@@ -98,14 +99,20 @@ struct Setup {
     config: SessionConfig,
     models: Models,
     args: SessionArgs,
+    stored: Option<Stored>,
+}
+
+/// Where a run is being stored.
+struct Stored {
+    store: Store,
+    run: i64,
+    persona: i64,
+    course: Option<i64>,
 }
 
 impl Setup {
     fn new(args: SessionArgs, config_file: Option<&Path>) -> Result<Setup> {
         let persona = resolve_persona(&args.persona)?;
-        if args.db.is_some() {
-            eprintln!("cbtsim: note: --db is accepted but sessions are not stored yet");
-        }
         let settings = Config::load(config_file).map_err(anyhow::Error::msg)?;
         let resources = settings.crisis_resources(&args.locale).with_context(|| {
             format!(
@@ -155,7 +162,25 @@ impl Setup {
             config,
             models: Models::new(settings),
             args,
+            stored: None,
         })
+    }
+
+    /// Opens the store (with --db) and records the run and the persona.
+    fn open_store(&mut self, command: &str, settings: serde_json::Value) -> Result<()> {
+        let Some(path) = &self.args.db else {
+            return Ok(());
+        };
+        let store = Store::open(path)?;
+        let run = store.start_run(command, &settings)?;
+        let persona = store.save_persona(&self.persona)?;
+        self.stored = Some(Stored {
+            store,
+            run,
+            persona,
+            course: None,
+        });
+        Ok(())
     }
 
     fn agent(&mut self, role: AgentRole) -> Result<Agent> {
@@ -175,27 +200,67 @@ impl Setup {
         })
     }
 
-    /// Runs one session with fresh conversations for both agents.
-    fn session(&mut self, sink: &mut dyn SessionSink) -> Result<SessionRecord> {
+    /// Runs one session with fresh conversations for both agents, storing
+    /// each turn as it is spoken when there is a store.
+    fn session(&mut self, stream: bool) -> Result<(SessionRecord, Option<i64>)> {
         let mut therapist = self.agent(AgentRole::Therapist)?;
         let mut patient = self.agent(AgentRole::Patient)?;
+        let id = match &self.stored {
+            Some(s) => Some(s.store.start_session(
+                s.run,
+                s.course,
+                s.persona,
+                self.config.session_number,
+            )?),
+            None => None,
+        };
+        let mut sink = Live {
+            stream,
+            count: 0,
+            started: std::time::Instant::now(),
+            store: self.stored.as_ref().map(|s| &s.store).zip(id),
+        };
         let started = std::time::Instant::now();
         let clock = || started.elapsed();
-        session::run(
+        let record = session::run(
             &self.persona,
             &mut therapist,
             &mut patient,
             &self.config,
             &INTERRUPTED,
             &clock,
-            sink,
+            &mut sink,
         )
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::msg)?;
+        if let (Some(stored), Some(id)) = (self.stored.as_mut(), id) {
+            let reason = record
+                .transcript
+                .termination
+                .as_ref()
+                .expect("a finished session has a reason");
+            stored.store.finish_session(id, reason, &record.usage)?;
+            for event in &record.safety_events {
+                stored.store.add_safety_event(id, event)?;
+            }
+        }
+        Ok((record, id))
     }
 
     /// Adds the summary to a finished session; a failure is reported and
     /// returned, never an empty summary.
-    fn summarize(&mut self, record: &mut SessionRecord) -> Result<Option<String>> {
+    fn summarize(&mut self, record: &mut SessionRecord, id: Option<i64>) -> Result<Option<String>> {
+        let error = self.write_summary(record)?;
+        if let (Some(stored), Some(id)) = (&self.stored, id) {
+            let result = match (&record.transcript.summary, &error) {
+                (Some(summary), _) => Ok(summary),
+                (None, e) => Err(e.as_deref().unwrap_or("no summary")),
+            };
+            stored.store.set_summary(id, result)?;
+        }
+        Ok(error)
+    }
+
+    fn write_summary(&mut self, record: &mut SessionRecord) -> Result<Option<String>> {
         if record.transcript.turns.is_empty() {
             return Ok(Some("the session has no turns to summarise".into()));
         }
@@ -221,6 +286,34 @@ impl Setup {
     }
 }
 
+impl Setup {
+    fn finish_run(&self) -> Result<()> {
+        if let Some(stored) = &self.stored {
+            stored.store.finish_run(stored.run)?;
+        }
+        Ok(())
+    }
+}
+
+/// The settings a run was started with, kept with it in the store.
+fn run_settings(args: &SessionArgs) -> serde_json::Value {
+    serde_json::json!({
+        "persona": args.persona,
+        "model": args.model.as_ref().map(ToString::to_string),
+        "therapist_model": args.therapist_model.as_ref().map(ToString::to_string),
+        "patient_model": args.patient_model.as_ref().map(ToString::to_string),
+        "summarizer_model": args.summarizer_model.as_ref().map(ToString::to_string),
+        "max_turns": args.max_turns,
+        "seed": args.seed,
+        "therapist_name": args.therapist_name,
+        "locale": args.locale,
+        "candidates": args.candidates,
+        "first_speaker": args.first_speaker,
+        "token_budget": args.token_budget,
+        "time_budget": args.time_budget,
+    })
+}
+
 /// "Thursday 3 December 2026 at 14:00": `weeks` weeks from now, unless given.
 fn next_session(given: Option<&str>, weeks: i64) -> Result<String> {
     if let Some(text) = given {
@@ -232,26 +325,22 @@ fn next_session(given: Option<&str>, weeks: i64) -> Result<String> {
     Ok(next.strftime("%A %-d %B %Y at %H:%M").to_string())
 }
 
-/// Prints each turn as it is spoken when stdout is a terminal, and
-/// progress on stderr otherwise.
-struct Live {
+/// Stores each turn as it is spoken, and prints it when stdout is a
+/// terminal (progress on stderr otherwise).
+struct Live<'a> {
     stream: bool,
     count: usize,
     started: std::time::Instant,
+    store: Option<(&'a Store, i64)>,
 }
 
-impl Live {
-    fn new(stream: bool) -> Live {
-        Live {
-            stream,
-            count: 0,
-            started: std::time::Instant::now(),
+impl SessionSink for Live<'_> {
+    fn turn(&mut self, turn: &cbtsim::Turn) -> Result<(), String> {
+        if let Some((store, session)) = self.store {
+            store
+                .add_turn(session, self.count, turn)
+                .map_err(|e| format!("cannot store the turn: {e}"))?;
         }
-    }
-}
-
-impl SessionSink for Live {
-    fn turn(&mut self, turn: &cbtsim::Turn) {
         self.count += 1;
         if self.stream {
             let _ = emit(&format!("\n{}", text_format::render_turn(turn)));
@@ -263,13 +352,15 @@ impl SessionSink for Live {
                 self.started.elapsed().as_secs_f64()
             );
         }
+        Ok(())
     }
 
-    fn safety_event(&mut self, event: &session::SafetyEvent) {
+    fn safety_event(&mut self, event: &session::SafetyEvent) -> Result<(), String> {
         eprintln!(
             "cbtsim: safety: turn {} flagged {} ({} risk); the therapist follows the protocol",
             event.turn, event.category, event.level
         );
+        Ok(())
     }
 }
 
@@ -312,18 +403,21 @@ fn exit_code() -> ExitCode {
 
 pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     let json = args.common.json;
+    let settings = run_settings(&args.common);
     let mut setup = Setup::new(args.common, config_file)?;
     setup.config.session_number = args.session_number;
+    setup.open_store("run", settings)?;
     let stream = std::io::stdout().is_terminal() && !json;
     if stream {
         emit(&format!("Session Number: {}\n", args.session_number))?;
     }
-    let mut record = setup.session(&mut Live::new(stream))?;
+    let (mut record, id) = setup.session(stream)?;
     let summary_error = if args.no_summary {
         None
     } else {
-        setup.summarize(&mut record)?
+        setup.summarize(&mut record, id)?
     };
+    setup.finish_run()?;
     if let Some(out) = &args.out {
         std::fs::write(out, text_format::render(&record.transcript))
             .with_context(|| format!("cannot write {}", out.display()))?;
@@ -348,7 +442,16 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
     let json = args.common.json;
     let base_seed = args.common.seed;
     let given_date = args.common.next_session.clone();
+    let settings = run_settings(&args.common);
     let mut setup = Setup::new(args.common, config_file)?;
+    setup.open_store("course", settings)?;
+    if let Some(stored) = setup.stored.as_mut() {
+        stored.course = Some(stored.store.start_course(
+            stored.run,
+            stored.persona,
+            args.sessions,
+        )?);
+    }
     let stream = std::io::stdout().is_terminal() && !json;
     let mut remembered: Vec<Remembered> = Vec::new();
     let mut outputs = Vec::new();
@@ -370,8 +473,8 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
         if stream {
             emit(&format!("Session Number: {number}\n"))?;
         }
-        let mut record = setup.session(&mut Live::new(stream))?;
-        let summary_error = setup.summarize(&mut record)?;
+        let (mut record, id) = setup.session(stream)?;
+        let summary_error = setup.summarize(&mut record, id)?;
         if !json {
             print_session(&record, stream)?;
         }
@@ -386,6 +489,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
             break;
         }
     }
+    setup.finish_run()?;
     if json {
         let rows: Vec<SessionOutput> = outputs
             .iter()

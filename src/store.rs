@@ -1,0 +1,465 @@
+//! The SQLite store: one file with personas (a snapshot of each one used),
+//! runs (the command and its settings), courses, sessions, every turn as
+//! soon as it is spoken, summaries, safety events and token usage. Only
+//! this module knows SQL.
+
+use crate::persona::Persona;
+use crate::session::{SafetyEvent, SessionUsage};
+use crate::speaker::Speaker;
+use crate::summary::SessionSummary;
+use crate::termination::TerminationReason;
+use crate::transcript::Transcript;
+use crate::turn::{Turn, TurnMeta};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The schema version this build writes; see `MIGRATIONS`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration N takes the schema from version N-1 to N.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE personas (
+    id INTEGER PRIMARY KEY,
+    persona_id TEXT NOT NULL,
+    snapshot TEXT NOT NULL
+);
+CREATE TABLE courses (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    persona INTEGER NOT NULL REFERENCES personas(id),
+    sessions_planned INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    course_id INTEGER REFERENCES courses(id),
+    persona INTEGER REFERENCES personas(id),
+    session_number INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    termination_reason TEXT,
+    termination_details TEXT,
+    termination_speaker TEXT,
+    summary TEXT,
+    summary_error TEXT
+);
+CREATE TABLE turns (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    position INTEGER NOT NULL,
+    speaker TEXT NOT NULL,
+    text TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    PRIMARY KEY (session_id, position)
+);
+CREATE TABLE safety_events (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    turn INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    level TEXT NOT NULL,
+    words TEXT NOT NULL,
+    protocol_turn INTEGER
+);
+CREATE TABLE token_usage (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    prompt_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    replies INTEGER NOT NULL,
+    rejected_replies INTEGER NOT NULL,
+    repaired_replies INTEGER NOT NULL
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {message}")]
+    Sql { path: PathBuf, message: String },
+    #[error(
+        "{path} was written by a newer cbtsim (schema version {found}; this one knows up to {SCHEMA_VERSION}); use a newer cbtsim"
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error("{path}: no session {id}")]
+    NoSuchSession { path: PathBuf, id: i64 },
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A row of `cbtsim list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub kind: &'static str,
+    pub id: i64,
+    pub persona: String,
+    /// The session's number, or for a course the number of sessions stored.
+    pub session_number: i64,
+    pub turns: i64,
+    pub termination_reason: Option<String>,
+    pub started_at: String,
+}
+
+/// The default store: `$XDG_DATA_HOME/cbtsim/cbtsim.db`, else
+/// `~/.local/share/cbtsim/cbtsim.db`.
+pub fn default_path() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("cbtsim").join("cbtsim.db")
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl Store {
+    /// Opens (or creates) a store, migrating an older schema and refusing a newer one.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Sql {
+                path: path.to_path_buf(),
+                message: format!("cannot create the folder: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sql(path, e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        store
+            .conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .map_err(|e| sql(path, e))?;
+        if version < SCHEMA_VERSION {
+            // WAL keeps readers going while a run writes; set once, on creation.
+            store
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+                .map_err(|e| sql(path, e))?;
+            for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let next = i as i64 + 1;
+                store
+                    .conn
+                    .execute_batch(&format!(
+                        "BEGIN; {migration} PRAGMA user_version = {next}; COMMIT;"
+                    ))
+                    .map_err(|e| sql(path, e))?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql(&self, e: rusqlite::Error) -> StoreError {
+        sql(&self.path, e)
+    }
+
+    pub fn start_run(
+        &self,
+        command: &str,
+        settings: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (command, settings, started_at) VALUES (?1, ?2, ?3)",
+                params![command, settings.to_string(), now()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?1 WHERE id = ?2",
+                params![now(), run],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub fn save_persona(&self, persona: &Persona) -> Result<i64, StoreError> {
+        let snapshot = serde_json::to_string(persona).expect("a persona serialises");
+        self.conn
+            .execute(
+                "INSERT INTO personas (persona_id, snapshot) VALUES (?1, ?2)",
+                params![persona.id, snapshot],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn start_course(&self, run: i64, persona: i64, planned: u32) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO courses (run_id, persona, sessions_planned, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![run, persona, planned, now()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn start_session(
+        &self,
+        run: i64,
+        course: Option<i64>,
+        persona: i64,
+        session_number: u32,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, course, persona, session_number, now()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Stores a turn the moment it is spoken (one transaction per turn).
+    pub fn add_turn(&self, session: i64, position: usize, turn: &Turn) -> Result<(), StoreError> {
+        let meta = serde_json::to_string(&turn.meta).expect("metadata serialises");
+        self.conn
+            .execute(
+                "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session, position as i64, turn.speaker.as_str(), turn.text, meta],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub fn add_safety_event(&self, session: i64, event: &SafetyEvent) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    session,
+                    event.turn as i64,
+                    event.category.as_str(),
+                    event.level.as_str(),
+                    serde_json::to_string(&event.words).expect("words serialise"),
+                    event.protocol_turn.map(|t| t as i64)
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records how a session ended and what it used, in one transaction.
+    pub fn finish_session(
+        &mut self,
+        session: i64,
+        reason: &TerminationReason,
+        usage: &SessionUsage,
+    ) -> Result<(), StoreError> {
+        let speaker = match reason {
+            TerminationReason::NaturalEnd { speaker, .. } => speaker.map(Speaker::as_str),
+            _ => None,
+        };
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "UPDATE sessions SET finished_at = ?1, termination_reason = ?2, termination_details = ?3, termination_speaker = ?4 WHERE id = ?5",
+            params![now(), reason.display_name(), reason.details(), speaker, session],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "INSERT INTO token_usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                session,
+                usage.prompt_tokens as i64,
+                usage.cached_prompt_tokens as i64,
+                usage.completion_tokens as i64,
+                usage.replies as i64,
+                usage.rejected_replies as i64,
+                usage.repaired_replies as i64
+            ],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        tx.commit().map_err(|e| sql(&self.path, e))
+    }
+
+    pub fn set_summary(
+        &self,
+        session: i64,
+        summary: Result<&SessionSummary, &str>,
+    ) -> Result<(), StoreError> {
+        let (json, error) = match summary {
+            Ok(s) => (
+                Some(serde_json::to_string(s).expect("a summary serialises")),
+                None,
+            ),
+            Err(e) => (None, Some(e)),
+        };
+        self.conn
+            .execute(
+                "UPDATE sessions SET summary = ?1, summary_error = ?2 WHERE id = ?3",
+                params![json, error, session],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Courses and the sessions outside courses, then each course's
+    /// sessions, oldest first.
+    pub fn list(&self) -> Result<Vec<Listed>, StoreError> {
+        let mut rows = Vec::new();
+        let mut courses = self
+            .conn
+            .prepare(
+                "SELECT c.id, p.persona_id, c.started_at,
+                        (SELECT COUNT(*) FROM sessions s WHERE s.course_id = c.id),
+                        (SELECT COUNT(*) FROM turns t JOIN sessions s ON t.session_id = s.id WHERE s.course_id = c.id),
+                        (SELECT s.termination_reason FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1)
+                 FROM courses c JOIN personas p ON p.id = c.persona ORDER BY c.id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let found = courses
+            .query_map([], |r| {
+                Ok(Listed {
+                    kind: "course",
+                    id: r.get(0)?,
+                    persona: r.get(1)?,
+                    started_at: r.get(2)?,
+                    session_number: r.get(3)?,
+                    turns: r.get(4)?,
+                    termination_reason: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        for row in found {
+            rows.push(row.map_err(|e| self.sql(e))?);
+        }
+        let mut sessions = self
+            .conn
+            .prepare(
+                "SELECT s.id, COALESCE(p.persona_id, ''), s.session_number, s.started_at, s.termination_reason,
+                        (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id)
+                 FROM sessions s LEFT JOIN personas p ON p.id = s.persona ORDER BY s.id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let found = sessions
+            .query_map([], |r| {
+                Ok(Listed {
+                    kind: "session",
+                    id: r.get(0)?,
+                    persona: r.get(1)?,
+                    session_number: r.get(2)?,
+                    started_at: r.get(3)?,
+                    termination_reason: r.get(4)?,
+                    turns: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        for row in found {
+            rows.push(row.map_err(|e| self.sql(e))?);
+        }
+        Ok(rows)
+    }
+
+    pub fn last_session(&self) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row("SELECT MAX(id) FROM sessions", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// A stored session as a transcript.
+    pub fn transcript(&self, session: i64) -> Result<Transcript, StoreError> {
+        let head = self
+            .conn
+            .query_row(
+                "SELECT session_number, termination_reason, termination_details, termination_speaker, summary FROM sessions WHERE id = ?1",
+                [session],
+                |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or_else(|| StoreError::NoSuchSession {
+                path: self.path.clone(),
+                id: session,
+            })?;
+        let (number, reason, details, speaker, summary) = head;
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT speaker, text, meta FROM turns WHERE session_id = ?1 ORDER BY position",
+            )
+            .map_err(|e| self.sql(e))?;
+        let turns = statement
+            .query_map([session], |r| {
+                let speaker: String = r.get(0)?;
+                let meta: String = r.get(2)?;
+                Ok(Turn {
+                    speaker: if speaker == "therapist" {
+                        Speaker::Therapist
+                    } else {
+                        Speaker::Patient
+                    },
+                    text: r.get(1)?,
+                    meta: serde_json::from_str::<TurnMeta>(&meta).unwrap_or_default(),
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        let speaker = speaker.map(|s| {
+            if s == "therapist" {
+                Speaker::Therapist
+            } else {
+                Speaker::Patient
+            }
+        });
+        let termination = reason.map(|reason| {
+            let mut parsed =
+                TerminationReason::from_parts(&reason, details.as_deref().unwrap_or(""), speaker);
+            if let TerminationReason::NaturalEnd { speaker: s, .. } = &mut parsed {
+                *s = speaker;
+            }
+            parsed
+        });
+        Ok(Transcript {
+            session_number: number,
+            turns,
+            termination,
+            summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    }
+}
+
+fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Sql {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
