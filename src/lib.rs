@@ -8,6 +8,7 @@ mod choice;
 
 pub mod bench;
 pub mod course;
+pub mod export;
 pub mod lint;
 pub mod markdown;
 pub mod model;

@@ -457,6 +457,95 @@ impl Store {
     }
 }
 
+/// A stored session with what it belongs to.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    pub id: i64,
+    pub persona: Option<String>,
+    pub course: Option<i64>,
+    pub transcript: Transcript,
+}
+
+impl Store {
+    /// The sessions of one course, or of the whole store, in order.
+    pub fn sessions(&self, course: Option<i64>) -> Result<Vec<StoredSession>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT s.id, p.persona_id, s.course_id FROM sessions s LEFT JOIN personas p ON p.id = s.persona
+                 WHERE ?1 IS NULL OR s.course_id = ?1 ORDER BY s.course_id, s.session_number, s.id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let heads = statement
+            .query_map([course], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<(i64, Option<String>, Option<i64>)>, _>>()
+            .map_err(|e| self.sql(e))?;
+        if let Some(course) = course
+            && heads.is_empty()
+        {
+            return Err(StoreError::Sql {
+                path: self.path.clone(),
+                message: format!("no course {course}, or it has no sessions"),
+            });
+        }
+        heads
+            .into_iter()
+            .map(|(id, persona, course)| {
+                Ok(StoredSession {
+                    id,
+                    persona,
+                    course,
+                    transcript: self.transcript(id)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a transcript read from a file as a finished session of an
+    /// "import" run; returns its id.
+    pub fn import(&mut self, transcript: &Transcript, source: &str) -> Result<i64, StoreError> {
+        let run = self.start_run("import", &serde_json::json!({ "file": source }))?;
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "INSERT INTO sessions (run_id, session_number, started_at, finished_at, termination_reason, termination_details, termination_speaker, summary)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run,
+                transcript.session_number,
+                now(),
+                transcript.termination.as_ref().map(|t| t.display_name().to_string()),
+                transcript.termination.as_ref().map(TerminationReason::details),
+                match &transcript.termination {
+                    Some(TerminationReason::NaturalEnd { speaker: Some(s), .. }) => Some(s.as_str()),
+                    _ => None,
+                },
+                transcript.summary.as_ref().map(|s| serde_json::to_string(s).expect("a summary serialises")),
+            ],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        let id = tx.last_insert_rowid();
+        for (position, turn) in transcript.turns.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    id,
+                    position as i64,
+                    turn.speaker.as_str(),
+                    turn.text,
+                    serde_json::to_string(&turn.meta).expect("metadata serialises")
+                ],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&self.path, e))?;
+        self.finish_run(run)?;
+        Ok(id)
+    }
+}
+
 fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::Sql {
         path: path.to_path_buf(),

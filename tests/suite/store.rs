@@ -131,3 +131,165 @@ fn a_store_from_a_newer_cbtsim_is_refused_untouched() {
     assert_eq!(code, 2);
     assert_eq!(std::fs::read(&db).unwrap(), before, "nothing was written");
 }
+
+#[test]
+fn imported_transcripts_export_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let db = db.to_str().unwrap();
+    let reference = super::util::reference();
+    let (code, stdout, stderr) = run(&["import", "--db", db, reference.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.ends_with(": session 1 (12 turns)\n"), "{stdout}");
+    let (code, _, _) = run(&[
+        "course",
+        "--persona",
+        "kenji-watanabe",
+        "--model",
+        "scripted",
+        "--sessions",
+        "2",
+        "--max-turns",
+        "3",
+        "--db",
+        db,
+    ]);
+    assert_eq!(code, 0);
+
+    // Text: a file per session, each parsing back to what was stored.
+    let folder = dir.path().join("text");
+    let (code, _, _) = run(&[
+        "export",
+        "--db",
+        db,
+        "--all",
+        "--format",
+        "text",
+        "--out",
+        folder.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let original =
+        cbtsim::text_format::parse(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    let exported = std::fs::read_to_string(folder.join("imported-session1.txt")).unwrap();
+    assert_eq!(
+        cbtsim::text_format::parse(&exported).unwrap().transcript,
+        original.transcript
+    );
+    let course =
+        std::fs::read_to_string(folder.join("kenji-watanabe-course1-session2.txt")).unwrap();
+    assert_eq!(
+        cbtsim::text_format::parse(&course)
+            .unwrap()
+            .transcript
+            .session_number,
+        2
+    );
+
+    // JSONL for OpenAI fine-tuning: the therapist is the assistant.
+    let jsonl = dir.path().join("openai.jsonl");
+    let (code, _, _) = run(&[
+        "export",
+        "--db",
+        db,
+        "--course",
+        "1",
+        "--format",
+        "jsonl-openai",
+        "--out",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per session of the course");
+    let messages = lines[0]["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[1]["role"], "user");
+    assert_eq!(messages[2]["role"], "assistant");
+
+    // ShareGPT: human and gpt.
+    let sharegpt = dir.path().join("sharegpt.jsonl");
+    let (code, _, _) = run(&[
+        "export",
+        "--db",
+        db,
+        "--all",
+        "--format",
+        "sharegpt",
+        "--out",
+        sharegpt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&sharegpt)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["conversations"][0]["from"], "human");
+    assert_eq!(first["conversations"][1]["from"], "gpt");
+    assert_eq!(first["conversations"].as_array().unwrap().len(), 12);
+
+    // JSON and Markdown.
+    let json = dir.path().join("all.json");
+    let (code, _, _) = run(&[
+        "export",
+        "--db",
+        db,
+        "--all",
+        "--format",
+        "json",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(all.len(), 3);
+    let md = dir.path().join("md");
+    let (code, _, _) = run(&[
+        "export",
+        "--db",
+        db,
+        "--all",
+        "--format",
+        "markdown",
+        "--out",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        std::fs::read_to_string(md.join("imported-session1.md"))
+            .unwrap()
+            .contains("## Session summary")
+    );
+}
+
+#[test]
+fn a_broken_file_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let good = super::util::data("transcripts/clean-natural-end.txt");
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "Session Number: 1\n\nNova: hello\n").unwrap();
+    let (code, _, stderr) = run(&[
+        "import",
+        "--db",
+        db.to_str().unwrap(),
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bad.txt") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+    let (code, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(listed.trim(), "[]");
+}

@@ -59,6 +59,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export stored sessions: text or markdown (a file per session, into
+    /// the folder OUT), json (one file), jsonl-openai or sharegpt (a line
+    /// per session).
+    Export {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// One course's sessions.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        course: Option<i64>,
+        /// Every session in the store.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_parser = ["text", "json", "jsonl-openai", "sharegpt", "markdown"])]
+        format: String,
+        /// The file (json, jsonl-openai, sharegpt) or folder (text, markdown) to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Store transcripts in the reference text format (or JSON) as sessions.
+    Import {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show a stored session.
     Show {
         /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
@@ -211,6 +236,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Safety(SafetyCommand::Check) => safety_check()?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
         Command::List { db, json } => list(db, json)?,
+        Command::Export {
+            db,
+            course,
+            all: _,
+            format,
+            out,
+        } => export(db, course, &format, &out)?,
+        Command::Import { db, files } => import(db, &files)?,
         Command::Show {
             db,
             session,
@@ -680,4 +713,58 @@ fn show(db: Option<PathBuf>, session: Option<i64>, last: bool, format: &str) -> 
         "markdown" => emit(&cbtsim::markdown::render(&transcript)),
         _ => emit(&text_format::render(&transcript)),
     }
+}
+
+fn export(db: Option<PathBuf>, course: Option<i64>, format: &str, out: &Path) -> Result<()> {
+    use cbtsim::export::Format;
+    let format = Format::from_name(format).context("unknown export format")?;
+    let sessions = open_store(db)?.sessions(course)?;
+    let files = cbtsim::export::export(&sessions, format);
+    let write = |path: &Path, contents: &str| {
+        std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+    };
+    if format.file_per_session() {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create the folder {}", out.display()))?;
+        for file in &files {
+            write(&out.join(&file.name), &file.contents)?;
+        }
+    } else if let Some(file) = files.first() {
+        write(out, &file.contents)?;
+    }
+    eprintln!(
+        "cbtsim: exported {} sessions to {}",
+        sessions.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn import(db: Option<PathBuf>, files: &[PathBuf]) -> Result<()> {
+    let path = db.unwrap_or_else(cbtsim::store::default_path);
+    let mut store = cbtsim::store::Store::open(&path)?;
+    // Read every file first: a bad one stores nothing.
+    let mut transcripts = Vec::new();
+    for file in files {
+        let text = read(file)?;
+        let transcript = if text.trim_start().starts_with('{') {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON transcript", file.display()))?
+        } else {
+            text_format::parse(&text)
+                .with_context(|| format!("{}: not a transcript", file.display()))?
+                .transcript
+        };
+        transcripts.push((file, transcript));
+    }
+    let mut report = String::new();
+    for (file, transcript) in transcripts {
+        let id = store.import(&transcript, &file.display().to_string())?;
+        report += &format!(
+            "{}: session {id} ({} turns)\n",
+            file.display(),
+            transcript.turns.len()
+        );
+    }
+    emit(&report)
 }
