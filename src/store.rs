@@ -546,6 +546,146 @@ impl Store {
     }
 }
 
+/// What a run was about.
+pub struct RunParts {
+    pub persona_row: i64,
+    /// The persona as it was when the run started.
+    pub persona: Persona,
+    /// The course's id and the sessions it planned, for a course.
+    pub course: Option<(i64, u32)>,
+}
+
+/// A session of a run, as far as it got.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    pub id: i64,
+    pub session_number: u32,
+    pub termination_reason: Option<String>,
+    pub has_summary: bool,
+    pub summary_error: Option<String>,
+}
+
+impl Store {
+    /// Runs that never finished, oldest first.
+    pub fn unfinished_runs(&self) -> Result<Vec<i64>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT id FROM runs WHERE finished_at IS NULL AND command IN ('run', 'course') ORDER BY id")
+            .map_err(|e| self.sql(e))?;
+        let ids = statement
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(ids)
+    }
+
+    /// A run's command ("run" or "course") and settings.
+    pub fn run_settings(&self, run: i64) -> Result<(String, serde_json::Value), StoreError> {
+        let (command, settings): (String, String) = self
+            .conn
+            .query_row(
+                "SELECT command, settings FROM runs WHERE id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or_else(|| StoreError::Sql {
+                path: self.path.clone(),
+                message: format!("no run {run}"),
+            })?;
+        let settings = serde_json::from_str(&settings).map_err(|e| StoreError::Sql {
+            path: self.path.clone(),
+            message: format!("run {run} has unreadable settings: {e}"),
+        })?;
+        Ok((command, settings))
+    }
+
+    /// The persona (as it was) and the course of a run.
+    pub fn run_parts(&self, run: i64) -> Result<RunParts, StoreError> {
+        let course: Option<(i64, u32, i64)> = self
+            .conn
+            .query_row(
+                "SELECT id, sessions_planned, persona FROM courses WHERE run_id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let persona_row: i64 = match course {
+            Some((_, _, persona)) => persona,
+            None => self
+                .conn
+                .query_row(
+                    "SELECT persona FROM sessions WHERE run_id = ?1 ORDER BY id LIMIT 1",
+                    [run],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.sql(e))?,
+        };
+        let snapshot: String = self
+            .conn
+            .query_row(
+                "SELECT snapshot FROM personas WHERE id = ?1",
+                [persona_row],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let persona = serde_json::from_str(&snapshot).map_err(|e| StoreError::Sql {
+            path: self.path.clone(),
+            message: format!("the stored persona is unreadable: {e}"),
+        })?;
+        Ok(RunParts {
+            persona_row,
+            persona,
+            course: course.map(|(id, planned, _)| (id, planned)),
+        })
+    }
+
+    /// The sessions of a run, in order.
+    pub fn run_sessions(&self, run: i64) -> Result<Vec<SessionState>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error
+                 FROM sessions WHERE run_id = ?1 ORDER BY session_number, id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let states = statement
+            .query_map([run], |r| {
+                Ok(SessionState {
+                    id: r.get(0)?,
+                    session_number: r.get(1)?,
+                    termination_reason: r.get(2)?,
+                    has_summary: r.get(3)?,
+                    summary_error: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(states)
+    }
+
+    /// Opens a stopped session again for more turns: its ending, usage and
+    /// safety events are cleared (they are recorded anew when it ends);
+    /// its turns stay.
+    pub fn reopen_session(&mut self, session: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
+            [session],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        tx.execute("DELETE FROM token_usage WHERE session_id = ?1", [session])
+            .map_err(|e| sql(&self.path, e))?;
+        tx.execute("DELETE FROM safety_events WHERE session_id = ?1", [session])
+            .map_err(|e| sql(&self.path, e))?;
+        tx.commit().map_err(|e| sql(&self.path, e))
+    }
+}
+
 fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::Sql {
         path: path.to_path_buf(),

@@ -11,10 +11,10 @@ pub use load::{PersonaError, load_file, parse_persona};
 
 use crate::choice::choice_enum;
 use crate::risk::RiskLevel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A simulated patient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persona {
     /// The file name without extension, kebab-case (`alicia-rodriguez`).
     pub id: String,
@@ -28,7 +28,7 @@ pub struct Persona {
     pub life_events: Vec<LifeEvent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub name: String,
     pub age: u32,
@@ -38,7 +38,7 @@ pub struct Identity {
     pub culture: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Background {
     /// Life history in the persona's own terms, revealed gradually.
     pub history: String,
@@ -48,7 +48,7 @@ pub struct Background {
 
 /// The Beck cognitive conceptualisation: beliefs, the triggering situation
 /// and what follows from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CognitiveModel {
     pub core_beliefs: Vec<CoreBelief>,
     /// The core beliefs in the persona's own words.
@@ -70,7 +70,7 @@ choice_enum! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     pub style: ConversationalStyle,
     pub attitude: Attitude,
@@ -100,7 +100,7 @@ choice_enum! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Risk {
     pub level: RiskLevel,
     pub disclosure: Disclosure,
@@ -123,7 +123,7 @@ choice_enum! {
 }
 
 /// Baseline questionnaire scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mood {
     /// PHQ-9, 0–27.
     pub phq9: u32,
@@ -132,7 +132,7 @@ pub struct Mood {
 }
 
 /// Something that happens to the persona before a given session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifeEvent {
     /// The session it happens before (2 = between sessions 1 and 2).
     pub before_session: u32,

@@ -152,14 +152,67 @@ pub fn run(
     clock: Clock,
     sink: &mut dyn SessionSink,
 ) -> Result<SessionRecord, String> {
+    resume(
+        persona,
+        therapist,
+        patient,
+        config,
+        &[],
+        interrupted,
+        clock,
+        sink,
+    )
+}
+
+/// Continues a session from the turns already spoken (none for a new
+/// session). The crisis detector is run again over them, so the safety
+/// events are whole and a pending protocol turn is still owed.
+#[allow(clippy::too_many_arguments)]
+pub fn resume(
+    persona: &Persona,
+    therapist: &mut Agent,
+    patient: &mut Agent,
+    config: &SessionConfig,
+    spoken: &[Turn],
+    interrupted: &AtomicBool,
+    clock: Clock,
+    sink: &mut dyn SessionSink,
+) -> Result<SessionRecord, String> {
     let ending = Ending::new(&config.end_phrases)?;
     let mut record = SessionRecord {
         transcript: Transcript::new(config.session_number),
         safety_events: Vec::new(),
         usage: SessionUsage::default(),
     };
-    let mut speaker = config.first_speaker;
+    record.transcript.turns = spoken.to_vec();
     let mut pending_safety: Option<Detection> = None;
+    for (i, turn) in spoken.iter().enumerate() {
+        match turn.speaker {
+            Speaker::Patient => {
+                let detection = safety::detect(&turn.text);
+                if detection.flagged {
+                    record.safety_events.push(SafetyEvent {
+                        turn: i + 1,
+                        category: detection.category,
+                        level: detection.level,
+                        words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
+                        protocol_turn: None,
+                    });
+                    pending_safety = Some(detection);
+                }
+            }
+            Speaker::Therapist => {
+                if pending_safety.take().is_some()
+                    && let Some(event) = record.safety_events.last_mut()
+                {
+                    event.protocol_turn = Some(i + 1);
+                }
+            }
+        }
+    }
+    let mut speaker = spoken
+        .last()
+        .map_or(config.first_speaker, |t| t.speaker.other());
     let reason = loop {
         let turns = record.transcript.turns.len();
         if interrupted.load(Ordering::SeqCst) {

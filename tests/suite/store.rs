@@ -293,3 +293,90 @@ fn a_broken_file_imports_nothing() {
     assert_eq!(code, 0);
     assert_eq!(listed.trim(), "[]");
 }
+
+fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut statement) =
+        conn.prepare("SELECT position, speaker FROM turns ORDER BY session_id, position")
+    else {
+        return Vec::new();
+    };
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_run_killed_mid_session_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cbtsim"))
+        .args([
+            "run",
+            "--persona",
+            "tomasz-nowak",
+            "--max-turns",
+            "8",
+            "--seed",
+            "5",
+            "--db",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while stored_turns(&db).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no turns stored");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = stored_turns(&db);
+    assert!(before.len() >= 2 && before.len() < 8, "{before:?}");
+
+    let (code, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let rows: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(rows[0]["termination_reason"], Value::Null, "unfinished");
+
+    let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
+    assert_eq!(code, 0, "{stderr}");
+    let after = stored_turns(&db);
+    let positions: Vec<i64> = after.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        positions,
+        (0..after.len() as i64).collect::<Vec<_>>(),
+        "contiguous, none duplicated"
+    );
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "nothing already stored changed"
+    );
+    for pair in after.windows(2) {
+        assert_ne!(pair[0].1, pair[1].1, "speakers alternate across the resume");
+    }
+    let (_, shown, _) = run(&[
+        "show",
+        "--db",
+        db.to_str().unwrap(),
+        "--last",
+        "--format",
+        "json",
+    ]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert!(!shown["termination"]["reason"].is_null());
+    assert!(!shown["summary"].is_null());
+    let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--all"]);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("nothing to resume"), "{stderr}");
+}

@@ -49,6 +49,21 @@ enum Command {
     /// Run a course: sessions 1..N for one persona, each building on the
     /// summaries and homework of the ones before.
     Course(Box<sessions::CourseArgs>),
+    /// Continue interrupted runs (Ctrl-C, kill, a failed backend) from their
+    /// last stored turn, with the settings they were started with.
+    Resume {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// The newest unfinished run.
+        #[arg(long, conflicts_with_all = ["all", "run"])]
+        last: bool,
+        /// Every unfinished run.
+        #[arg(long, conflicts_with = "run")]
+        all: bool,
+        /// One run, by id.
+        #[arg(required_unless_present_any = ["last", "all"])]
+        run: Option<i64>,
+    },
     /// List the courses and sessions in a store.
     List {
         /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
@@ -235,6 +250,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
+        Command::Resume {
+            db,
+            last: _,
+            all,
+            run,
+        } => {
+            let target = match (run, all) {
+                (Some(id), _) => sessions::ResumeTarget::Run(id),
+                (None, true) => sessions::ResumeTarget::All,
+                (None, false) => sessions::ResumeTarget::Last,
+            };
+            return sessions::resume(db, target);
+        }
         Command::List { db, json } => list(db, json)?,
         Command::Export {
             db,

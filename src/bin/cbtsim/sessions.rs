@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What `run` and `course` share.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct SessionArgs {
     /// A library persona id (see `persona list`) or a persona TOML file.
     #[arg(long)]
@@ -66,7 +66,7 @@ pub struct SessionArgs {
     time_budget: Option<u64>,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     common: SessionArgs,
@@ -81,7 +81,7 @@ pub struct RunArgs {
     no_summary: bool,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct CourseArgs {
     #[command(flatten)]
     common: SessionArgs,
@@ -149,13 +149,17 @@ impl Setup {
         config.min_turns = s.min_turns.unwrap_or(config.min_turns);
         config.wrap_up_turns = s.wrap_up_turns.unwrap_or(config.wrap_up_turns);
 
-        ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("cbtsim: stopping after this turn (Ctrl-C again to quit at once)");
-        })
-        .context("cannot install the Ctrl-C handler")?;
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        let mut installed = Ok(());
+        HANDLER.call_once(|| {
+            installed = ctrlc::set_handler(|| {
+                if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+                eprintln!("cbtsim: stopping after this turn (Ctrl-C again to quit at once)");
+            });
+        });
+        installed.context("cannot install the Ctrl-C handler")?;
 
         Ok(Setup {
             persona,
@@ -201,32 +205,42 @@ impl Setup {
     }
 
     /// Runs one session with fresh conversations for both agents, storing
-    /// each turn as it is spoken when there is a store.
-    fn session(&mut self, stream: bool) -> Result<(SessionRecord, Option<i64>)> {
+    /// each turn as it is spoken when there is a store; or, given a stored
+    /// session and its turns, continues it.
+    fn session(
+        &mut self,
+        stream: bool,
+        continued: Option<(i64, Vec<cbtsim::Turn>)>,
+    ) -> Result<(SessionRecord, Option<i64>)> {
         let mut therapist = self.agent(AgentRole::Therapist)?;
         let mut patient = self.agent(AgentRole::Patient)?;
-        let id = match &self.stored {
-            Some(s) => Some(s.store.start_session(
-                s.run,
-                s.course,
-                s.persona,
-                self.config.session_number,
-            )?),
-            None => None,
+        let (id, spoken) = match (continued, &self.stored) {
+            (Some((id, spoken)), _) => (Some(id), spoken),
+            (None, Some(s)) => (
+                Some(s.store.start_session(
+                    s.run,
+                    s.course,
+                    s.persona,
+                    self.config.session_number,
+                )?),
+                Vec::new(),
+            ),
+            (None, None) => (None, Vec::new()),
         };
         let mut sink = Live {
             stream,
-            count: 0,
+            count: spoken.len(),
             started: std::time::Instant::now(),
             store: self.stored.as_ref().map(|s| &s.store).zip(id),
         };
         let started = std::time::Instant::now();
         let clock = || started.elapsed();
-        let record = session::run(
+        let record = session::resume(
             &self.persona,
             &mut therapist,
             &mut patient,
             &self.config,
+            &spoken,
             &INTERRUPTED,
             &clock,
             &mut sink,
@@ -298,6 +312,9 @@ impl Setup {
 /// The settings a run was started with, kept with it in the store.
 fn run_settings(args: &SessionArgs) -> serde_json::Value {
     serde_json::json!({
+        // What `cbtsim resume` parses again, so a run continues exactly as
+        // it was started.
+        "argv": std::env::args().collect::<Vec<_>>(),
         "persona": args.persona,
         "model": args.model.as_ref().map(ToString::to_string),
         "therapist_model": args.therapist_model.as_ref().map(ToString::to_string),
@@ -411,7 +428,7 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     if stream {
         emit(&format!("Session Number: {}\n", args.session_number))?;
     }
-    let (mut record, id) = setup.session(stream)?;
+    let (mut record, id) = setup.session(stream, None)?;
     let summary_error = if args.no_summary {
         None
     } else {
@@ -473,7 +490,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
         if stream {
             emit(&format!("Session Number: {number}\n"))?;
         }
-        let (mut record, id) = setup.session(stream)?;
+        let (mut record, id) = setup.session(stream, None)?;
         let summary_error = setup.summarize(&mut record, id)?;
         if !json {
             print_session(&record, stream)?;
@@ -504,6 +521,145 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
             })
             .collect();
         print_json(&rows)?;
+    }
+    Ok(exit_code())
+}
+
+/// The command line of a stored run, parsed again.
+#[derive(clap::Parser)]
+#[command(name = "cbtsim")]
+struct StoredCommandLine {
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: StoredCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum StoredCommand {
+    Run(RunArgs),
+    Course(CourseArgs),
+}
+
+/// Which runs `cbtsim resume` continues.
+pub enum ResumeTarget {
+    Last,
+    All,
+    Run(i64),
+}
+
+/// Continues unfinished runs from their last stored turn, with the
+/// settings they were started with.
+pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
+    use clap::Parser;
+    let path = db.unwrap_or_else(cbtsim::store::default_path);
+    let store = Store::open(&path)?;
+    let runs = match target {
+        ResumeTarget::Run(id) => vec![id],
+        ResumeTarget::All => store.unfinished_runs()?,
+        ResumeTarget::Last => store.unfinished_runs()?.into_iter().rev().take(1).collect(),
+    };
+    if runs.is_empty() {
+        eprintln!("cbtsim: nothing to resume in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(store);
+    for run in runs {
+        let store = Store::open(&path)?;
+        let (_, settings) = store.run_settings(run)?;
+        let argv: Vec<String> = serde_json::from_value(settings["argv"].clone())
+            .with_context(|| format!("run {run} did not record its command line"))?;
+        let line = StoredCommandLine::try_parse_from(&argv)
+            .with_context(|| format!("run {run}'s command line no longer parses: {argv:?}"))?;
+        let parts = store.run_parts(run)?;
+        let course = parts.course;
+        eprintln!("cbtsim: resuming run {run} ({})", argv[1..].join(" "));
+        let (common, no_summary, sessions_planned) = match line.command {
+            StoredCommand::Run(args) => (args.common, args.no_summary, 1),
+            StoredCommand::Course(args) => (args.common, false, args.sessions),
+        };
+        let base_seed = common.seed;
+        let given_date = common.next_session.clone();
+        let json = common.json;
+        let mut setup = Setup::new(common, line.config.as_deref())?;
+        setup.persona = parts.persona;
+        setup.stored = Some(Stored {
+            store,
+            run,
+            persona: parts.persona_row,
+            course: course.map(|(id, _)| id),
+        });
+        let stream = std::io::stdout().is_terminal() && !json;
+        let mut remembered: Vec<Remembered> = Vec::new();
+        let states = setup
+            .stored
+            .as_ref()
+            .expect("set above")
+            .store
+            .run_sessions(run)?;
+        let planned = course.map_or(sessions_planned, |(_, planned)| planned);
+        for number in 1..=planned {
+            let state = states.iter().find(|s| s.session_number == number).cloned();
+            setup.config.session_number = number;
+            setup.config.seed = base_seed.wrapping_add(number - 1);
+            if course.is_some() {
+                setup.config.therapist.next_session =
+                    next_session(given_date.as_deref(), i64::from(number))?;
+                setup.config.carry_over = course::carry_over(
+                    &setup.persona,
+                    &setup.config.therapist.name,
+                    number,
+                    &remembered,
+                    base_seed,
+                );
+            }
+            let stored = setup.stored.as_mut().expect("set above");
+            let resumable = |reason: &Option<String>| {
+                reason.as_deref().is_none_or(|r| {
+                    r == cbtsim::termination::INTERRUPTED
+                        || r == cbtsim::termination::BACKEND_FAILURE
+                })
+            };
+            let (mut record, id) = match &state {
+                Some(state) if !resumable(&state.termination_reason) => {
+                    let transcript = stored.store.transcript(state.id)?;
+                    let record = SessionRecord {
+                        transcript,
+                        safety_events: Vec::new(),
+                        usage: Default::default(),
+                    };
+                    (record, Some(state.id))
+                }
+                Some(state) => {
+                    stored.store.reopen_session(state.id)?;
+                    let spoken = stored.store.transcript(state.id)?.turns;
+                    eprintln!(
+                        "cbtsim: session {number} continues after turn {}",
+                        spoken.len()
+                    );
+                    setup.session(stream, Some((state.id, spoken)))?
+                }
+                None => setup.session(stream, None)?,
+            };
+            let needs_summary = state.as_ref().is_none_or(|s| {
+                resumable(&s.termination_reason) || (!s.has_summary && s.summary_error.is_none())
+            });
+            if needs_summary && !no_summary {
+                setup.summarize(&mut record, id)?;
+            }
+            if !json {
+                print_session(&record, false)?;
+            }
+            remembered.push(Remembered {
+                session_number: number,
+                summary: record.transcript.summary.clone(),
+                disclosed_risk: !record.safety_events.is_empty(),
+            });
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Ok(exit_code());
+            }
+        }
+        setup.finish_run()?;
     }
     Ok(exit_code())
 }
