@@ -182,7 +182,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         rule(
             PassiveIdeation,
             Low,
-            r"\b(?:don't|do not|didn't) want to (?:live|be alive|be here|exist|wake up|go on)\b",
+            r"\b(?:don't|do not|didn't) want to (?:live|be alive|be here|exist|wake up|go on(?:\s*$|\s*[.,;!]| anymore| like this| living))",
         ),
         rule(
             PassiveIdeation,
@@ -410,6 +410,7 @@ mod tests {
             "I would never kill myself, I have my kids.",
             "My friend said she wanted to kill herself and I was scared for her.",
             "I'm dying to see my sister again.",
+            "Even if I don't want to go on therapy right away, I might talk to her.",
         ] {
             let d = detect(text);
             assert!(!d.flagged, "{text}: {d:?}");
