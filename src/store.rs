@@ -4,7 +4,7 @@
 //! this module knows SQL.
 
 use crate::persona::Persona;
-use crate::session::{SafetyEvent, SessionUsage};
+use crate::session::{RoleUsage, SafetyEvent};
 use crate::speaker::Speaker;
 use crate::summary::SessionSummary;
 use crate::termination::TerminationReason;
@@ -15,10 +15,11 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes; see `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration N takes the schema from version N-1 to N.
-const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     command TEXT NOT NULL,
@@ -77,7 +78,12 @@ CREATE TABLE token_usage (
     rejected_replies INTEGER NOT NULL,
     repaired_replies INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE token_usage ADD COLUMN role TEXT NOT NULL DEFAULT 'all';
+ALTER TABLE token_usage ADD COLUMN model TEXT;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -269,12 +275,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records how a session ended and what it used, in one transaction.
+    /// Records how a session ended and what each agent used (per role and
+    /// model), in one transaction.
     pub fn finish_session(
         &mut self,
         session: i64,
         reason: &TerminationReason,
-        usage: &SessionUsage,
+        usage: &[RoleUsage],
     ) -> Result<(), StoreError> {
         let speaker = match reason {
             TerminationReason::NaturalEnd { speaker, .. } => speaker.map(Speaker::as_str),
@@ -286,19 +293,26 @@ impl Store {
             params![now(), reason.display_name(), reason.details(), speaker, session],
         )
         .map_err(|e| sql(&self.path, e))?;
-        tx.execute(
-            "INSERT INTO token_usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                session,
-                usage.prompt_tokens as i64,
-                usage.cached_prompt_tokens as i64,
-                usage.completion_tokens as i64,
-                usage.replies as i64,
-                usage.rejected_replies as i64,
-                usage.repaired_replies as i64
-            ],
-        )
-        .map_err(|e| sql(&self.path, e))?;
+        for share in usage {
+            let u = &share.usage;
+            tx.execute(
+                "INSERT INTO token_usage (session_id, role, model, prompt_tokens, cached_prompt_tokens,
+                     completion_tokens, replies, rejected_replies, repaired_replies)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    session,
+                    share.role.as_str(),
+                    share.model,
+                    u.prompt_tokens as i64,
+                    u.cached_prompt_tokens as i64,
+                    u.completion_tokens as i64,
+                    u.replies as i64,
+                    u.rejected_replies as i64,
+                    u.repaired_replies as i64
+                ],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        }
         tx.commit().map_err(|e| sql(&self.path, e))
     }
 
@@ -565,7 +579,40 @@ pub struct SessionState {
     pub summary_error: Option<String>,
 }
 
+/// Tokens a store records for one role and model, summed over sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenTotal {
+    pub role: String,
+    pub model: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
 impl Store {
+    /// Token usage per role and model over the whole store.
+    pub fn token_totals(&self) -> Result<Vec<TokenTotal>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT role, model, SUM(prompt_tokens), SUM(completion_tokens) FROM token_usage
+                 GROUP BY role, model ORDER BY role, model",
+            )
+            .map_err(|e| self.sql(e))?;
+        let totals = statement
+            .query_map([], |r| {
+                Ok(TokenTotal {
+                    role: r.get(0)?,
+                    model: r.get(1)?,
+                    prompt_tokens: r.get(2)?,
+                    completion_tokens: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(totals)
+    }
+
     /// Runs that never finished, oldest first.
     pub fn unfinished_runs(&self) -> Result<Vec<i64>, StoreError> {
         let mut statement = self

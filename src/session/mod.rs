@@ -105,6 +105,17 @@ pub struct SafetyEvent {
 pub struct SessionRecord {
     pub transcript: Transcript,
     pub safety_events: Vec<SafetyEvent>,
+    /// Both agents together.
+    pub usage: SessionUsage,
+    /// Each agent's share, with its model.
+    pub usage_by_role: Vec<RoleUsage>,
+}
+
+/// What one agent used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleUsage {
+    pub role: Speaker,
+    pub model: String,
     pub usage: SessionUsage,
 }
 
@@ -119,6 +130,17 @@ pub struct SessionUsage {
     pub repaired_replies: u64,
     /// Replies generated in all.
     pub replies: u64,
+}
+
+impl std::ops::AddAssign for SessionUsage {
+    fn add_assign(&mut self, other: SessionUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.cached_prompt_tokens += other.cached_prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.rejected_replies += other.rejected_replies;
+        self.repaired_replies += other.repaired_replies;
+        self.replies += other.replies;
+    }
 }
 
 /// Told about the session as it happens. An error (say, the store cannot
@@ -183,6 +205,17 @@ pub fn resume(
         transcript: Transcript::new(config.session_number),
         safety_events: Vec::new(),
         usage: SessionUsage::default(),
+        usage_by_role: [
+            (Speaker::Therapist, &*therapist),
+            (Speaker::Patient, &*patient),
+        ]
+        .into_iter()
+        .map(|(role, agent)| RoleUsage {
+            role,
+            model: agent.model.clone(),
+            usage: SessionUsage::default(),
+        })
+        .collect(),
     };
     record.transcript.turns = spoken.to_vec();
     let mut pending_safety: Option<Detection> = None;
@@ -254,12 +287,10 @@ pub fn resume(
             &record.transcript.turns,
             &guidance,
         );
-        record.usage.prompt_tokens += usage.prompt_tokens;
-        record.usage.cached_prompt_tokens += usage.cached_prompt_tokens;
-        record.usage.completion_tokens += usage.completion_tokens;
-        record.usage.rejected_replies += usage.rejected_replies;
-        record.usage.repaired_replies += usage.repaired_replies;
-        record.usage.replies += usage.replies;
+        record.usage += usage;
+        if let Some(share) = record.usage_by_role.iter_mut().find(|r| r.role == speaker) {
+            share.usage += usage;
+        }
         let mut turn = match outcome {
             Ok(turn) => turn,
             Err(Unspoken::Backend(e)) => {

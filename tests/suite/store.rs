@@ -382,3 +382,54 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
     assert_eq!(code, 0);
     assert!(stderr.contains("nothing to resume"), "{stderr}");
 }
+
+#[test]
+fn an_older_store_is_migrated_and_usage_is_kept_per_role_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        // A store as the first schema version wrote it, with a run in it.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(cbtsim::store::MIGRATIONS[0]).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        conn.execute(
+            "INSERT INTO runs (command, settings, started_at) VALUES ('run', '{}', 'then')",
+            [],
+        )
+        .unwrap();
+    }
+    let (code, _, stderr) = run(&[
+        "run",
+        "--persona",
+        "aroha-ngata",
+        "--model",
+        "scripted",
+        "--max-turns",
+        "4",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 2, "the old run is kept");
+    let totals = Store::open(&db).unwrap().token_totals().unwrap();
+    let roles: Vec<(&str, Option<&str>)> = totals
+        .iter()
+        .map(|t| (t.role.as_str(), t.model.as_deref()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("patient", Some("scripted")),
+            ("therapist", Some("scripted"))
+        ]
+    );
+    assert!(totals.iter().all(|t| t.completion_tokens > 0));
+}

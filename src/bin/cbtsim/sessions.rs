@@ -252,7 +252,9 @@ impl Setup {
                 .termination
                 .as_ref()
                 .expect("a finished session has a reason");
-            stored.store.finish_session(id, reason, &record.usage)?;
+            stored
+                .store
+                .finish_session(id, reason, &record.usage_by_role)?;
             for event in &record.safety_events {
                 stored.store.add_safety_event(id, event)?;
             }
@@ -390,6 +392,7 @@ struct SessionOutput<'a> {
     seed: u32,
     safety_events: &'a [session::SafetyEvent],
     usage: session::SessionUsage,
+    usage_by_role: &'a [session::RoleUsage],
     carry_over: &'a session::CarryOver,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary_error: Option<String>,
@@ -446,6 +449,7 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
             seed: setup.config.seed,
             safety_events: &record.safety_events,
             usage: record.usage,
+            usage_by_role: &record.usage_by_role,
             carry_over: &setup.config.carry_over,
             summary_error,
         })?;
@@ -516,6 +520,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
                 seed: base_seed.wrapping_add(record.transcript.session_number - 1),
                 safety_events: &record.safety_events,
                 usage: record.usage,
+                usage_by_role: &record.usage_by_role,
                 carry_over,
                 summary_error: summary_error.clone(),
             })
@@ -627,6 +632,7 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
                         transcript,
                         safety_events: Vec::new(),
                         usage: Default::default(),
+                        usage_by_role: Vec::new(),
                     };
                     (record, Some(state.id))
                 }
