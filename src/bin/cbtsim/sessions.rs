@@ -303,6 +303,28 @@ impl Setup {
 }
 
 impl Setup {
+    /// Sets up session `number` of a course: its seed, its date, and what
+    /// it carries over from the sessions before.
+    fn prepare_course_session(
+        &mut self,
+        number: u32,
+        base_seed: u32,
+        given_date: Option<&str>,
+        remembered: &[Remembered],
+    ) -> Result<()> {
+        self.config.session_number = number;
+        self.config.seed = base_seed.wrapping_add(number - 1);
+        self.config.therapist.next_session = next_session(given_date, i64::from(number))?;
+        self.config.carry_over = course::carry_over(
+            &self.persona,
+            &self.config.therapist.name,
+            number,
+            remembered,
+            base_seed,
+        );
+        Ok(())
+    }
+
     fn finish_run(&self) -> Result<()> {
         if let Some(stored) = &self.stored {
             stored.store.finish_run(stored.run)?;
@@ -477,17 +499,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
     let mut remembered: Vec<Remembered> = Vec::new();
     let mut outputs = Vec::new();
     for number in 1..=args.sessions {
-        setup.config.session_number = number;
-        setup.config.seed = base_seed.wrapping_add(number - 1);
-        setup.config.therapist.next_session =
-            next_session(given_date.as_deref(), i64::from(number))?;
-        setup.config.carry_over = course::carry_over(
-            &setup.persona,
-            &setup.config.therapist.name,
-            number,
-            &remembered,
-            base_seed,
-        );
+        setup.prepare_course_session(number, base_seed, given_date.as_deref(), &remembered)?;
         if number > 1 && !json {
             emit("\n")?;
         }
@@ -605,18 +617,16 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
         let planned = course.map_or(sessions_planned, |(_, planned)| planned);
         for number in 1..=planned {
             let state = states.iter().find(|s| s.session_number == number).cloned();
-            setup.config.session_number = number;
-            setup.config.seed = base_seed.wrapping_add(number - 1);
             if course.is_some() {
-                setup.config.therapist.next_session =
-                    next_session(given_date.as_deref(), i64::from(number))?;
-                setup.config.carry_over = course::carry_over(
-                    &setup.persona,
-                    &setup.config.therapist.name,
+                setup.prepare_course_session(
                     number,
-                    &remembered,
                     base_seed,
-                );
+                    given_date.as_deref(),
+                    &remembered,
+                )?;
+            } else {
+                setup.config.session_number = number;
+                setup.config.seed = base_seed.wrapping_add(number - 1);
             }
             let stored = setup.stored.as_mut().expect("set above");
             let resumable = |reason: &Option<String>| {
