@@ -132,6 +132,14 @@ fn a_store_from_a_newer_cbtsim_is_refused_untouched() {
     assert_eq!(std::fs::read(&db).unwrap(), before, "nothing was written");
 }
 
+/// Runs `cbtsim export` with these arguments; it must succeed.
+fn export(args: &[&str]) {
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    let (code, _, stderr) = run(&all);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn imported_transcripts_export_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,8 +166,7 @@ fn imported_transcripts_export_in_every_format() {
 
     // Text: a file per session, each parsing back to what was stored.
     let folder = dir.path().join("text");
-    let (code, _, _) = run(&[
-        "export",
+    export(&[
         "--db",
         db,
         "--all",
@@ -168,7 +175,6 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         folder.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
     let original =
         cbtsim::text_format::parse(&std::fs::read_to_string(&reference).unwrap()).unwrap();
     let exported = std::fs::read_to_string(folder.join("imported-session1.txt")).unwrap();
@@ -188,8 +194,7 @@ fn imported_transcripts_export_in_every_format() {
 
     // JSONL for OpenAI fine-tuning: the therapist is the assistant.
     let jsonl = dir.path().join("openai.jsonl");
-    let (code, _, _) = run(&[
-        "export",
+    export(&[
         "--db",
         db,
         "--course",
@@ -199,7 +204,6 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         jsonl.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
     let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
         .unwrap()
         .lines()
@@ -213,8 +217,7 @@ fn imported_transcripts_export_in_every_format() {
 
     // ShareGPT: human and gpt.
     let sharegpt = dir.path().join("sharegpt.jsonl");
-    let (code, _, _) = run(&[
-        "export",
+    export(&[
         "--db",
         db,
         "--all",
@@ -223,7 +226,6 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         sharegpt.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
     let first: Value = serde_json::from_str(
         std::fs::read_to_string(&sharegpt)
             .unwrap()
@@ -238,8 +240,7 @@ fn imported_transcripts_export_in_every_format() {
 
     // JSON and Markdown.
     let json = dir.path().join("all.json");
-    let (code, _, _) = run(&[
-        "export",
+    export(&[
         "--db",
         db,
         "--all",
@@ -248,12 +249,10 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         json.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
     let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(all.len(), 3);
     let md = dir.path().join("md");
-    let (code, _, _) = run(&[
-        "export",
+    export(&[
         "--db",
         db,
         "--all",
@@ -262,7 +261,6 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         md.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
     assert!(
         std::fs::read_to_string(md.join("imported-session1.md"))
             .unwrap()
