@@ -185,6 +185,21 @@ impl Store {
         sql(&self.path, e)
     }
 
+    /// Runs a query and collects one value per row.
+    fn rows<T>(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut statement = self.conn.prepare(query).map_err(|e| self.sql(e))?;
+        let mut values = Vec::new();
+        for value in statement.query_map(params, row).map_err(|e| self.sql(e))? {
+            values.push(value.map_err(|e| self.sql(e))?);
+        }
+        Ok(values)
+    }
+
     pub fn start_run(
         &self,
         command: &str,
@@ -340,45 +355,11 @@ impl Store {
     /// Courses and the sessions outside courses, then each course's
     /// sessions, oldest first.
     pub fn list(&self) -> Result<Vec<Listed>, StoreError> {
-        let mut rows = Vec::new();
-        let mut courses = self
-            .conn
-            .prepare(
-                "SELECT c.id, p.persona_id, c.started_at,
-                        (SELECT COUNT(*) FROM sessions s WHERE s.course_id = c.id),
-                        (SELECT COUNT(*) FROM turns t JOIN sessions s ON t.session_id = s.id WHERE s.course_id = c.id),
-                        (SELECT s.termination_reason FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1)
-                 FROM courses c JOIN personas p ON p.id = c.persona ORDER BY c.id",
-            )
-            .map_err(|e| self.sql(e))?;
-        let found = courses
-            .query_map([], |r| {
+        // Both queries give: id, persona, session number, started, ended, turns.
+        let listed = |kind: &'static str| {
+            move |r: &rusqlite::Row| {
                 Ok(Listed {
-                    kind: "course",
-                    id: r.get(0)?,
-                    persona: r.get(1)?,
-                    started_at: r.get(2)?,
-                    session_number: r.get(3)?,
-                    turns: r.get(4)?,
-                    termination_reason: r.get(5)?,
-                })
-            })
-            .map_err(|e| self.sql(e))?;
-        for row in found {
-            rows.push(row.map_err(|e| self.sql(e))?);
-        }
-        let mut sessions = self
-            .conn
-            .prepare(
-                "SELECT s.id, COALESCE(p.persona_id, ''), s.session_number, s.started_at, s.termination_reason,
-                        (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id)
-                 FROM sessions s LEFT JOIN personas p ON p.id = s.persona ORDER BY s.id",
-            )
-            .map_err(|e| self.sql(e))?;
-        let found = sessions
-            .query_map([], |r| {
-                Ok(Listed {
-                    kind: "session",
+                    kind,
                     id: r.get(0)?,
                     persona: r.get(1)?,
                     session_number: r.get(2)?,
@@ -386,11 +367,25 @@ impl Store {
                     termination_reason: r.get(4)?,
                     turns: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.sql(e))?;
-        for row in found {
-            rows.push(row.map_err(|e| self.sql(e))?);
-        }
+            }
+        };
+        let mut rows = self.rows(
+            "SELECT c.id, p.persona_id,
+                    (SELECT COUNT(*) FROM sessions s WHERE s.course_id = c.id),
+                    c.started_at,
+                    (SELECT s.termination_reason FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1),
+                    (SELECT COUNT(*) FROM turns t JOIN sessions s ON t.session_id = s.id WHERE s.course_id = c.id)
+             FROM courses c JOIN personas p ON p.id = c.persona ORDER BY c.id",
+            [],
+            listed("course"),
+        )?;
+        rows.extend(self.rows(
+            "SELECT s.id, COALESCE(p.persona_id, ''), s.session_number, s.started_at, s.termination_reason,
+                    (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id)
+             FROM sessions s LEFT JOIN personas p ON p.id = s.persona ORDER BY s.id",
+            [],
+            listed("session"),
+        )?);
         Ok(rows)
     }
 
@@ -424,36 +419,20 @@ impl Store {
                 id: session,
             })?;
         let (number, reason, details, speaker, summary) = head;
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT speaker, text, meta FROM turns WHERE session_id = ?1 ORDER BY position",
-            )
-            .map_err(|e| self.sql(e))?;
-        let turns = statement
-            .query_map([session], |r| {
+        let turns = self.rows(
+            "SELECT speaker, text, meta FROM turns WHERE session_id = ?1 ORDER BY position",
+            [session],
+            |r| {
                 let speaker: String = r.get(0)?;
                 let meta: String = r.get(2)?;
                 Ok(Turn {
-                    speaker: if speaker == "therapist" {
-                        Speaker::Therapist
-                    } else {
-                        Speaker::Patient
-                    },
+                    speaker: speaker_named(&speaker),
                     text: r.get(1)?,
                     meta: serde_json::from_str::<TurnMeta>(&meta).unwrap_or_default(),
                 })
-            })
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sql(e))?;
-        let speaker = speaker.map(|s| {
-            if s == "therapist" {
-                Speaker::Therapist
-            } else {
-                Speaker::Patient
-            }
-        });
+            },
+        )?;
+        let speaker = speaker.as_deref().map(speaker_named);
         let termination = reason.map(|reason| {
             let mut parsed =
                 TerminationReason::from_parts(&reason, details.as_deref().unwrap_or(""), speaker);
@@ -483,20 +462,14 @@ pub struct StoredSession {
 impl Store {
     /// The sessions of one course, or of the whole store, in order.
     pub fn sessions(&self, course: Option<i64>) -> Result<Vec<StoredSession>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT s.id, p.persona_id, s.course_id FROM sessions s LEFT JOIN personas p ON p.id = s.persona
+        let heads: Vec<(i64, Option<String>, Option<i64>)> = self.rows(
+            "SELECT s.id, p.persona_id, s.course_id FROM sessions s LEFT JOIN personas p ON p.id = s.persona
                  WHERE ?1 IS NULL OR s.course_id = ?1 ORDER BY s.course_id, s.session_number, s.id",
-            )
-            .map_err(|e| self.sql(e))?;
-        let heads = statement
-            .query_map([course], |r| {
+            [course],
+            |r| {
                 Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<(i64, Option<String>, Option<i64>)>, _>>()
-            .map_err(|e| self.sql(e))?;
+            },
+        )?;
         if let Some(course) = course
             && heads.is_empty()
         {
@@ -591,39 +564,29 @@ pub struct TokenTotal {
 impl Store {
     /// Token usage per role and model over the whole store.
     pub fn token_totals(&self) -> Result<Vec<TokenTotal>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT role, model, SUM(prompt_tokens), SUM(completion_tokens) FROM token_usage
+        let totals = self.rows(
+            "SELECT role, model, SUM(prompt_tokens), SUM(completion_tokens) FROM token_usage
                  GROUP BY role, model ORDER BY role, model",
-            )
-            .map_err(|e| self.sql(e))?;
-        let totals = statement
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(TokenTotal {
                     role: r.get(0)?,
                     model: r.get(1)?,
                     prompt_tokens: r.get(2)?,
                     completion_tokens: r.get(3)?,
                 })
-            })
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sql(e))?;
+            },
+        )?;
         Ok(totals)
     }
 
     /// Runs that never finished, oldest first.
     pub fn unfinished_runs(&self) -> Result<Vec<i64>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT id FROM runs WHERE finished_at IS NULL AND command IN ('run', 'course') ORDER BY id")
-            .map_err(|e| self.sql(e))?;
-        let ids = statement
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(|e| self.sql(e))?;
+        let ids: Vec<i64> = self.rows(
+            "SELECT id FROM runs WHERE finished_at IS NULL AND command IN ('run', 'course') ORDER BY id",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(ids)
     }
 
@@ -692,15 +655,11 @@ impl Store {
 
     /// The sessions of a run, in order.
     pub fn run_sessions(&self, run: i64) -> Result<Vec<SessionState>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error
+        let states = self.rows(
+            "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error
                  FROM sessions WHERE run_id = ?1 ORDER BY session_number, id",
-            )
-            .map_err(|e| self.sql(e))?;
-        let states = statement
-            .query_map([run], |r| {
+            [run],
+            |r| {
                 Ok(SessionState {
                     id: r.get(0)?,
                     session_number: r.get(1)?,
@@ -708,10 +667,8 @@ impl Store {
                     has_summary: r.get(3)?,
                     summary_error: r.get(4)?,
                 })
-            })
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sql(e))?;
+            },
+        )?;
         Ok(states)
     }
 
@@ -730,6 +687,15 @@ impl Store {
         tx.execute("DELETE FROM safety_events WHERE session_id = ?1", [session])
             .map_err(|e| sql(&self.path, e))?;
         tx.commit().map_err(|e| sql(&self.path, e))
+    }
+}
+
+/// A speaker as the store writes it ("patient", "therapist").
+fn speaker_named(name: &str) -> Speaker {
+    if name == "therapist" {
+        Speaker::Therapist
+    } else {
+        Speaker::Patient
     }
 }
 
