@@ -93,6 +93,18 @@ pub enum StoreError {
         "{path} was written by a newer cbtsim (schema version {found}; this one knows up to {SCHEMA_VERSION}); use a newer cbtsim"
     )]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error(
+        "{path} is read-only: cbtsim cannot store anything in it (check its permissions and its folder's)"
+    )]
+    ReadOnly { path: PathBuf },
+    #[error(
+        "{path}: the disk is full (or the file may not grow); nothing more can be stored, what was stored before is kept"
+    )]
+    Full { path: PathBuf },
+    #[error(
+        "{path}: cannot write to the disk ({message}); it may be full. What was stored before is kept"
+    )]
+    CannotWrite { path: PathBuf, message: String },
     #[error("{path}: no session {id}")]
     NoSuchSession { path: PathBuf, id: i64 },
 }
@@ -140,45 +152,62 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sql(path, e))?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
         };
-        let version: i64 = store
+        store
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(|e| sql(path, e))?;
+        let version = store.version()?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
                 path: path.to_path_buf(),
                 found: version,
             });
         }
-        store
-            .conn
-            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-            .map_err(|e| sql(path, e))?;
         if version < SCHEMA_VERSION {
-            // WAL keeps readers going while a run writes; set once, on creation.
-            store
-                .conn
-                .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-                .map_err(|e| sql(path, e))?;
-            for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                let next = i as i64 + 1;
-                store
-                    .conn
-                    .execute_batch(&format!(
-                        "BEGIN; {migration} PRAGMA user_version = {next}; COMMIT;"
-                    ))
-                    .map_err(|e| sql(path, e))?;
-            }
+            store.migrate()?;
         }
         Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Brings the schema up to this build's version. A read-only store that
+    /// is already up to date can still be read (`list`, `show`, `export`).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        if self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::ReadOnly { path });
+        }
+        // WAL keeps readers going while a run writes; set once, on creation.
+        self.conn
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(|e| sql(&path, e))?;
+        // Read the version again inside the write lock: two cbtsims opening
+        // a new store at once must not both migrate it.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(&path, e))?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(&format!("{migration} PRAGMA user_version = {};", i + 1))
+                .map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    fn version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))
     }
 
     fn sql(&self, e: rusqlite::Error) -> StoreError {
@@ -700,8 +729,18 @@ fn speaker_named(name: &str) -> Speaker {
 }
 
 fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Sql {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    use rusqlite::ErrorCode;
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path },
+        Some(ErrorCode::DiskFull) => StoreError::Full { path },
+        Some(ErrorCode::SystemIoFailure) => StoreError::CannotWrite {
+            path,
+            message: e.to_string(),
+        },
+        _ => StoreError::Sql {
+            path,
+            message: e.to_string(),
+        },
     }
 }

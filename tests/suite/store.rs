@@ -1,6 +1,6 @@
 //! The SQLite store: sessions stored as they happen, listed and shown back.
 
-use super::util::run;
+use super::util::{cbtsim_process, run};
 use cbtsim::store::{SCHEMA_VERSION, Store};
 use serde_json::Value;
 
@@ -311,7 +311,7 @@ fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
 fn a_run_killed_mid_session_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cbtsim.db");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cbtsim"))
+    let mut child = cbtsim_process()
         .args([
             "run",
             "--persona",
@@ -430,4 +430,183 @@ fn an_older_store_is_migrated_and_usage_is_kept_per_role_and_model() {
         ]
     );
     assert!(totals.iter().all(|t| t.completion_tokens > 0));
+}
+
+/// Whether the tests run as root, who may write any file whatever its mode.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().metadata().unwrap().uid() == 0
+}
+
+#[test]
+fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("store");
+    let db = folder.join("cbtsim.db");
+    let reference = super::util::reference();
+    let (code, _, stderr) = run(&[
+        "import",
+        "--db",
+        db.to_str().unwrap(),
+        reference.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let before = std::fs::read(&db).unwrap();
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    mode(&folder, 0o555);
+    mode(&db, 0o444);
+
+    // Root writes whatever the mode says, so as root cbtsim runs as nobody.
+    let as_reader = |args: &[&str]| {
+        let mut command = cbtsim_process();
+        command.args(args).env("HOME", dir.path());
+        if running_as_root() {
+            command.uid(65534).gid(65534);
+        }
+        let output = command.output().expect("cbtsim runs");
+        (
+            output.status.code().unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let db_arg = db.to_str().unwrap();
+    for args in [
+        vec![
+            "run",
+            "--persona",
+            "alicia-rodriguez",
+            "--model",
+            "scripted",
+            "--max-turns",
+            "4",
+            "--db",
+            db_arg,
+        ],
+        vec!["import", "--db", db_arg, reference.to_str().unwrap()],
+    ] {
+        let (code, stderr) = as_reader(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{db_arg} is read-only")),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the store is unchanged"
+    );
+    mode(&folder, 0o755);
+    mode(&db, 0o644);
+    assert_eq!(stored_turns(&db).len(), 12, "the imported session is kept");
+}
+
+#[test]
+fn a_full_disk_stops_the_session_keeps_what_was_stored_and_resume_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let db_arg = db.to_str().unwrap();
+    let reference = super::util::reference();
+    let (code, _, stderr) = run(&["import", "--db", db_arg, reference.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let imported = dir.path().join("imported.json");
+    export(&[
+        "--db",
+        db_arg,
+        "--all",
+        "--format",
+        "json",
+        "--out",
+        imported.to_str().unwrap(),
+    ]);
+
+    // The persona comes from a file that is gone by the time of resume:
+    // the run continues with the snapshot stored when it started.
+    let persona = dir.path().join("gone.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/personas/tomasz-nowak.toml"),
+        &persona,
+    )
+    .unwrap();
+
+    // Files may not grow past 64 KiB: the disk is "full" a few turns in.
+    // SIGXFSZ is ignored so the write fails instead of killing cbtsim.
+    let output = std::process::Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\""])
+        .arg(assert_cmd::cargo::cargo_bin("cbtsim"))
+        .args([
+            "run",
+            "--persona",
+            persona.to_str().unwrap(),
+            "--model",
+            "scripted",
+            "--max-turns",
+            "40",
+            "--no-summary",
+            "--db",
+            db_arg,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot store the turn") && stderr.contains(db_arg),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("may be full") || stderr.contains("disk is full"),
+        "{stderr}"
+    );
+
+    let kept = stored_turns(&db);
+    let spoken = kept.len() - 12;
+    assert!(
+        spoken >= 2,
+        "some turns were stored before the disk filled: {kept:?}"
+    );
+    std::fs::remove_file(&persona).unwrap();
+
+    let (code, _, stderr) = run(&["resume", "--db", db_arg, "--last"]);
+    assert_eq!(code, 0, "{stderr}");
+    let after = stored_turns(&db);
+    assert_eq!(&after[..kept.len()], &kept[..], "nothing stored was lost");
+    assert_eq!(after.len(), 12 + 40, "the session went on to its 40 turns");
+    let positions: Vec<i64> = after[12..].iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (0..40).collect::<Vec<i64>>());
+
+    let again = dir.path().join("again.json");
+    export(&[
+        "--db",
+        db_arg,
+        "--all",
+        "--format",
+        "json",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let first = |path: &std::path::Path| {
+        let sessions: Value = serde_json::from_str(&super::util::read(path)).unwrap();
+        sessions[0].clone()
+    };
+    assert_eq!(
+        first(&again),
+        first(&imported),
+        "the imported session is unchanged"
+    );
+    let (code, listed, _) = run(&["list", "--db", db_arg, "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed[1]["persona"], "gone",
+        "the id of the file it came from"
+    );
+    assert_eq!(listed[1]["termination_reason"], "Max Turns Reached");
 }

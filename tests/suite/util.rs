@@ -2,9 +2,25 @@
 
 use std::path::PathBuf;
 
-/// The `cbtsim` binary built for this test run.
+/// The `cbtsim` binary built for this test run. Its default store is in a
+/// folder of this test run's, never the user's.
 pub fn cbtsim() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("cbtsim").expect("the cbtsim binary is built")
+    let mut command = assert_cmd::Command::cargo_bin("cbtsim").expect("the cbtsim binary is built");
+    command.env("XDG_DATA_HOME", data_home());
+    command
+}
+
+/// The same, as a process to start and stop.
+pub fn cbtsim_process() -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("cbtsim"));
+    command.env("XDG_DATA_HOME", data_home());
+    command
+}
+
+/// The data folder of the default store in tests: under target/, shared by
+/// the tests (which so also write one store from many processes at once).
+fn data_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data-home")
 }
 
 /// A file under tests/data.

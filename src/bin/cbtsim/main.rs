@@ -696,7 +696,7 @@ fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
     let path = db.unwrap_or_else(cbtsim::store::default_path);
     if !path.exists() {
         bail!(
-            "no store at {}: run a session with --db first",
+            "no store at {}: run a session first, or name the store with --db",
             path.display()
         );
     }

@@ -33,9 +33,13 @@ pub struct SessionArgs {
     max_turns: u32,
     #[arg(long, default_value_t = 0)]
     seed: u32,
-    /// Store the session(s) in this SQLite file as they happen.
+    /// The store the session(s) are written to as they happen (default: the
+    /// XDG data folder's cbtsim/cbtsim.db).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Keep nothing: the session is only printed.
+    #[arg(long, conflicts_with = "db")]
+    no_store: bool,
     /// Print the full record as JSON, with per-turn metadata.
     #[arg(long)]
     json: bool,
@@ -111,8 +115,17 @@ struct Stored {
 }
 
 impl Setup {
-    fn new(args: SessionArgs, config_file: Option<&Path>) -> Result<Setup> {
-        let persona = resolve_persona(&args.persona)?;
+    /// `persona` is given when a stored run continues: the snapshot taken
+    /// when it started, not whatever the persona file says now.
+    fn new(
+        args: SessionArgs,
+        config_file: Option<&Path>,
+        persona: Option<Persona>,
+    ) -> Result<Setup> {
+        let persona = match persona {
+            Some(persona) => persona,
+            None => resolve_persona(&args.persona)?,
+        };
         let settings = Config::load(config_file).map_err(anyhow::Error::msg)?;
         let resources = settings.crisis_resources(&args.locale).with_context(|| {
             format!(
@@ -170,12 +183,17 @@ impl Setup {
         })
     }
 
-    /// Opens the store (with --db) and records the run and the persona.
+    /// Opens the store (unless --no-store) and records the run and the persona.
     fn open_store(&mut self, command: &str, settings: serde_json::Value) -> Result<()> {
-        let Some(path) = &self.args.db else {
+        if self.args.no_store {
             return Ok(());
-        };
-        let store = Store::open(path)?;
+        }
+        let path = self
+            .args
+            .db
+            .clone()
+            .unwrap_or_else(cbtsim::store::default_path);
+        let store = Store::open(&path)?;
         let run = store.start_run(command, &settings)?;
         let persona = store.save_persona(&self.persona)?;
         self.stored = Some(Stored {
@@ -328,6 +346,11 @@ impl Setup {
     fn finish_run(&self) -> Result<()> {
         if let Some(stored) = &self.stored {
             stored.store.finish_run(stored.run)?;
+            eprintln!(
+                "cbtsim: stored as run {} in {} (see `cbtsim list`)",
+                stored.run,
+                stored.store.path().display()
+            );
         }
         Ok(())
     }
@@ -446,7 +469,7 @@ fn exit_code() -> ExitCode {
 pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     let json = args.common.json;
     let settings = run_settings(&args.common);
-    let mut setup = Setup::new(args.common, config_file)?;
+    let mut setup = Setup::new(args.common, config_file, None)?;
     setup.config.session_number = args.session_number;
     setup.open_store("run", settings)?;
     let stream = std::io::stdout().is_terminal() && !json;
@@ -486,7 +509,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
     let base_seed = args.common.seed;
     let given_date = args.common.next_session.clone();
     let settings = run_settings(&args.common);
-    let mut setup = Setup::new(args.common, config_file)?;
+    let mut setup = Setup::new(args.common, config_file, None)?;
     setup.open_store("course", settings)?;
     if let Some(stored) = setup.stored.as_mut() {
         stored.course = Some(stored.store.start_course(
@@ -598,8 +621,7 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
         let base_seed = common.seed;
         let given_date = common.next_session.clone();
         let json = common.json;
-        let mut setup = Setup::new(common, line.config.as_deref())?;
-        setup.persona = parts.persona;
+        let mut setup = Setup::new(common, line.config.as_deref(), Some(parts.persona))?;
         setup.stored = Some(Stored {
             store,
             run,
