@@ -338,26 +338,14 @@ impl Store {
         )
         .map_err(|e| sql(&self.path, e))?;
         for share in usage {
-            let u = &share.usage;
-            tx.execute(
-                "INSERT INTO token_usage (session_id, role, model, prompt_tokens, cached_prompt_tokens,
-                     completion_tokens, replies, rejected_replies, repaired_replies)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    session,
-                    share.role.as_str(),
-                    share.model,
-                    u.prompt_tokens as i64,
-                    u.cached_prompt_tokens as i64,
-                    u.completion_tokens as i64,
-                    u.replies as i64,
-                    u.rejected_replies as i64,
-                    u.repaired_replies as i64
-                ],
-            )
-            .map_err(|e| sql(&self.path, e))?;
+            add_usage(&tx, session, share).map_err(|e| sql(&self.path, e))?;
         }
         tx.commit().map_err(|e| sql(&self.path, e))
+    }
+
+    /// Records what an agent used after the session ended (the summarizer).
+    pub fn add_usage(&self, session: i64, usage: &RoleUsage) -> Result<(), StoreError> {
+        add_usage(&self.conn, session, usage).map_err(|e| self.sql(e))
     }
 
     pub fn set_summary(
@@ -717,6 +705,27 @@ impl Store {
             .map_err(|e| sql(&self.path, e))?;
         tx.commit().map_err(|e| sql(&self.path, e))
     }
+}
+
+fn add_usage(conn: &Connection, session: i64, share: &RoleUsage) -> rusqlite::Result<()> {
+    let u = &share.usage;
+    conn.execute(
+        "INSERT INTO token_usage (session_id, role, model, prompt_tokens, cached_prompt_tokens,
+             completion_tokens, replies, rejected_replies, repaired_replies)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            session,
+            share.role.as_str(),
+            share.model,
+            u.prompt_tokens as i64,
+            u.cached_prompt_tokens as i64,
+            u.completion_tokens as i64,
+            u.replies as i64,
+            u.rejected_replies as i64,
+            u.repaired_replies as i64
+        ],
+    )?;
+    Ok(())
 }
 
 /// A speaker as the store writes it ("patient", "therapist").

@@ -6,6 +6,7 @@
 
 use crate::model::schema;
 use crate::model::{Conversation, Message, ModelError, Prompt, Request, Role, Sampling};
+use crate::session::SessionUsage;
 use crate::summary::SessionSummary;
 use crate::text_format;
 use crate::transcript::Transcript;
@@ -53,6 +54,7 @@ pub fn summarize(
     summarizer: &mut dyn Conversation,
     transcript: &Transcript,
     chat: bool,
+    usage: &mut SessionUsage,
 ) -> Result<SessionSummary, SummaryError> {
     let mut turns = String::new();
     for turn in &transcript.turns {
@@ -89,9 +91,13 @@ pub fn summarize(
             json_schema: Some(schema.clone()),
         };
         let done = summarizer.complete(&request)?;
+        usage.count(&done.usage);
         match parse(&done.text, &schema) {
             Ok(summary) => return Ok(summary),
-            Err(e) => problem = Some(e),
+            Err(e) => {
+                usage.rejected_replies += 1;
+                problem = Some(e);
+            }
         }
     }
     Err(SummaryError::Invalid(problem.unwrap_or_default()))
@@ -136,8 +142,16 @@ mod tests {
     #[test]
     fn an_invalid_reply_is_asked_for_again() {
         let model = ScriptedModel::new(["Sure! Here is the summary: sleep.", VALID]);
-        let summary = summarize(&mut *model.conversation().unwrap(), &transcript(), false).unwrap();
+        let mut usage = SessionUsage::default();
+        let summary = summarize(
+            &mut *model.conversation().unwrap(),
+            &transcript(),
+            false,
+            &mut usage,
+        )
+        .unwrap();
         assert_eq!(summary.homework, ["Keep a sleep diary"]);
+        assert_eq!((usage.replies, usage.rejected_replies), (2, 1));
         let requests = model.requests();
         assert_eq!(requests.len(), 2);
         assert!(requests[0].json_schema.is_some());
@@ -150,8 +164,14 @@ mod tests {
     #[test]
     fn two_invalid_replies_are_a_recorded_failure() {
         let model = ScriptedModel::new([r#"{"main_topics": []}"#, "not json"]);
-        let error =
-            summarize(&mut *model.conversation().unwrap(), &transcript(), false).unwrap_err();
+        let mut usage = SessionUsage::default();
+        let error = summarize(
+            &mut *model.conversation().unwrap(),
+            &transcript(),
+            false,
+            &mut usage,
+        )
+        .unwrap_err();
         assert!(matches!(error, SummaryError::Invalid(_)), "{error}");
     }
 }

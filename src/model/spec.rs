@@ -81,12 +81,33 @@ impl fmt::Display for ModelSpec {
 }
 
 /// The agents that use models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AgentRole {
     Therapist,
     Patient,
     Summarizer,
     Judge,
+}
+
+impl AgentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::Therapist => "therapist",
+            AgentRole::Patient => "patient",
+            AgentRole::Summarizer => "summarizer",
+            AgentRole::Judge => "judge",
+        }
+    }
+}
+
+impl From<crate::speaker::Speaker> for AgentRole {
+    fn from(speaker: crate::speaker::Speaker) -> AgentRole {
+        match speaker {
+            crate::speaker::Speaker::Therapist => AgentRole::Therapist,
+            crate::speaker::Speaker::Patient => AgentRole::Patient,
+        }
+    }
 }
 
 /// `cbtsim.toml`: a model per role and backend settings. Every field is optional.

@@ -7,6 +7,7 @@ pub mod ending;
 pub mod guard;
 pub mod prompt;
 
+use crate::model::spec::AgentRole;
 use crate::model::{Conversation, FinishReason, ModelError, Request, Sampling};
 use crate::persona::Persona;
 use crate::risk::RiskLevel;
@@ -114,7 +115,7 @@ pub struct SessionRecord {
 /// What one agent used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoleUsage {
-    pub role: Speaker,
+    pub role: AgentRole,
     pub model: String,
     pub usage: SessionUsage,
 }
@@ -130,6 +131,16 @@ pub struct SessionUsage {
     pub repaired_replies: u64,
     /// Replies generated in all.
     pub replies: u64,
+}
+
+impl SessionUsage {
+    /// Counts one generated reply.
+    pub fn count(&mut self, reply: &crate::model::Usage) {
+        self.replies += 1;
+        self.prompt_tokens += u64::from(reply.prompt_tokens);
+        self.cached_prompt_tokens += u64::from(reply.cached_prompt_tokens);
+        self.completion_tokens += u64::from(reply.completion_tokens);
+    }
 }
 
 impl std::ops::AddAssign for SessionUsage {
@@ -210,8 +221,8 @@ pub fn resume(
             (Speaker::Patient, &*patient),
         ]
         .into_iter()
-        .map(|(role, agent)| RoleUsage {
-            role,
+        .map(|(speaker, agent)| RoleUsage {
+            role: AgentRole::from(speaker),
             model: agent.model.clone(),
             usage: SessionUsage::default(),
         })
@@ -288,7 +299,11 @@ pub fn resume(
             &guidance,
         );
         record.usage += usage;
-        if let Some(share) = record.usage_by_role.iter_mut().find(|r| r.role == speaker) {
+        if let Some(share) = record
+            .usage_by_role
+            .iter_mut()
+            .find(|r| r.role == AgentRole::from(speaker))
+        {
             share.usage += usage;
         }
         let mut turn = match outcome {
@@ -481,10 +496,7 @@ fn speak(
             Err(e) => return (Err(Unspoken::Backend(e)), usage),
         };
         tried += 1;
-        usage.replies += 1;
-        usage.prompt_tokens += u64::from(done.usage.prompt_tokens);
-        usage.cached_prompt_tokens += u64::from(done.usage.cached_prompt_tokens);
-        usage.completion_tokens += u64::from(done.usage.completion_tokens);
+        usage.count(&done.usage);
         let reply = guard::Reply {
             speaker,
             text: &done.text,

@@ -426,6 +426,7 @@ fn an_older_store_is_migrated_and_usage_is_kept_per_role_and_model() {
         roles,
         [
             ("patient", Some("scripted")),
+            ("summarizer", Some("scripted")),
             ("therapist", Some("scripted"))
         ]
     );
@@ -609,4 +610,39 @@ fn a_full_disk_stops_the_session_keeps_what_was_stored_and_resume_finishes_it() 
         "the id of the file it came from"
     );
     assert_eq!(listed[1]["termination_reason"], "Max Turns Reached");
+}
+
+#[test]
+fn a_run_is_stored_in_the_data_folder_unless_told_not_to() {
+    let data = tempfile::tempdir().unwrap();
+    let cbtsim = |args: &[&str]| {
+        super::util::cbtsim()
+            .env("XDG_DATA_HOME", data.path())
+            .args(args)
+            .assert()
+            .success()
+    };
+    let session = [
+        "run",
+        "--persona",
+        "alicia-rodriguez",
+        "--model",
+        "scripted",
+        "--max-turns",
+        "2",
+    ];
+    cbtsim(&[&session[..], &["--no-store"]].concat());
+    let store = data.path().join("cbtsim/cbtsim.db");
+    assert!(!store.exists(), "--no-store keeps nothing");
+
+    let ran = cbtsim(&session);
+    let said = String::from_utf8(ran.get_output().stderr.clone()).unwrap();
+    assert!(
+        said.contains(&format!("stored as run 1 in {}", store.display())),
+        "{said}"
+    );
+    let listed = cbtsim(&["list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.get_output().stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["turns"], 2);
 }

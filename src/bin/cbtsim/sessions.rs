@@ -290,10 +290,18 @@ impl Setup {
                 (None, e) => Err(e.as_deref().unwrap_or("no summary")),
             };
             stored.store.set_summary(id, result)?;
+            if let Some(share) = record
+                .usage_by_role
+                .iter()
+                .find(|r| r.role == AgentRole::Summarizer)
+            {
+                stored.store.add_usage(id, share)?;
+            }
         }
         Ok(error)
     }
 
+    /// Writes the summary into the record, with what the summarizer used.
     fn write_summary(&mut self, record: &mut SessionRecord) -> Result<Option<String>> {
         if record.transcript.turns.is_empty() {
             return Ok(Some("the session has no turns to summarise".into()));
@@ -303,11 +311,20 @@ impl Setup {
             "cbtsim: writing the summary of session {}",
             record.transcript.session_number
         );
-        match cbtsim::summarize::summarize(
+        let mut usage = session::SessionUsage::default();
+        let written = cbtsim::summarize::summarize(
             &mut *summarizer.conversation,
             &record.transcript,
             summarizer.chat,
-        ) {
+            &mut usage,
+        );
+        record.usage += usage;
+        record.usage_by_role.push(session::RoleUsage {
+            role: AgentRole::Summarizer,
+            model: summarizer.model,
+            usage,
+        });
+        match written {
             Ok(summary) => {
                 record.transcript.summary = Some(summary);
                 Ok(None)
