@@ -60,6 +60,7 @@ pub fn export(sessions: &[StoredSession], format: Format) -> Vec<Exported> {
                     value["id"] = json!(s.id);
                     value["persona"] = json!(s.persona);
                     value["course"] = json!(s.course);
+                    value["mood"] = json!(s.mood);
                     value
                 })
                 .collect();

@@ -3,7 +3,8 @@
 //! soon as it is spoken, summaries, safety events and token usage. Only
 //! this module knows SQL.
 
-use crate::persona::Persona;
+use crate::course::{HomeworkDone, PatientState};
+use crate::persona::{Mood, Persona};
 use crate::session::{RoleUsage, SafetyEvent};
 use crate::speaker::Speaker;
 use crate::summary::SessionSummary;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes; see `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration N takes the schema from version N-1 to N.
 pub const MIGRATIONS: &[&str] = &[
@@ -83,6 +84,11 @@ CREATE TABLE token_usage (
 ALTER TABLE token_usage ADD COLUMN role TEXT NOT NULL DEFAULT 'all';
 ALTER TABLE token_usage ADD COLUMN model TEXT;
 "#,
+    r#"
+ALTER TABLE sessions ADD COLUMN phq9 INTEGER;
+ALTER TABLE sessions ADD COLUMN gad7 INTEGER;
+ALTER TABLE sessions ADD COLUMN homework_done TEXT;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +131,9 @@ pub struct Listed {
     pub turns: i64,
     pub termination_reason: Option<String>,
     pub started_at: String,
+    /// The patient's scores as the session started (for a course, its
+    /// latest session); none for imported sessions.
+    pub mood: Option<Mood>,
 }
 
 /// The default store: `$XDG_DATA_HOME/cbtsim/cbtsim.db`, else
@@ -274,17 +283,29 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// A new session, with where the patient stands as it starts.
     pub fn start_session(
         &self,
         run: i64,
         course: Option<i64>,
         persona: i64,
         session_number: u32,
+        state: &PatientState,
     ) -> Result<i64, StoreError> {
         self.conn
             .execute(
-                "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run, course, persona, session_number, now()],
+                "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at, phq9, gad7, homework_done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run,
+                    course,
+                    persona,
+                    session_number,
+                    now(),
+                    state.mood.phq9,
+                    state.mood.gad7,
+                    state.homework.map(HomeworkDone::as_str)
+                ],
             )
             .map_err(|e| self.sql(e))?;
         Ok(self.conn.last_insert_rowid())
@@ -372,7 +393,8 @@ impl Store {
     /// Courses and the sessions outside courses, then each course's
     /// sessions, oldest first.
     pub fn list(&self) -> Result<Vec<Listed>, StoreError> {
-        // Both queries give: id, persona, session number, started, ended, turns.
+        // Both queries give: id, persona, session number, started, ended,
+        // turns, PHQ-9, GAD-7.
         let listed = |kind: &'static str| {
             move |r: &rusqlite::Row| {
                 Ok(Listed {
@@ -383,6 +405,7 @@ impl Store {
                     started_at: r.get(3)?,
                     termination_reason: r.get(4)?,
                     turns: r.get(5)?,
+                    mood: mood(r.get(6)?, r.get(7)?),
                 })
             }
         };
@@ -391,14 +414,16 @@ impl Store {
                     (SELECT COUNT(*) FROM sessions s WHERE s.course_id = c.id),
                     c.started_at,
                     (SELECT s.termination_reason FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1),
-                    (SELECT COUNT(*) FROM turns t JOIN sessions s ON t.session_id = s.id WHERE s.course_id = c.id)
+                    (SELECT COUNT(*) FROM turns t JOIN sessions s ON t.session_id = s.id WHERE s.course_id = c.id),
+                    (SELECT s.phq9 FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1),
+                    (SELECT s.gad7 FROM sessions s WHERE s.course_id = c.id ORDER BY s.session_number DESC LIMIT 1)
              FROM courses c JOIN personas p ON p.id = c.persona ORDER BY c.id",
             [],
             listed("course"),
         )?;
         rows.extend(self.rows(
             "SELECT s.id, COALESCE(p.persona_id, ''), s.session_number, s.started_at, s.termination_reason,
-                    (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id)
+                    (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id), s.phq9, s.gad7
              FROM sessions s LEFT JOIN personas p ON p.id = s.persona ORDER BY s.id",
             [],
             listed("session"),
@@ -473,19 +498,19 @@ pub struct StoredSession {
     pub id: i64,
     pub persona: Option<String>,
     pub course: Option<i64>,
+    /// The patient's scores as it started; none for imported sessions.
+    pub mood: Option<Mood>,
     pub transcript: Transcript,
 }
 
 impl Store {
     /// The sessions of one course, or of the whole store, in order.
     pub fn sessions(&self, course: Option<i64>) -> Result<Vec<StoredSession>, StoreError> {
-        let heads: Vec<(i64, Option<String>, Option<i64>)> = self.rows(
-            "SELECT s.id, p.persona_id, s.course_id FROM sessions s LEFT JOIN personas p ON p.id = s.persona
+        let heads: Vec<(i64, Option<String>, Option<i64>, Option<Mood>)> = self.rows(
+            "SELECT s.id, p.persona_id, s.course_id, s.phq9, s.gad7 FROM sessions s LEFT JOIN personas p ON p.id = s.persona
                  WHERE ?1 IS NULL OR s.course_id = ?1 ORDER BY s.course_id, s.session_number, s.id",
             [course],
-            |r| {
-                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, mood(r.get(3)?, r.get(4)?))),
         )?;
         if let Some(course) = course
             && heads.is_empty()
@@ -497,11 +522,12 @@ impl Store {
         }
         heads
             .into_iter()
-            .map(|(id, persona, course)| {
+            .map(|(id, persona, course, mood)| {
                 Ok(StoredSession {
                     id,
                     persona,
                     course,
+                    mood,
                     transcript: self.transcript(id)?,
                 })
             })
@@ -567,6 +593,9 @@ pub struct SessionState {
     pub termination_reason: Option<String>,
     pub has_summary: bool,
     pub summary_error: Option<String>,
+    pub mood: Option<Mood>,
+    /// How many safety events it recorded.
+    pub safety_events: u32,
 }
 
 /// Tokens a store records for one role and model, summed over sessions.
@@ -673,7 +702,8 @@ impl Store {
     /// The sessions of a run, in order.
     pub fn run_sessions(&self, run: i64) -> Result<Vec<SessionState>, StoreError> {
         let states = self.rows(
-            "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error
+            "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error, phq9, gad7,
+                    (SELECT COUNT(*) FROM safety_events e WHERE e.session_id = sessions.id)
                  FROM sessions WHERE run_id = ?1 ORDER BY session_number, id",
             [run],
             |r| {
@@ -683,6 +713,8 @@ impl Store {
                     termination_reason: r.get(2)?,
                     has_summary: r.get(3)?,
                     summary_error: r.get(4)?,
+                    mood: mood(r.get(5)?, r.get(6)?),
+                    safety_events: r.get(7)?,
                 })
             },
         )?;
@@ -726,6 +758,13 @@ fn add_usage(conn: &Connection, session: i64, share: &RoleUsage) -> rusqlite::Re
         ],
     )?;
     Ok(())
+}
+
+fn mood(phq9: Option<u32>, gad7: Option<u32>) -> Option<Mood> {
+    Some(Mood {
+        phq9: phq9?,
+        gad7: gad7?,
+    })
 }
 
 /// A speaker as the store writes it ("patient", "therapist").

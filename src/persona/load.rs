@@ -357,6 +357,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An optional whole number from -limit to limit; absent means 0.
+    fn optional_change(&mut self, table: &Table, prefix: &str, key: &str, limit: i32) -> i32 {
+        let Some(item) = table.get(key) else {
+            return 0;
+        };
+        match item.as_integer().and_then(|n| i32::try_from(n).ok()) {
+            Some(n) if (-limit..=limit).contains(&n) => n,
+            _ => {
+                let line = self.line_of_item(item);
+                self.error(
+                    line,
+                    Some(path(prefix, key)),
+                    format!("expected a whole number from -{limit} to {limit}"),
+                );
+                0
+            }
+        }
+    }
+
     /// A required, non-empty list of non-empty strings.
     fn texts(&mut self, table: Option<&Table>, prefix: &str, key: &str) -> Vec<String> {
         let Some(item) = self.item(table, prefix, key) else {
@@ -453,10 +472,15 @@ impl<'a> Reader<'a> {
         let mut events = Vec::new();
         for (i, table) in tables.iter().enumerate() {
             let prefix = format!("life_events[{i}]");
-            self.known_keys(Some(table), &prefix, &["before_session", "event"]);
+            self.known_keys(
+                Some(table),
+                &prefix,
+                &["before_session", "event", "mood_change"],
+            );
             events.push(LifeEvent {
                 before_session: self.number(Some(table), &prefix, "before_session", 2..=100),
                 event: self.text(Some(table), &prefix, "event"),
+                mood_change: self.optional_change(table, &prefix, "mood_change", 5),
             });
         }
         events

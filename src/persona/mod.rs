@@ -131,10 +131,55 @@ pub struct Mood {
     pub gad7: u32,
 }
 
+impl Mood {
+    pub const PHQ9_MAX: u32 = 27;
+    pub const GAD7_MAX: u32 = 21;
+
+    /// The PHQ-9's published severity bands.
+    pub fn phq9_severity(self) -> &'static str {
+        match self.phq9 {
+            0..=4 => "minimal",
+            5..=9 => "mild",
+            10..=14 => "moderate",
+            15..=19 => "moderately severe",
+            _ => "severe",
+        }
+    }
+
+    /// The GAD-7's published severity bands.
+    pub fn gad7_severity(self) -> &'static str {
+        match self.gad7 {
+            0..=4 => "minimal",
+            5..=9 => "mild",
+            10..=14 => "moderate",
+            _ => "severe",
+        }
+    }
+
+    /// The 0–10 mood rating a patient with these scores gives at a
+    /// check-in: the PHQ-9 turned around and scaled (0 → 10, 27 → 0).
+    pub fn rating(self) -> u32 {
+        let phq9 = self.phq9.min(Self::PHQ9_MAX);
+        ((Self::PHQ9_MAX - phq9) * 10 + Self::PHQ9_MAX / 2) / Self::PHQ9_MAX
+    }
+
+    /// Both scores moved by `points` (negative: better), kept in range.
+    pub fn moved(self, points: i32) -> Mood {
+        let shift = |score: u32, max: u32| score.saturating_add_signed(points).min(max);
+        Mood {
+            phq9: shift(self.phq9, Self::PHQ9_MAX),
+            gad7: shift(self.gad7, Self::GAD7_MAX),
+        }
+    }
+}
+
 /// Something that happens to the persona before a given session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifeEvent {
     /// The session it happens before (2 = between sessions 1 and 2).
     pub before_session: u32,
     pub event: String,
+    /// Points the event adds to both questionnaire scores (negative: relief).
+    #[serde(default)]
+    pub mood_change: i32,
 }

@@ -9,7 +9,7 @@ pub mod prompt;
 
 use crate::model::spec::AgentRole;
 use crate::model::{Conversation, FinishReason, ModelError, Request, Sampling};
-use crate::persona::Persona;
+use crate::persona::{Mood, Persona};
 use crate::risk::RiskLevel;
 use crate::safety::{self, Category, CrisisResources, Detection};
 use crate::speaker::Speaker;
@@ -48,6 +48,9 @@ pub struct SessionConfig {
     /// What each agent knows from earlier sessions of a course (summaries,
     /// homework, life events), given with every turn.
     pub carry_over: CarryOver,
+    /// The patient's questionnaire scores this session (default: the
+    /// persona's baseline); both agents are told them.
+    pub mood: Option<Mood>,
 }
 
 /// Notes that carry a course's memory into a session.
@@ -76,6 +79,7 @@ impl SessionConfig {
                 .expect("the default locale is in the table"),
             therapist,
             carry_over: CarryOver::default(),
+            mood: None,
         }
     }
 }
@@ -398,10 +402,12 @@ fn guidance(
     turns: usize,
     safety: Option<&Detection>,
 ) -> Vec<String> {
-    let mut notes = match speaker {
-        Speaker::Therapist => config.carry_over.therapist.clone(),
-        Speaker::Patient => config.carry_over.patient.clone(),
-    };
+    let mood = config.mood.unwrap_or(persona.mood);
+    let mut notes = vec![prompt::mood_note(speaker, persona, mood)];
+    notes.extend_from_slice(match speaker {
+        Speaker::Therapist => &config.carry_over.therapist,
+        Speaker::Patient => &config.carry_over.patient,
+    });
     let left = config.max_turns.saturating_sub(turns as u32);
     if left <= config.wrap_up_turns {
         notes.push(format!(

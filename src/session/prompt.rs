@@ -3,7 +3,7 @@
 //! models (a transcript to continue, after a few-shot example session).
 
 use crate::model::{Message, Prompt, Role};
-use crate::persona::{Attitude, ConversationalStyle, Disclosure, Persona};
+use crate::persona::{Attitude, ConversationalStyle, Disclosure, Mood, Persona};
 use crate::risk::RiskLevel;
 use crate::speaker::Speaker;
 use crate::text_format;
@@ -230,6 +230,28 @@ fn risk_disclosure(p: &Persona) -> Option<String> {
             format!("{who} denies any thoughts of suicide or self-harm, even when asked.")
         }
     })
+}
+
+/// What an agent knows of the patient's mood this session: the therapist
+/// the questionnaires filled in before it, the patient how the week felt.
+pub fn mood_note(speaker: Speaker, p: &Persona, mood: Mood) -> String {
+    let who = first_name(p);
+    let scores = format!(
+        "PHQ-9 {} ({} depression), GAD-7 {} ({} anxiety)",
+        mood.phq9,
+        mood.phq9_severity(),
+        mood.gad7,
+        mood.gad7_severity()
+    );
+    match speaker {
+        Speaker::Therapist => {
+            format!("Questionnaires {who} filled in before this session: {scores}.")
+        }
+        Speaker::Patient => format!(
+            "This past week felt like {scores}; asked to rate the mood from 0 to 10, {who} says {}.",
+            mood.rating()
+        ),
+    }
 }
 
 /// The guidance that lets a patient who discloses only after trust builds

@@ -7,9 +7,54 @@ fn sessions(stdout: &str) -> Vec<Value> {
     serde_json::from_str(stdout).unwrap()
 }
 
+/// Session 1 starts at Alicia's baseline (PHQ-9 12, GAD-7 11); each later
+/// one moves by the homework done (-2, -1, 0) and the life events before it
+/// (+1 before session 2, +2 before session 3), as the store keeps it too.
+fn mood_carries_forward(sessions: &[Value], db: &std::path::Path) {
+    let mood = |s: &Value| {
+        (
+            s["mood"]["phq9"].as_i64().unwrap(),
+            s["mood"]["gad7"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(mood(&sessions[0]), (12, 11));
+    assert!(sessions[0]["homework_done"].is_null());
+    for (i, life_event) in [(1, 1), (2, 2)] {
+        let relief = match sessions[i]["homework_done"].as_str() {
+            Some("done") => 2,
+            Some("partly") => 1,
+            Some("not_done") => 0,
+            other => panic!("session {}: homework_done {other:?}", i + 1),
+        };
+        let (phq9, gad7) = mood(&sessions[i - 1]);
+        assert_eq!(
+            mood(&sessions[i]),
+            (phq9 - relief + life_event, gad7 - relief + life_event)
+        );
+        let told = sessions[i]["carry_over"]["therapist"].to_string();
+        assert!(
+            told.contains(&format!(
+                "At session {i} the questionnaires were PHQ-9 {phq9}, GAD-7 {gad7}."
+            )),
+            "{told}"
+        );
+    }
+    let (code, listed, stderr) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    let stored: Vec<&Value> = listed
+        .iter()
+        .filter(|r| r["kind"] == "session")
+        .map(|r| &r["mood"])
+        .collect();
+    let printed: Vec<&Value> = sessions.iter().map(|s| &s["mood"]).collect();
+    assert_eq!(stored, printed);
+}
+
 #[test]
 fn a_scripted_course_carries_homework_forward() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("course.db");
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -46,10 +91,13 @@ fn a_scripted_course_carries_homework_forward() {
         "--summarizer-model",
         &summarizer,
         "--json",
+        "--db",
+        db.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     let sessions = sessions(&stdout);
     assert_eq!(sessions.len(), 3);
+    mood_carries_forward(&sessions, &db);
     let notes = |i: usize, who: &str| sessions[i]["carry_over"][who].to_string();
     assert_eq!(
         sessions[0]["carry_over"]["therapist"],
@@ -93,6 +141,9 @@ fn a_scripted_course_carries_homework_forward() {
 
 #[test]
 fn a_course_on_the_default_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("course.db");
+    let db_arg = db.to_str().unwrap();
     let (code, stdout, stderr) = run(&[
         "course",
         "--persona",
@@ -104,10 +155,13 @@ fn a_course_on_the_default_model() {
         "--seed",
         "2",
         "--json",
+        "--db",
+        db_arg,
     ]);
     assert_eq!(code, 0, "{stderr}");
     let sessions = sessions(&stdout);
     assert_eq!(sessions.len(), 3);
+    stored_as_printed(&sessions, db_arg, dir.path());
     for (i, s) in sessions.iter().enumerate() {
         assert!(!s["termination"]["reason"].is_null());
         assert!(
@@ -135,5 +189,58 @@ fn a_course_on_the_default_model() {
                 "{told} lacks {expected}"
             );
         }
+    }
+}
+
+/// Every session of the course is in the store with its ending, summary and
+/// mood, and its text export parses back to what was printed.
+fn stored_as_printed(sessions: &[Value], db: &str, dir: &std::path::Path) {
+    let (code, listed, stderr) = run(&["list", "--db", db, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["kind"], "course");
+    assert_eq!(listed[0]["session_number"], 3);
+    let stored: Vec<&Value> = listed.iter().filter(|r| r["kind"] == "session").collect();
+    assert_eq!(stored.len(), 3);
+    for (row, printed) in stored.iter().zip(sessions) {
+        assert_eq!(row["termination_reason"], printed["termination"]["reason"]);
+        assert_eq!(row["turns"], printed["turns"].as_array().unwrap().len());
+        assert_eq!(row["mood"], printed["mood"]);
+    }
+
+    let out = dir.join("export");
+    let (code, _, stderr) = run(&[
+        "export",
+        "--db",
+        db,
+        "--course",
+        "1",
+        "--format",
+        "text",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3);
+    for (file, printed) in files.iter().zip(sessions) {
+        let (code, parsed, stderr) = run(&["transcript", "parse", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {stderr}", file.display());
+        let parsed: Value = serde_json::from_str(&parsed).unwrap();
+        let texts = |s: &Value| -> Vec<String> {
+            s["turns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["text"].to_string())
+                .collect()
+        };
+        assert_eq!(texts(&parsed), texts(printed), "{}", file.display());
+        assert_eq!(parsed["summary"], printed["summary"], "{}", file.display());
+        assert_eq!(parsed["session_number"], printed["session_number"]);
     }
 }

@@ -459,6 +459,10 @@ fn the_patient_prompt_carries_the_persona_and_the_therapist_prompt_the_structure
     assert!(patient.contains("at most 8 sentences"));
     assert!(patient.contains("gradually"));
     assert!(patient.ends_with("Session Number: 1\n\nPatient:"));
+    assert!(
+        patient.contains("This past week felt like PHQ-9 12 (moderate depression), GAD-7 11"),
+        "session 1 starts from the persona's baseline"
+    );
     let therapist = prompt_text(&run.therapist.requests()[0]).to_string();
     assert!(therapist.contains("The therapist is Nova"));
     assert!(therapist.contains("mood check-in with a rating from 0 to 10"));
@@ -597,16 +601,21 @@ fn course_memory_reaches_each_agents_prompt_every_turn() {
     config.max_turns = 4;
     config.carry_over.therapist = vec!["Last time: grief; homework: a walk each day.".into()];
     config.carry_over.patient = vec!["Homework from last session: a walk each day.".into()];
+    config.mood = Some(cbtsim::persona::Mood { phq9: 8, gad7: 16 });
     let run = session(&["How was the walk?", "What helped?"], &PATIENT, &config);
     for request in run.therapist.requests() {
-        assert!(
-            prompt_text(&request).contains("Note: Last time: grief; homework: a walk each day.")
-        );
-        assert!(!prompt_text(&request).contains("Homework from last session"));
+        let prompt = prompt_text(&request);
+        assert!(prompt.contains("Note: Last time: grief; homework: a walk each day."));
+        assert!(!prompt.contains("Homework from last session"));
+        assert!(prompt.contains(
+            "Note: Questionnaires Alicia filled in before this session: PHQ-9 8 (mild \
+             depression), GAD-7 16 (severe anxiety)."
+        ));
     }
     for request in run.patient.requests() {
-        assert!(
-            prompt_text(&request).contains("Note: Homework from last session: a walk each day.")
-        );
+        let prompt = prompt_text(&request);
+        assert!(prompt.contains("Note: Homework from last session: a walk each day."));
+        assert!(prompt.contains("asked to rate the mood from 0 to 10, Alicia says 7."));
+        assert!(!prompt.contains("Questionnaires"));
     }
 }

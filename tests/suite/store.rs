@@ -646,3 +646,188 @@ fn a_run_is_stored_in_the_data_folder_unless_told_not_to() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["turns"], 2);
 }
+
+#[test]
+fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
+    use super::fault_server::{FaultServer, chat_reply, json};
+    let ok = |text: &str| json(200, &chat_reply(text));
+    let summary = |topic: &str, homework: &str| {
+        let homework: Vec<&str> = [homework].into_iter().filter(|h| !h.is_empty()).collect();
+        ok(&serde_json::json!({
+            "main_topics": [topic], "techniques": [], "helpful": [],
+            "homework": homework, "insights": []
+        })
+        .to_string())
+    };
+    let server = FaultServer::start(vec![
+        ok("I slept badly again."),
+        ok("Let's keep a sleep diary this week. How does that sound?"),
+        summary("Sleep", "Keep a sleep diary"),
+        ok("I kept the diary most nights."),
+        json(500, "the server fell over"),
+        // What `cbtsim resume` gets: session 2 goes on, then session 3.
+        ok("What did the diary show you?"),
+        summary("The sleep diary", "Walk every morning"),
+        ok("I walked on three mornings."),
+        ok("That is a real step. What made those mornings possible?"),
+        summary("Walking", ""),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cbtsim.toml");
+    std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let db_arg = db.to_str().unwrap();
+    let model = format!("{}#test-model", server.base_url);
+    let (code, _, stderr) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "course",
+        "--persona",
+        "alicia-rodriguez",
+        "--sessions",
+        "3",
+        "--max-turns",
+        "2",
+        "--model",
+        &model,
+        "--next-session",
+        "Thursday at 10:00",
+        "--db",
+        db_arg,
+    ]);
+    assert_eq!(code, 1, "a failed backend stops the course: {stderr}");
+    assert!(stderr.contains("cbtsim resume --last"), "{stderr}");
+    let listed = |db: &str| -> Vec<Value> {
+        let (code, listed, stderr) = run(&["list", "--db", db, "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&listed).unwrap()
+    };
+    let ended = |rows: &[Value]| -> Vec<(i64, String)> {
+        rows.iter()
+            .filter(|r| r["kind"] == "session")
+            .map(|r| {
+                (
+                    r["turns"].as_i64().unwrap(),
+                    r["termination_reason"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let max_turns = "\"Max Turns Reached\"".to_string();
+    assert_eq!(
+        ended(&listed(db_arg)),
+        [
+            (2, max_turns.clone()),
+            (1, "\"Backend Failure\"".to_string())
+        ]
+    );
+
+    let (code, _, stderr) = run(&["resume", "--db", db_arg, "--last"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows = listed(db_arg);
+    assert_eq!(ended(&rows), vec![(2, max_turns); 3]);
+    assert_eq!(rows[1]["mood"], serde_json::json!({"phq9": 12, "gad7": 11}));
+
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 10);
+    assert_eq!(
+        requests[4], requests[5],
+        "the resumed turn is asked exactly as the failed one was"
+    );
+    assert!(
+        requests[5].contains("Keep a sleep diary"),
+        "{}",
+        requests[5]
+    );
+    assert!(requests[5].contains("At session 1 the questionnaires were PHQ-9 12, GAD-7 11."));
+    assert!(
+        requests[7].contains("Homework from last session: Walk every morning"),
+        "session 3's patient gets session 2's homework: {}",
+        requests[7]
+    );
+    let summaries = dir.path().join("all.json");
+    export(&[
+        "--db",
+        db_arg,
+        "--all",
+        "--format",
+        "json",
+        "--out",
+        summaries.to_str().unwrap(),
+    ]);
+    let sessions: Value = serde_json::from_str(&super::util::read(&summaries)).unwrap();
+    let topics: Vec<&Value> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["summary"]["main_topics"][0])
+        .collect();
+    assert_eq!(topics, ["Sleep", "The sleep diary", "Walking"]);
+}
+
+#[test]
+fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
+    use super::fault_server::{FaultServer, Reply, chat_reply};
+    // Slow replies give time to press Ctrl-C mid-session.
+    let replies = (1..=20)
+        .map(|i| Reply::Slow {
+            pause: std::time::Duration::from_millis(300),
+            body: chat_reply(&format!("This is reply number {i}, said slowly.")),
+        })
+        .collect();
+    let server = FaultServer::start(replies);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cbtsim.toml");
+    std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
+    let db = dir.path().join("cbtsim.db");
+    let model = format!("{}#test-model", server.base_url);
+    let mut child = cbtsim_process()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "run",
+            "--persona",
+            "jordan-blake",
+            "--max-turns",
+            "6",
+            "--model",
+            &model,
+            "--db",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while stored_turns(&db).len() < 2 {
+        assert!(started.elapsed().as_secs() < 60, "no turns stored");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopping after this turn"), "{stderr}");
+    let kept = stored_turns(&db);
+    assert!(kept.len() >= 2 && kept.len() < 6, "{kept:?}");
+
+    let (code, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["termination_reason"], "Interrupted");
+
+    let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
+    assert_eq!(code, 0, "{stderr}");
+    let after = stored_turns(&db);
+    assert_eq!(&after[..kept.len()], &kept[..]);
+    let positions: Vec<i64> = after.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (0..6).collect::<Vec<i64>>());
+    let (_, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["termination_reason"], "Max Turns Reached");
+}

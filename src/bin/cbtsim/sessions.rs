@@ -7,6 +7,7 @@ use cbtsim::course::{self, Remembered};
 use cbtsim::model::spec::{AgentRole, Config, ModelSpec, Models};
 use cbtsim::session::{self, Agent, SessionConfig, SessionRecord, SessionSink};
 use cbtsim::store::Store;
+use cbtsim::termination::TerminationReason;
 use cbtsim::text_format;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,8 @@ struct Setup {
     models: Models,
     args: SessionArgs,
     stored: Option<Stored>,
+    /// Where the patient stands as the next session starts.
+    state: course::PatientState,
 }
 
 /// Where a run is being stored.
@@ -175,6 +178,10 @@ impl Setup {
         installed.context("cannot install the Ctrl-C handler")?;
 
         Ok(Setup {
+            state: course::PatientState {
+                mood: persona.mood,
+                homework: None,
+            },
             persona,
             config,
             models: Models::new(settings),
@@ -240,6 +247,7 @@ impl Setup {
                     s.course,
                     s.persona,
                     self.config.session_number,
+                    &self.state,
                 )?),
                 Vec::new(),
             ),
@@ -283,6 +291,11 @@ impl Setup {
     /// Adds the summary to a finished session; a failure is reported and
     /// returned, never an empty summary.
     fn summarize(&mut self, record: &mut SessionRecord, id: Option<i64>) -> Result<Option<String>> {
+        if stopped_short(record) {
+            // The backend may be gone and the user may be waiting; `resume`
+            // writes the summary once the session is done.
+            return Ok(Some("not written: the session stopped early".into()));
+        }
         let error = self.write_summary(record)?;
         if let (Some(stored), Some(id)) = (&self.stored, id) {
             let result = match (&record.transcript.summary, &error) {
@@ -350,14 +363,26 @@ impl Setup {
         self.config.session_number = number;
         self.config.seed = base_seed.wrapping_add(number - 1);
         self.config.therapist.next_session = next_session(given_date, i64::from(number))?;
+        self.state = course::patient_state(&self.persona, number, remembered, base_seed);
+        self.config.mood = Some(self.state.mood);
         self.config.carry_over = course::carry_over(
             &self.persona,
             &self.config.therapist.name,
             number,
             remembered,
-            base_seed,
+            &self.state,
         );
         Ok(())
+    }
+
+    /// What the rest of the course keeps of a session just run.
+    fn remember(&self, record: &SessionRecord) -> Remembered {
+        Remembered {
+            session_number: record.transcript.session_number,
+            summary: record.transcript.summary.clone(),
+            disclosed_risk: !record.safety_events.is_empty(),
+            mood: self.state.mood,
+        }
     }
 
     fn finish_run(&self) -> Result<()> {
@@ -447,17 +472,36 @@ impl SessionSink for Live<'_> {
 
 /// The JSON record of one session.
 #[derive(serde::Serialize)]
-struct SessionOutput<'a> {
+struct SessionOutput {
     #[serde(flatten)]
-    transcript: &'a cbtsim::Transcript,
-    persona: &'a str,
+    transcript: cbtsim::Transcript,
+    persona: String,
     seed: u32,
-    safety_events: &'a [session::SafetyEvent],
+    safety_events: Vec<session::SafetyEvent>,
     usage: session::SessionUsage,
-    usage_by_role: &'a [session::RoleUsage],
-    carry_over: &'a session::CarryOver,
+    usage_by_role: Vec<session::RoleUsage>,
+    carry_over: session::CarryOver,
+    /// The mood the session started with and how much homework was done.
+    #[serde(flatten)]
+    state: course::PatientState,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary_error: Option<String>,
+}
+
+impl Setup {
+    fn output(&self, record: SessionRecord, summary_error: Option<String>) -> SessionOutput {
+        SessionOutput {
+            transcript: record.transcript,
+            persona: self.persona.id.clone(),
+            seed: self.config.seed,
+            safety_events: record.safety_events,
+            usage: record.usage,
+            usage_by_role: record.usage_by_role,
+            carry_over: self.config.carry_over.clone(),
+            state: self.state,
+            summary_error,
+        }
+    }
 }
 
 /// Prints a finished session: the whole text, or (when its turns were
@@ -475,9 +519,27 @@ fn print_session(record: &SessionRecord, streamed: bool) -> Result<()> {
     }
 }
 
-fn exit_code() -> ExitCode {
+/// Whether a session stopped short (Ctrl-C, a failed backend): it has no
+/// summary yet, later sessions of its course wait, and its run stays
+/// unfinished for `cbtsim resume`.
+fn stopped_short(record: &SessionRecord) -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+        || matches!(
+            record.transcript.termination,
+            Some(TerminationReason::Interrupted { .. } | TerminationReason::BackendFailure { .. })
+        )
+}
+
+/// 0 when every session ran to its end; 130 after Ctrl-C; 1 when a backend
+/// failure stopped the run.
+fn exit_code(stopped: bool, stored: bool) -> ExitCode {
+    if stopped && stored {
+        eprintln!("cbtsim: stopped early; `cbtsim resume --last` continues from the last turn");
+    }
     if INTERRUPTED.load(Ordering::SeqCst) {
         ExitCode::from(130)
+    } else if stopped {
+        ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
@@ -499,26 +561,20 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     } else {
         setup.summarize(&mut record, id)?
     };
-    setup.finish_run()?;
+    let stopped = stopped_short(&record);
+    if !stopped {
+        setup.finish_run()?;
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, text_format::render(&record.transcript))
             .with_context(|| format!("cannot write {}", out.display()))?;
     }
     if json {
-        print_json(&SessionOutput {
-            transcript: &record.transcript,
-            persona: &setup.persona.id,
-            seed: setup.config.seed,
-            safety_events: &record.safety_events,
-            usage: record.usage,
-            usage_by_role: &record.usage_by_role,
-            carry_over: &setup.config.carry_over,
-            summary_error,
-        })?;
+        print_json(&setup.output(record, summary_error))?;
     } else {
         print_session(&record, stream)?;
     }
-    Ok(exit_code())
+    Ok(exit_code(stopped, setup.stored.is_some()))
 }
 
 pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> {
@@ -538,6 +594,7 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
     let stream = std::io::stdout().is_terminal() && !json;
     let mut remembered: Vec<Remembered> = Vec::new();
     let mut outputs = Vec::new();
+    let mut stopped = false;
     for number in 1..=args.sessions {
         setup.prepare_course_session(number, base_seed, given_date.as_deref(), &remembered)?;
         if number > 1 && !json {
@@ -551,35 +608,20 @@ pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> 
         if !json {
             print_session(&record, stream)?;
         }
-        remembered.push(Remembered {
-            session_number: number,
-            summary: record.transcript.summary.clone(),
-            disclosed_risk: !record.safety_events.is_empty(),
-        });
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-        outputs.push((record, setup.config.carry_over.clone(), summary_error));
-        if interrupted {
+        remembered.push(setup.remember(&record));
+        stopped = stopped_short(&record);
+        outputs.push(setup.output(record, summary_error));
+        if stopped {
             break;
         }
     }
-    setup.finish_run()?;
-    if json {
-        let rows: Vec<SessionOutput> = outputs
-            .iter()
-            .map(|(record, carry_over, summary_error)| SessionOutput {
-                transcript: &record.transcript,
-                persona: &setup.persona.id,
-                seed: base_seed.wrapping_add(record.transcript.session_number - 1),
-                safety_events: &record.safety_events,
-                usage: record.usage,
-                usage_by_role: &record.usage_by_role,
-                carry_over,
-                summary_error: summary_error.clone(),
-            })
-            .collect();
-        print_json(&rows)?;
+    if !stopped {
+        setup.finish_run()?;
     }
-    Ok(exit_code())
+    if json {
+        print_json(&outputs)?;
+    }
+    Ok(exit_code(stopped, setup.stored.is_some()))
 }
 
 /// The command line of a stored run, parsed again.
@@ -705,16 +747,18 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
             if !json {
                 print_session(&record, false)?;
             }
-            remembered.push(Remembered {
-                session_number: number,
-                summary: record.transcript.summary.clone(),
-                disclosed_risk: !record.safety_events.is_empty(),
-            });
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Ok(exit_code());
+            let mut kept = setup.remember(&record);
+            if let Some(state) = &state {
+                // A finished session is read back, not run: what it was is stored.
+                kept.disclosed_risk |= state.safety_events > 0;
+                kept.mood = state.mood.unwrap_or(kept.mood);
+            }
+            remembered.push(kept);
+            if stopped_short(&record) {
+                return Ok(exit_code(true, true));
             }
         }
         setup.finish_run()?;
     }
-    Ok(exit_code())
+    Ok(exit_code(false, true))
 }
