@@ -506,32 +506,33 @@ pub struct StoredSession {
 impl Store {
     /// The sessions of one course, or of the whole store, in order.
     pub fn sessions(&self, course: Option<i64>) -> Result<Vec<StoredSession>, StoreError> {
-        let heads: Vec<(i64, Option<String>, Option<i64>, Option<Mood>)> = self.rows(
+        // The heads first, each transcript read after.
+        let mut sessions = self.rows(
             "SELECT s.id, p.persona_id, s.course_id, s.phq9, s.gad7 FROM sessions s LEFT JOIN personas p ON p.id = s.persona
                  WHERE ?1 IS NULL OR s.course_id = ?1 ORDER BY s.course_id, s.session_number, s.id",
             [course],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, mood(r.get(3)?, r.get(4)?))),
+            |r| {
+                Ok(StoredSession {
+                    id: r.get(0)?,
+                    persona: r.get(1)?,
+                    course: r.get(2)?,
+                    mood: mood(r.get(3)?, r.get(4)?),
+                    transcript: Transcript::new(0),
+                })
+            },
         )?;
         if let Some(course) = course
-            && heads.is_empty()
+            && sessions.is_empty()
         {
             return Err(StoreError::Sql {
                 path: self.path.clone(),
                 message: format!("no course {course}, or it has no sessions"),
             });
         }
-        heads
-            .into_iter()
-            .map(|(id, persona, course, mood)| {
-                Ok(StoredSession {
-                    id,
-                    persona,
-                    course,
-                    mood,
-                    transcript: self.transcript(id)?,
-                })
-            })
-            .collect()
+        for session in &mut sessions {
+            session.transcript = self.transcript(session.id)?;
+        }
+        Ok(sessions)
     }
 
     /// Stores a transcript read from a file as a finished session of an

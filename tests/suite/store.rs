@@ -781,7 +781,7 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
     std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
     let db = dir.path().join("cbtsim.db");
     let model = format!("{}#test-model", server.base_url);
-    let mut child = cbtsim_process()
+    let child = cbtsim_process()
         .arg("--config")
         .arg(&config)
         .args([
