@@ -27,6 +27,12 @@ struct Cli {
     command: Command,
 }
 
+const SESSION_EXIT_CODES: &str = "Exit codes: 0 every session ran to its end; 1 a backend \
+failure stopped the run (`cbtsim resume --last` continues it); 2 an error (what was stored is \
+kept); 130 stopped by Ctrl-C (resume continues it).
+
+cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Read, write and check transcripts in the reference text format.
@@ -45,12 +51,15 @@ enum Command {
     #[command(subcommand)]
     Safety(SafetyCommand),
     /// Run one simulated session and print it in the transcript format.
+    #[command(after_help = SESSION_EXIT_CODES)]
     Run(Box<sessions::RunArgs>),
     /// Run a course: sessions 1..N for one persona, each building on the
     /// summaries and homework of the ones before.
+    #[command(after_help = SESSION_EXIT_CODES)]
     Course(Box<sessions::CourseArgs>),
     /// Continue interrupted runs (Ctrl-C, kill, a failed backend) from their
     /// last stored turn, with the settings they were started with.
+    #[command(after_help = SESSION_EXIT_CODES)]
     Resume {
         #[arg(long)]
         db: Option<PathBuf>,
