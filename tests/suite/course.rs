@@ -1,6 +1,6 @@
 //! Courses: each session builds on the summaries and homework before it.
 
-use super::util::run;
+use super::util::{listed, run};
 use serde_json::Value;
 
 fn sessions(stdout: &str) -> Vec<Value> {
@@ -39,10 +39,8 @@ fn mood_carries_forward(sessions: &[Value], db: &std::path::Path) {
             "{told}"
         );
     }
-    let (code, listed, stderr) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
-    let stored: Vec<&Value> = listed
+    let rows = listed(db);
+    let stored: Vec<&Value> = rows
         .iter()
         .filter(|r| r["kind"] == "session")
         .map(|r| &r["mood"])
@@ -195,12 +193,10 @@ fn a_course_on_the_default_model() {
 /// Every session of the course is in the store with its ending, summary and
 /// mood, and its text export parses back to what was printed.
 fn stored_as_printed(sessions: &[Value], db: &str, dir: &std::path::Path) {
-    let (code, listed, stderr) = run(&["list", "--db", db, "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[0]["kind"], "course");
-    assert_eq!(listed[0]["session_number"], 3);
-    let stored: Vec<&Value> = listed.iter().filter(|r| r["kind"] == "session").collect();
+    let rows = listed(db);
+    assert_eq!(rows[0]["kind"], "course");
+    assert_eq!(rows[0]["session_number"], 3);
+    let stored: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "session").collect();
     assert_eq!(stored.len(), 3);
     for (row, printed) in stored.iter().zip(sessions) {
         assert_eq!(row["termination_reason"], printed["termination"]["reason"]);

@@ -1,6 +1,6 @@
 //! The SQLite store: sessions stored as they happen, listed and shown back.
 
-use super::util::{cbtsim_process, run};
+use super::util::{cbtsim_process, listed, run};
 use cbtsim::store::{SCHEMA_VERSION, Store};
 use serde_json::Value;
 
@@ -81,9 +81,7 @@ fn list_shows_courses_and_sessions() {
         db,
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, listed, _) = run(&["list", "--db", db, "--json"]);
-    assert_eq!(code, 0);
-    let rows: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    let rows = listed(db);
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["course", "session", "session"]);
     for row in &rows {
@@ -343,9 +341,7 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
     let before = stored_turns(&db);
     assert!(before.len() >= 2 && before.len() < 6, "{before:?}");
 
-    let (code, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 0);
-    let rows: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    let rows = listed(&db);
     assert_eq!(rows[0]["termination_reason"], Value::Null, "unfinished");
 
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
@@ -602,14 +598,12 @@ fn a_full_disk_stops_the_session_keeps_what_was_stored_and_resume_finishes_it() 
         first(&imported),
         "the imported session is unchanged"
     );
-    let (code, listed, _) = run(&["list", "--db", db_arg, "--json"]);
-    assert_eq!(code, 0);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let rows = listed(db_arg);
     assert_eq!(
-        listed[1]["persona"], "gone",
+        rows[1]["persona"], "gone",
         "the id of the file it came from"
     );
-    assert_eq!(listed[1]["termination_reason"], "Max Turns Reached");
+    assert_eq!(rows[1]["termination_reason"], "Max Turns Reached");
 }
 
 #[test]
@@ -697,11 +691,6 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
     ]);
     assert_eq!(code, 1, "a failed backend stops the course: {stderr}");
     assert!(stderr.contains("cbtsim resume --last"), "{stderr}");
-    let listed = |db: &str| -> Vec<Value> {
-        let (code, listed, stderr) = run(&["list", "--db", db, "--json"]);
-        assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str(&listed).unwrap()
-    };
     let ended = |rows: &[Value]| -> Vec<(i64, String)> {
         rows.iter()
             .filter(|r| r["kind"] == "session")
@@ -816,10 +805,7 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
     let kept = stored_turns(&db);
     assert!(kept.len() >= 2 && kept.len() < 6, "{kept:?}");
 
-    let (code, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 0);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[0]["termination_reason"], "Interrupted");
+    assert_eq!(listed(&db)[0]["termination_reason"], "Interrupted");
 
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
     assert_eq!(code, 0, "{stderr}");
@@ -827,7 +813,5 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
     assert_eq!(&after[..kept.len()], &kept[..]);
     let positions: Vec<i64> = after.iter().map(|(p, _)| *p).collect();
     assert_eq!(positions, (0..6).collect::<Vec<i64>>());
-    let (_, listed, _) = run(&["list", "--db", db.to_str().unwrap(), "--json"]);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[0]["termination_reason"], "Max Turns Reached");
+    assert_eq!(listed(&db)[0]["termination_reason"], "Max Turns Reached");
 }

@@ -48,3 +48,11 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(output.stderr).expect("stderr is UTF-8"),
     )
 }
+
+/// `cbtsim list --db DB --json`, parsed.
+pub fn listed(db: impl AsRef<std::path::Path>) -> Vec<serde_json::Value> {
+    let db = db.as_ref().to_str().expect("a UTF-8 path");
+    let (code, listed, stderr) = run(&["list", "--db", db, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&listed).expect("list --json prints JSON")
+}
