@@ -146,7 +146,7 @@ pub fn carry_over(
         notes.therapist.push(memory);
     }
     notes.therapist.push(format!(
-        "At session {} the questionnaires were PHQ-9 {}, GAD-7 {}.",
+        "At session {} the scores were PHQ-9 {}, GAD-7 {}.",
         last.session_number, last.mood.phq9, last.mood.gad7
     ));
     notes.therapist.push(format!(
@@ -281,7 +281,7 @@ mod tests {
         assert!(therapist.contains("Session 1 covered: Grief"));
         assert!(therapist.contains("Last time (session 2): topics: Perfectionism at work"));
         assert!(therapist.contains("reviewing the homework: Thought record after each mistake"));
-        assert!(therapist.contains("At session 2 the questionnaires were PHQ-9 11, GAD-7 10."));
+        assert!(therapist.contains("At session 2 the scores were PHQ-9 11, GAD-7 10."));
         let patient = notes.patient.join("\n");
         assert!(patient.contains("Homework from last session: Thought record after each mistake"));
         assert!(

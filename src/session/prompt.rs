@@ -42,11 +42,13 @@ pub fn max_sentences(style: ConversationalStyle) -> usize {
     }
 }
 
-/// Stop sequences for transcript continuation: any new turn or header.
+/// Stop sequences for transcript continuation: any new turn or header, or
+/// a note like those the prompt carries (a base model imitates them).
 pub fn stop_sequences() -> Vec<String> {
     [
         "\nPatient:",
         "\nTherapist:",
+        "\nNote:",
         "\nSession Number:",
         "\nTermination Details:",
         "\nSession Summary:",
@@ -244,9 +246,7 @@ pub fn mood_note(speaker: Speaker, p: &Persona, mood: Mood) -> String {
         mood.gad7_severity()
     );
     match speaker {
-        Speaker::Therapist => {
-            format!("Questionnaires {who} filled in before this session: {scores}.")
-        }
+        Speaker::Therapist => format!("{who}'s scores before this session: {scores}."),
         Speaker::Patient => format!(
             "This past week felt like {scores}; asked to rate the mood from 0 to 10, {who} says {}.",
             mood.rating()

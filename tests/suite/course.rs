@@ -34,7 +34,7 @@ fn mood_carries_forward(sessions: &[Value], db: &std::path::Path) {
         let told = sessions[i]["carry_over"]["therapist"].to_string();
         assert!(
             told.contains(&format!(
-                "At session {i} the questionnaires were PHQ-9 {phq9}, GAD-7 {gad7}."
+                "At session {i} the scores were PHQ-9 {phq9}, GAD-7 {gad7}."
             )),
             "{told}"
         );

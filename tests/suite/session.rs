@@ -608,14 +608,31 @@ fn course_memory_reaches_each_agents_prompt_every_turn() {
         assert!(prompt.contains("Note: Last time: grief; homework: a walk each day."));
         assert!(!prompt.contains("Homework from last session"));
         assert!(prompt.contains(
-            "Note: Questionnaires Alicia filled in before this session: PHQ-9 8 (mild \
-             depression), GAD-7 16 (severe anxiety)."
+            "Note: Alicia's scores before this session: PHQ-9 8 (mild depression), GAD-7 16 \
+             (severe anxiety)."
         ));
     }
     for request in run.patient.requests() {
         let prompt = prompt_text(&request);
         assert!(prompt.contains("Note: Homework from last session: a walk each day."));
         assert!(prompt.contains("asked to rate the mood from 0 to 10, Alicia says 7."));
-        assert!(!prompt.contains("Questionnaires"));
+        assert!(!prompt.contains("scores before this session"));
     }
+}
+
+#[test]
+fn a_note_written_into_a_turn_is_cut_off() {
+    // A base model imitates the "Note:" lines its prompt carries; seen on
+    // the default model ("Note: Samuel is now more likely ... to say c").
+    let mut config = config();
+    config.max_turns = 2;
+    let run = session(
+        &["What has been hardest this week?"],
+        &["I slept badly most nights.\nNote: Alicia will now start crying."],
+        &config,
+    );
+    assert_eq!(
+        run.record.transcript.turns[0].text,
+        "I slept badly most nights."
+    );
 }

@@ -728,7 +728,7 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         "{}",
         requests[5]
     );
-    assert!(requests[5].contains("At session 1 the questionnaires were PHQ-9 12, GAD-7 11."));
+    assert!(requests[5].contains("At session 1 the scores were PHQ-9 12, GAD-7 11."));
     assert!(
         requests[7].contains("Homework from last session: Walk every morning"),
         "session 3's patient gets session 2's homework: {}",
