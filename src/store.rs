@@ -182,6 +182,46 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a store to read it, also where it cannot be written (a
+    /// read-only file or folder, a read-only medium): then it is opened
+    /// read-only, as it is, without migrating it.
+    pub fn open_to_read(path: &Path) -> Result<Store, StoreError> {
+        match Store::open(path) {
+            Err(StoreError::ReadOnly { .. }) => {}
+            opened => return opened,
+        }
+        // SQLite reads a WAL database only through its -shm file, which a
+        // read-only folder cannot hold. Without a -wal file everything is in
+        // the database itself and it can be read as immutable; with one, the
+        // -shm file is there too (both outlive only an unclean stop).
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let mode = if wal.exists() {
+            "mode=ro"
+        } else {
+            "immutable=1"
+        };
+        let uri = format!("file:{}?{mode}", uri_path(path));
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags).map_err(|e| sql(path, e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        match store.version()? {
+            SCHEMA_VERSION => Ok(store),
+            found if found > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+            }),
+            // An older schema would need migrating, which needs writing.
+            _ => Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -761,6 +801,19 @@ fn add_usage(conn: &Connection, session: i64, share: &RoleUsage) -> rusqlite::Re
     Ok(())
 }
 
+/// A path as the path of a SQLite `file:` URI: the characters that URIs
+/// give meaning to are escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn mood(phq9: Option<u32>, gad7: Option<u32>) -> Option<Mood> {
     Some(Mood {
         phq9: phq9?,
@@ -791,5 +844,18 @@ fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
             path,
             message: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_in_a_uri_escapes_what_uris_give_meaning_to() {
+        assert_eq!(
+            uri_path(Path::new("/data/100% mine?#1/cbtsim.db")),
+            "/data/100%25 mine%3F%231/cbtsim.db"
+        );
     }
 }

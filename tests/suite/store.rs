@@ -469,6 +469,7 @@ fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
         let output = command.output().expect("cbtsim runs");
         (
             output.status.code().unwrap(),
+            String::from_utf8(output.stdout).unwrap(),
             String::from_utf8(output.stderr).unwrap(),
         )
     };
@@ -487,7 +488,7 @@ fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
         ],
         vec!["import", "--db", db_arg, reference.to_str().unwrap()],
     ] {
-        let (code, stderr) = as_reader(&args);
+        let (code, _, stderr) = as_reader(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(
             stderr.contains(&format!("{db_arg} is read-only")),
@@ -495,11 +496,24 @@ fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
         );
     }
 
+    // What is stored can still be read.
+    let (code, listed, stderr) = as_reader(&["list", "--db", db_arg, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&listed).unwrap().len(),
+        1
+    );
+    let (code, shown, stderr) = as_reader(&["show", "--db", db_arg, "--last"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown = cbtsim::text_format::parse(&shown).unwrap().transcript;
+    assert_eq!(shown.turns.len(), 12);
+
     assert_eq!(
         std::fs::read(&db).unwrap(),
         before,
         "the store is unchanged"
     );
+    assert!(!folder.join("cbtsim.db-wal").exists());
     mode(&folder, 0o755);
     mode(&db, 0o644);
     assert_eq!(stored_turns(&db).len(), 12, "the imported session is kept");

@@ -701,6 +701,7 @@ fn safety_check() -> Result<()> {
     Ok(())
 }
 
+/// Opens an existing store to read it (list, show, export).
 fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
     let path = db.unwrap_or_else(cbtsim::store::default_path);
     if !path.exists() {
@@ -709,7 +710,7 @@ fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
             path.display()
         );
     }
-    Ok(cbtsim::store::Store::open(&path)?)
+    Ok(cbtsim::store::Store::open_to_read(&path)?)
 }
 
 fn list(db: Option<PathBuf>, json: bool) -> Result<()> {
