@@ -45,8 +45,10 @@ pub struct HttpConfig {
     /// First backoff delay; doubled on each retry (with jitter), capped at `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// At most this many requests start in any 60 seconds (None: no limit).
+    /// At most this many requests start in any `rate_window` (None: no limit).
     pub requests_per_minute: Option<u32>,
+    /// The window of `requests_per_minute`: a minute, shortened only by tests.
+    pub rate_window: Duration,
     /// At most this many requests in flight at once, over all conversations.
     pub max_concurrency: u32,
     /// Stream replies (SSE) rather than waiting for the whole reply.
@@ -71,6 +73,7 @@ impl HttpConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             requests_per_minute: None,
+            rate_window: Duration::from_secs(60),
             max_concurrency: 4,
             stream: true,
             extended_sampling: true,
@@ -232,7 +235,7 @@ impl Inner {
         *in_flight += 1;
         drop(in_flight);
         if let Some(limit) = self.config.requests_per_minute {
-            let window = Duration::from_secs(60);
+            let window = self.config.rate_window;
             loop {
                 let mut starts = lock(&self.recent_starts);
                 let now = Instant::now();

@@ -203,6 +203,35 @@ fn the_concurrency_cap_holds_across_conversations() {
 }
 
 #[test]
+fn the_rate_limit_spaces_requests_out() {
+    let server = FaultServer::start(vec![json(200, &chat_reply("ok.")); 5]);
+    let mut config = HttpConfig::new(&server.base_url, "m");
+    config.stream = false;
+    // Two requests a second: the 3rd and 4th wait a second, the 5th two.
+    config.requests_per_minute = Some(2);
+    config.rate_window = Duration::from_secs(1);
+    let model = HttpModel::new(config).unwrap();
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            model
+                .conversation()
+                .unwrap()
+                .complete(&hello())
+                .unwrap()
+                .text,
+            "ok."
+        );
+    }
+    assert_eq!(server.request_count(), 5);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn structured_output_falls_back_through_the_dialects() {
     let schema = serde_json::json!({"type": "object", "required": ["mood"], "properties": {"mood": {"type": "integer"}}});
     let refuse = |what: &str| {
