@@ -375,6 +375,13 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--all"]);
     assert_eq!(code, 0);
     assert!(stderr.contains("nothing to resume"), "{stderr}");
+
+    // No store at all: said so, and none is created.
+    let missing = dir.path().join("missing.db");
+    let (code, _, stderr) = run(&["resume", "--db", missing.to_str().unwrap(), "--last"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no store at"), "{stderr}");
+    assert!(!missing.exists());
 }
 
 #[test]

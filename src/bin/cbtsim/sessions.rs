@@ -652,6 +652,9 @@ pub enum ResumeTarget {
 pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
     use clap::Parser;
     let path = db.unwrap_or_else(cbtsim::store::default_path);
+    if !path.exists() {
+        anyhow::bail!("no store at {}: nothing to resume", path.display());
+    }
     let store = Store::open(&path)?;
     let runs = match target {
         ResumeTarget::Run(id) => vec![id],
