@@ -662,6 +662,17 @@ fn a_run_is_stored_in_the_data_folder_unless_told_not_to() {
     assert_eq!(listed[0]["turns"], 2);
 }
 
+/// A config (no retries, no streaming) and a model spec that send every
+/// request to the fault server, one scripted reply each.
+fn through_fault_server(
+    dir: &std::path::Path,
+    server: &super::fault_server::FaultServer,
+) -> (std::path::PathBuf, String) {
+    let config = dir.join("cbtsim.toml");
+    std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
+    (config, format!("{}#test-model", server.base_url))
+}
+
 #[test]
 fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
     use super::fault_server::{FaultServer, chat_reply, json};
@@ -688,11 +699,9 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         summary("Walking", ""),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cbtsim.toml");
-    std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
+    let (config, model) = through_fault_server(dir.path(), &server);
     let db = dir.path().join("cbtsim.db");
     let db_arg = db.to_str().unwrap();
-    let model = format!("{}#test-model", server.base_url);
     let (code, _, stderr) = run(&[
         "--config",
         config.to_str().unwrap(),
@@ -787,10 +796,8 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
         .collect();
     let server = FaultServer::start(replies);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cbtsim.toml");
-    std::fs::write(&config, "[http]\nmax_retries = 0\nstream = false\n").unwrap();
+    let (config, model) = through_fault_server(dir.path(), &server);
     let db = dir.path().join("cbtsim.db");
-    let model = format!("{}#test-model", server.base_url);
     let child = cbtsim_process()
         .arg("--config")
         .arg(&config)

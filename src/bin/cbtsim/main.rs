@@ -701,8 +701,9 @@ fn safety_check() -> Result<()> {
     Ok(())
 }
 
-/// Opens an existing store to read it (list, show, export).
-fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
+/// The store a reading command names (or the default one), which must exist:
+/// reading never creates an empty store.
+fn existing_store(db: Option<PathBuf>) -> Result<PathBuf> {
     let path = db.unwrap_or_else(cbtsim::store::default_path);
     if !path.exists() {
         bail!(
@@ -710,7 +711,12 @@ fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
             path.display()
         );
     }
-    Ok(cbtsim::store::Store::open_to_read(&path)?)
+    Ok(path)
+}
+
+/// Opens an existing store to read it (list, show, export).
+fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
+    Ok(cbtsim::store::Store::open_to_read(&existing_store(db)?)?)
 }
 
 fn list(db: Option<PathBuf>, json: bool) -> Result<()> {

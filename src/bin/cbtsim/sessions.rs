@@ -1,6 +1,6 @@
 //! `cbtsim run` and `cbtsim course`: setting up agents and printing sessions.
 
-use crate::{emit, print_json, read, resolve_persona};
+use crate::{emit, existing_store, print_json, read, resolve_persona};
 use anyhow::{Context, Result};
 use cbtsim::Persona;
 use cbtsim::course::{self, Remembered};
@@ -178,10 +178,7 @@ impl Setup {
         installed.context("cannot install the Ctrl-C handler")?;
 
         Ok(Setup {
-            state: course::PatientState {
-                mood: persona.mood,
-                homework: None,
-            },
+            state: course::patient_state(&persona, 1, &[], args.seed),
             persona,
             config,
             models: Models::new(settings),
@@ -651,10 +648,7 @@ pub enum ResumeTarget {
 /// settings they were started with.
 pub fn resume(db: Option<PathBuf>, target: ResumeTarget) -> Result<ExitCode> {
     use clap::Parser;
-    let path = db.unwrap_or_else(cbtsim::store::default_path);
-    if !path.exists() {
-        anyhow::bail!("no store at {}: nothing to resume", path.display());
-    }
+    let path = existing_store(db)?;
     let store = Store::open(&path)?;
     let runs = match target {
         ResumeTarget::Run(id) => vec![id],
