@@ -1,11 +1,14 @@
 //! The command line: exact interfaces other tools rely on, exit codes and errors.
 
-use super::util::{data, read, reference, run};
+use super::util::{data, flawed_session, read, reference_or_skip, run};
 use serde_json::Value;
+use std::path::Path;
 
-#[test]
-fn transcript_parse_prints_the_documented_json() {
-    let (code, stdout, _) = run(&["transcript", "parse", reference().to_str().unwrap()]);
+/// `transcript parse FILE` on a 12-turn session that opens with the patient
+/// and ends naturally on "take care", checked against the documented JSON;
+/// `summary_sizes` are the item counts of the five summary sections.
+fn parse_prints_the_documented_json(file: &Path, summary_sizes: [usize; 5]) {
+    let (code, stdout, _) = run(&["transcript", "parse", file.to_str().unwrap()]);
     assert_eq!(code, 0);
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["session_number"], 1);
@@ -27,7 +30,21 @@ fn transcript_parse_prints_the_documented_json() {
     .iter()
     .map(|k| json["summary"][k].as_array().unwrap().len())
     .collect();
-    assert_eq!(sizes, [5, 4, 4, 3, 4]);
+    assert_eq!(sizes, summary_sizes);
+}
+
+#[test]
+fn transcript_parse_prints_the_documented_json() {
+    let Some(reference) = reference_or_skip("transcript_parse_prints_the_documented_json") else {
+        return;
+    };
+    parse_prints_the_documented_json(&reference, [5, 4, 4, 3, 4]);
+}
+
+#[test]
+fn transcript_parse_prints_the_documented_json_for_the_flawed_session() {
+    // The same check on our own fixture, so it runs from a clone alone.
+    parse_prints_the_documented_json(&flawed_session(), [4, 5, 3, 4, 4]);
 }
 
 #[test]
@@ -54,26 +71,32 @@ fn parse_then_render_round_trips_through_files() {
     assert_eq!(text, read(&original));
 }
 
-#[test]
-fn lint_reports_the_reference_defects_and_exits_1() {
-    let (code, stdout, _) = run(&["transcript", "lint", reference().to_str().unwrap()]);
-    assert_eq!(code, 1);
-    insta::assert_snapshot!(stdout);
-
-    let (code, stdout, _) = run(&[
-        "transcript",
-        "lint",
-        "--json",
-        reference().to_str().unwrap(),
-    ]);
+/// `transcript lint --json FILE`, which must exit 1: the JSON, and each
+/// finding's kind and turn.
+fn linted_kinds_and_turns(file: &Path) -> (Value, Vec<(String, Value)>) {
+    let (code, stdout, _) = run(&["transcript", "lint", "--json", file.to_str().unwrap()]);
     assert_eq!(code, 1);
     let json: Value = serde_json::from_str(&stdout).unwrap();
-    let found: Vec<(String, Value)> = json["findings"]
+    let found = json["findings"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| (f["kind"].as_str().unwrap().to_string(), f["turn"].clone()))
         .collect();
+    (json, found)
+}
+
+#[test]
+fn lint_reports_the_reference_defects_and_exits_1() {
+    let Some(reference) = reference_or_skip("lint_reports_the_reference_defects_and_exits_1")
+    else {
+        return;
+    };
+    let (code, stdout, _) = run(&["transcript", "lint", reference.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(stdout);
+
+    let (json, found) = linted_kinds_and_turns(&reference);
     assert_eq!(
         found,
         vec![
@@ -84,6 +107,35 @@ fn lint_reports_the_reference_defects_and_exits_1() {
         ]
     );
     assert_eq!(json["findings"][1]["excerpt"], "[insert time and date]");
+}
+
+#[test]
+fn lint_reports_the_flawed_session_defects_and_exits_1() {
+    // Spelled out rather than snapshotted: each line is a defect written into
+    // the fixture on purpose (see util::flawed_session).
+    let (code, stdout, _) = run(&["transcript", "lint", flawed_session().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stdout,
+        concat!(
+            "turn 7: truncated_turn: \"...core, and I end up telling him everything is fine and then I\"\n",
+            "turn 10: stage_direction: \"(Nova pauses, giving Greta a moment with that thought before going on.)\"\n",
+            "turn 12: placeholder: \"[insert date and time]\"\n",
+            "duplicate_header: \"Session Summary:\"\n",
+        )
+    );
+
+    let (json, found) = linted_kinds_and_turns(&flawed_session());
+    assert_eq!(
+        found,
+        vec![
+            ("truncated_turn".to_string(), Value::from(7)),
+            ("stage_direction".to_string(), Value::from(10)),
+            ("placeholder".to_string(), Value::from(12)),
+            ("duplicate_header".to_string(), Value::Null),
+        ]
+    );
+    assert_eq!(json["findings"][2]["excerpt"], "[insert date and time]");
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! The transcript linter, on the reference, on hand-written defects, and on
-//! text that must not be flagged.
+//! The transcript linter, on the reference, on our own flawed session, on
+//! hand-written defects, and on text that must not be flagged.
 
-use super::util::{data, read, reference};
+use super::util::{data, flawed_session, read, reference_or_skip};
 use cbtsim::lint::{FindingKind, lint_parsed, turn_defects};
 use cbtsim::text_format::parse;
 
@@ -18,12 +18,33 @@ fn kinds(text: &str) -> Vec<FindingKind> {
 
 #[test]
 fn the_reference_has_exactly_its_four_known_defects() {
+    let Some(reference) = reference_or_skip("the_reference_has_exactly_its_four_known_defects")
+    else {
+        return;
+    };
     assert_eq!(
-        findings_of(&read(&reference())),
+        findings_of(&read(&reference)),
         vec![
             (FindingKind::TruncatedTurn, Some(9)),
             (FindingKind::Placeholder, Some(12)),
             (FindingKind::StageDirection, Some(12)),
+            (FindingKind::DuplicateHeader, None),
+        ]
+    );
+}
+
+#[test]
+fn the_flawed_session_has_exactly_its_four_defects() {
+    // The reference's kinds of defects, at turns of our own fixture: the
+    // patient's turn 7 stops at "and then I", turn 10 has a paragraph in
+    // parentheses, turn 12 says "[insert date and time]", and the summary
+    // header is written twice. Nothing else in it may be flagged.
+    assert_eq!(
+        findings_of(&read(&flawed_session())),
+        vec![
+            (FindingKind::TruncatedTurn, Some(7)),
+            (FindingKind::StageDirection, Some(10)),
+            (FindingKind::Placeholder, Some(12)),
             (FindingKind::DuplicateHeader, None),
         ]
     );

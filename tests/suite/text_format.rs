@@ -1,6 +1,6 @@
 //! The parser and renderer of the reference text format.
 
-use super::util::{data, read, reference};
+use super::util::{data, flawed_session, read, reference_or_skip};
 use cbtsim::summary::SessionSummary;
 use cbtsim::termination::{Budget, TerminationReason};
 use cbtsim::text_format::{Anomaly, parse, render};
@@ -8,7 +8,12 @@ use cbtsim::{Speaker, Transcript, Turn};
 
 #[test]
 fn the_reference_parses_into_twelve_turns_a_termination_and_five_sections() {
-    let parsed = parse(&read(&reference())).unwrap();
+    let Some(reference) =
+        reference_or_skip("the_reference_parses_into_twelve_turns_a_termination_and_five_sections")
+    else {
+        return;
+    };
+    let parsed = parse(&read(&reference)).unwrap();
     let t = &parsed.transcript;
     assert_eq!(t.session_number, 1);
     assert_eq!(t.turns.len(), 12);
@@ -60,18 +65,92 @@ fn the_reference_parses_into_twelve_turns_a_termination_and_five_sections() {
 }
 
 #[test]
-fn the_reference_renders_canonically_with_the_summary_header_once() {
-    let text = read(&reference());
-    let parsed = parse(&text).unwrap();
+fn the_flawed_session_parses_into_twelve_turns_a_termination_and_five_sections() {
+    let parsed = parse(&read(&flawed_session())).unwrap();
+    let t = &parsed.transcript;
+    assert_eq!(t.session_number, 1);
+    assert_eq!(t.turns.len(), 12);
+    for (i, turn) in t.turns.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            Speaker::Patient
+        } else {
+            Speaker::Therapist
+        };
+        assert_eq!(turn.speaker, expected, "turn {}", i + 1);
+    }
+    // Turn 7 is the one cut off mid-sentence.
+    assert!(t.turns[6].text.ends_with("everything is fine and then I"));
+    // Turn 10's second paragraph is the stage direction, kept as a paragraph.
+    let paragraphs: Vec<&str> = t.turns[9].text.split("\n\n").collect();
+    assert_eq!(paragraphs.len(), 8, "turn 10 has eight paragraphs");
+    assert_eq!(
+        paragraphs[1],
+        "(Nova pauses, giving Greta a moment with that thought before going on.)"
+    );
+    let reason = t.termination.as_ref().unwrap();
+    assert_eq!(reason.display_name(), "Natural Session End");
+    assert_eq!(reason.details(), r"Detected end phrase: '\btake care\b'");
+    assert_eq!(
+        *reason,
+        TerminationReason::NaturalEnd {
+            phrase: r"\btake care\b".into(),
+            speaker: Some(Speaker::Therapist)
+        }
+    );
+    let s = t.summary.as_ref().unwrap();
+    let sizes = [
+        s.main_topics.len(),
+        s.techniques.len(),
+        s.helpful.len(),
+        s.homework.len(),
+        s.insights.len(),
+    ];
+    assert_eq!(sizes, [4, 5, 3, 4, 4]);
+    assert_eq!(
+        s.homework[0],
+        "Keep a thought record for moments of guilt, especially at night"
+    );
+    // The second "Session Summary:" is on line 113 of the fixture.
+    assert_eq!(
+        parsed.anomalies,
+        vec![Anomaly::DuplicateHeader {
+            header: "Session Summary:".into(),
+            line: 113
+        }]
+    );
+}
+
+/// Parses and renders a file whose only flaw of layout is a second
+/// `Session Summary:` header right after the first: the rendering is the file
+/// without it, and parses back to the same transcript.
+fn renders_canonically_with_the_summary_header_once(text: &str) {
+    let parsed = parse(text).unwrap();
     let rendered = render(&parsed.transcript);
-    // The only difference from the reference is the dropped second header.
     let expected = text.replacen(
         "Session Summary:\n\nSession Summary:\n",
         "Session Summary:\n",
         1,
     );
+    assert_ne!(expected, text, "the file has the doubled header");
     assert_eq!(rendered, expected);
     assert_eq!(parse(&rendered).unwrap().transcript, parsed.transcript);
+}
+
+#[test]
+fn the_reference_renders_canonically_with_the_summary_header_once() {
+    // Kept on the reference itself: it shows that what we render is the
+    // reference's own layout, byte for byte.
+    let Some(reference) =
+        reference_or_skip("the_reference_renders_canonically_with_the_summary_header_once")
+    else {
+        return;
+    };
+    renders_canonically_with_the_summary_header_once(&read(&reference));
+}
+
+#[test]
+fn the_flawed_session_renders_canonically_with_the_summary_header_once() {
+    renders_canonically_with_the_summary_header_once(&read(&flawed_session()));
 }
 
 #[test]
@@ -150,7 +229,8 @@ fn odd_spacing_is_normalised() {
 
 #[test]
 fn crlf_line_ends_parse_like_lf() {
-    let lf = read(&reference());
+    let lf = read(&flawed_session());
+    assert!(!lf.contains('\r'), "the fixture itself has LF line ends");
     let crlf = lf.replace('\n', "\r\n");
     assert_eq!(parse(&crlf).unwrap(), parse(&lf).unwrap());
 }
@@ -213,11 +293,11 @@ fn every_termination_reason_renders_and_parses_back() {
 
 #[test]
 fn json_and_text_agree() {
-    let t = parse(&read(&reference())).unwrap().transcript;
+    let t = parse(&read(&flawed_session())).unwrap().transcript;
     let json = serde_json::to_value(&t).unwrap();
     assert_eq!(json["termination"]["reason"], "Natural Session End");
     assert_eq!(json["turns"][0]["speaker"], "patient");
-    assert_eq!(json["summary"]["homework"].as_array().unwrap().len(), 3);
+    assert_eq!(json["summary"]["homework"].as_array().unwrap().len(), 4);
     let back: Transcript = serde_json::from_value(json).unwrap();
     assert_eq!(back, t);
     // A minimal hand-written JSON transcript, without the extra fields.
