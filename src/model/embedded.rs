@@ -110,9 +110,16 @@ fn backend() -> Result<&'static LlamaBackend, ModelError> {
         .map_err(|e| ModelError::Backend(format!("cannot start llama.cpp: {e}")))
 }
 
-/// Creating contexts from one model in parallel is unsound in llama.cpp
-/// (it may write to the model), so creation is serialised.
-static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+/// One llama.cpp operation at a time in the process: creating a context
+/// from a model (unsound in parallel: it may write to the model) and
+/// computing a batch. Each decode already uses every core (`threads`), so
+/// two at once (the sessions of a batch) would only oversubscribe them;
+/// concurrent sessions interleave their decodes instead.
+static LLAMA: Mutex<()> = Mutex::new(());
+
+fn llama_lock() -> std::sync::MutexGuard<'static, ()> {
+    LLAMA.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl EmbeddedModel {
     /// Loads a GGUF file. A missing file, a file that is not GGUF and a
@@ -120,13 +127,12 @@ impl EmbeddedModel {
     pub fn load(path: &Path, config: EmbeddedConfig) -> Result<EmbeddedModel, ModelError> {
         check_gguf_header(path)?;
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| {
-                ModelError::Backend(format!(
-                    "llama.cpp could not load {} ({e}); the file may be truncated or corrupt",
-                    path.display()
-                ))
-            })?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
+            ModelError::Backend(format!(
+                "llama.cpp could not load {} ({e}); the file may be truncated or corrupt",
+                path.display()
+            ))
+        })?;
         let template = match &config.chat_template {
             Some(name) => Some(LlamaChatTemplate::new(name).map_err(|e| {
                 ModelError::Backend(format!("invalid chat template name {name:?}: {e}"))
@@ -200,6 +206,10 @@ impl ChatModel for EmbeddedModel {
 
     fn chat(&self) -> bool {
         self.has_chat_template()
+    }
+
+    fn tokens_in(&self, text: &str) -> Option<u32> {
+        Some(self.count_tokens(text) as u32)
     }
 }
 
@@ -338,7 +348,7 @@ impl<'m> Session<'m> {
             .with_swa_full(true);
 
         let ctx = {
-            let _serial = CONTEXT_CREATION.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_at_a_time = llama_lock();
             shared.model.new_context(backend()?, params)
         }
         .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))?;
@@ -489,6 +499,7 @@ impl<'m> Session<'m> {
                 prompt_tokens: prompt.len() as u32,
                 cached_prompt_tokens: keep as u32,
                 completion_tokens,
+                estimated: false,
             },
             prefill_ms,
             decode_ms: started.elapsed().as_millis() as u64,
@@ -511,6 +522,7 @@ impl<'m> Session<'m> {
                     .add(token, position, &[0], wants_logits)
                     .map_err(|e| ModelError::Backend(format!("batch: {e}")))?;
             }
+            let _one_at_a_time = llama_lock();
             self.ctx
                 .decode(&mut self.batch)
                 .map_err(|e| ModelError::Backend(format!("llama.cpp decode failed: {e}")))?;
@@ -651,6 +663,8 @@ pub fn bare_greedy_decode(
         batch
             .add(token, position, &[0], true)
             .map_err(|e| ModelError::Backend(format!("batch: {e}")))?;
+        // The backend's decode takes this lock too: the same work.
+        let _one_at_a_time = llama_lock();
         session.ctx.decode(&mut batch).map_err(decode_error)?;
         position += 1;
         logits_at = 0;

@@ -59,6 +59,10 @@ pub struct HttpConfig {
     /// The first dialect to try for structured output; a server that
     /// rejects it moves the model on to the next one.
     pub structured_output: StructuredOutput,
+    /// A hosted API (OpenAI's): the API key must be set, and the model
+    /// must be among those the server lists. Local servers often list a
+    /// file name and serve any model name, so neither is required there.
+    pub hosted: bool,
 }
 
 impl HttpConfig {
@@ -78,6 +82,7 @@ impl HttpConfig {
             stream: true,
             extended_sampling: true,
             structured_output: StructuredOutput::JsonSchema,
+            hosted: false,
         }
     }
 }
@@ -133,6 +138,56 @@ impl ChatModel for HttpModel {
 
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
         Ok(Box::new(self.clone()))
+    }
+
+    /// Asks the server for its models (`GET /models`).
+    fn check(&self) -> Result<(), ModelError> {
+        let config = &self.inner.config;
+        if config.hosted && self.inner.api_key.is_none() {
+            return Err(ModelError::Refused {
+                status: 401,
+                message: format!(
+                    "{} is not set: the API key for {} comes from it",
+                    config.api_key_env, config.base_url
+                ),
+            });
+        }
+        let url = format!("{}/models", config.base_url);
+        let mut http = self.inner.client.get(&url);
+        if let Some(key) = &self.inner.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().map_err(|e| transport_error(&url, &e))?;
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        if status == 401 || status == 403 {
+            return Err(ModelError::Refused {
+                status,
+                message: format!("{url}: the API key was refused ({})", clip(&text)),
+            });
+        }
+        if !(200..300).contains(&status) {
+            // Some servers have no model list; that they answer is enough.
+            return if config.hosted {
+                Err(status_error(status, None, &text))
+            } else {
+                Ok(())
+            };
+        }
+        let listed: Vec<String> = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.get("id").and_then(Value::as_str).map(String::from))
+            .collect();
+        if config.hosted && !listed.contains(&config.model) {
+            return Err(ModelError::ModelMissing(format!(
+                "{} has no model {:?}",
+                config.base_url, config.model
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -294,6 +349,9 @@ impl Inner {
             completion
         };
         completion.decode_ms = started.elapsed().as_millis() as u64;
+        if completion.usage == UNKNOWN {
+            completion.usage = Usage::estimate(&request.prompt, &completion.text);
+        }
         // Servers take a limited number of stop sequences; apply them all here too.
         if let Some((at, _)) = find_stop(&completion.text, &request.sampling.stop) {
             completion.text.truncate(at);
@@ -513,11 +571,20 @@ fn parse_reply(json: &Value, endpoint: &str) -> Result<Completion, ModelError> {
     Ok(Completion {
         text: text.to_string(),
         finish_reason: finish_reason(choice.get("finish_reason")),
-        usage: usage(json.get("usage")),
+        // Filled in by `send` when the server gave no counts.
+        usage: usage(json.get("usage")).unwrap_or(UNKNOWN),
         prefill_ms: 0,
         decode_ms: 0,
     })
 }
+
+/// Usage a server did not give, until `send` estimates it.
+const UNKNOWN: Usage = Usage {
+    prompt_tokens: 0,
+    cached_prompt_tokens: 0,
+    completion_tokens: 0,
+    estimated: true,
+};
 
 fn finish_reason(value: Option<&Value>) -> FinishReason {
     match value.and_then(Value::as_str) {
@@ -526,18 +593,16 @@ fn finish_reason(value: Option<&Value>) -> FinishReason {
     }
 }
 
-fn usage(value: Option<&Value>) -> Usage {
-    let number = |pointer: &str| {
-        value
-            .and_then(|u| u.pointer(pointer))
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as u32
-    };
-    Usage {
-        prompt_tokens: number("/prompt_tokens"),
-        cached_prompt_tokens: number("/prompt_tokens_details/cached_tokens"),
-        completion_tokens: number("/completion_tokens"),
-    }
+/// The counts a server gave, if it gave any.
+fn usage(value: Option<&Value>) -> Option<Usage> {
+    let value = value.filter(|u| u.is_object())?;
+    let number = |pointer: &str| value.pointer(pointer).and_then(Value::as_u64);
+    Some(Usage {
+        prompt_tokens: number("/prompt_tokens")? as u32,
+        cached_prompt_tokens: number("/prompt_tokens_details/cached_tokens").unwrap_or(0) as u32,
+        completion_tokens: number("/completion_tokens")? as u32,
+        estimated: false,
+    })
 }
 
 /// Reads a server-sent-event stream. It must end with `data: [DONE]` or a
@@ -552,7 +617,7 @@ fn read_stream(
     let mut text = String::new();
     let mut shown = 0;
     let mut finish = None;
-    let mut usage_seen = Usage::default();
+    let mut usage_seen = UNKNOWN;
     let mut done = false;
     for line in reader.lines() {
         let line = line.map_err(|e| {
@@ -578,8 +643,8 @@ fn read_stream(
                 message: error.to_string(),
             });
         }
-        if chunk.get("usage").is_some_and(|u| !u.is_null()) {
-            usage_seen = usage(chunk.get("usage"));
+        if let Some(given) = usage(chunk.get("usage")) {
+            usage_seen = given;
         }
         let Some(choice) = chunk.pointer("/choices/0") else {
             continue;

@@ -145,6 +145,30 @@ pub struct Usage {
     /// Prompt tokens that were already processed (KV cache) and not decoded again.
     pub cached_prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// The server gave no counts (llama-cpp-python's server sends none in a
+    /// stream), so these are estimates from the text's length: a count
+    /// that is not known is never 0.
+    pub estimated: bool,
+}
+
+/// Characters per token, for counts a server did not give.
+pub const ESTIMATED_CHARS_PER_TOKEN: usize = 4;
+
+impl Usage {
+    /// Counts estimated from the length of the prompt and the reply.
+    pub fn estimate(prompt: &Prompt, reply: &str) -> Usage {
+        let prompt_chars = match prompt {
+            Prompt::Text(text) => text.len(),
+            Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        };
+        let tokens = |chars: usize| chars.div_ceil(ESTIMATED_CHARS_PER_TOKEN) as u32;
+        Usage {
+            prompt_tokens: tokens(prompt_chars),
+            cached_prompt_tokens: 0,
+            completion_tokens: tokens(reply.len()),
+            estimated: true,
+        }
+    }
 }
 
 /// The result of one request.
@@ -220,6 +244,19 @@ pub trait ChatModel: Send + Sync {
     /// text to continue (base models).
     fn chat(&self) -> bool {
         true
+    }
+
+    /// Whether the model can be used at all, checked before a run starts
+    /// rather than discovered at its first turn: an API key that is
+    /// needed is set, the server answers, the model exists.
+    fn check(&self) -> Result<(), ModelError> {
+        Ok(())
+    }
+
+    /// How many tokens `text` is to this model, where it can tell without
+    /// asking a server (the embedded model's tokenizer).
+    fn tokens_in(&self, _text: &str) -> Option<u32> {
+        None
     }
 }
 

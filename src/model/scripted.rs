@@ -21,6 +21,8 @@ pub const SCRIPT_SEPARATOR: &str = "---";
 pub struct ScriptedModel {
     state: Arc<Mutex<State>>,
     source: String,
+    /// How long each reply takes.
+    delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -39,7 +41,18 @@ impl ScriptedModel {
                 ..State::default()
             })),
             source: "scripted".into(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same model, each reply taking `delay` (so a test can stop work
+    /// mid-way); described as `...?delay_ms=N`.
+    pub fn with_delay(mut self, delay: std::time::Duration) -> ScriptedModel {
+        self.delay = delay;
+        if !delay.is_zero() {
+            self.source = format!("{}?delay_ms={}", self.source, delay.as_millis());
+        }
+        self
     }
 
     /// Reads a script: replies separated by lines holding only `---`.
@@ -116,6 +129,8 @@ impl Conversation for ScriptedModel {
                 (None, None) => format!("Scripted reply {n}."),
             }
         };
+        // Outside the lock: other conversations go on meanwhile.
+        std::thread::sleep(self.delay);
         let (mut text, mut finish_reason) = (reply, FinishReason::Stop);
         if let Some((at, _)) = find_stop(&text, &request.sampling.stop) {
             text.truncate(at);
@@ -140,6 +155,7 @@ impl Conversation for ScriptedModel {
                 prompt_tokens: prompt_words as u32,
                 cached_prompt_tokens: 0,
                 completion_tokens: text.split_whitespace().count() as u32,
+                estimated: false,
             },
             text,
             finish_reason,

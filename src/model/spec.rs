@@ -7,8 +7,8 @@ use super::embedded::{EmbeddedConfig, EmbeddedModel};
 use super::http::{HttpConfig, HttpModel, StructuredOutput};
 use super::scripted::ScriptedModel;
 use super::{ChatModel, ModelError};
-use serde::Deserialize;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -24,19 +24,29 @@ pub enum ModelSpec {
     OpenAi(String),
     /// `http://HOST:PORT/v1#MODEL`: any OpenAI-compatible server.
     Http { base_url: String, model: String },
-    /// `scripted` or `scripted:FILE`: for tests only.
-    Scripted(Option<PathBuf>),
+    /// `scripted` or `scripted:FILE`, each optionally with `?delay_ms=N`
+    /// (every reply waits that long, so tests can stop work mid-way): for
+    /// tests only.
+    Scripted {
+        script: Option<PathBuf>,
+        delay_ms: Option<u64>,
+    },
 }
 
 /// The spec syntax, for error messages and help.
 pub const SPEC_FORMS: &str =
     "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL, scripted[:FILE]";
 
-impl FromStr for ModelSpec {
-    type Err = String;
+/// A model spec that is none of `SPEC_FORMS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model spec '{0}'; expected one of: {SPEC_FORMS}")]
+pub struct SpecError(pub String);
 
-    fn from_str(spec: &str) -> Result<ModelSpec, String> {
-        let bad = || format!("unknown model spec '{spec}'; expected one of: {SPEC_FORMS}");
+impl FromStr for ModelSpec {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<ModelSpec, SpecError> {
+        let bad = || SpecError(spec.to_string());
         if spec == "local" {
             return Ok(ModelSpec::Local(None));
         }
@@ -57,11 +67,25 @@ impl FromStr for ModelSpec {
                 model: model.into(),
             });
         }
-        if spec == "scripted" {
-            return Ok(ModelSpec::Scripted(None));
-        }
-        if let Some(path) = spec.strip_prefix("scripted:") {
-            return Ok(ModelSpec::Scripted(Some(PathBuf::from(path))));
+        if let Some(rest) = spec.strip_prefix("scripted") {
+            let (script, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let script = match script {
+                "" => None,
+                s => Some(PathBuf::from(
+                    s.strip_prefix(':')
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(bad)?,
+                )),
+            };
+            let delay_ms = match query {
+                "" => None,
+                q => Some(
+                    q.strip_prefix("delay_ms=")
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(bad)?,
+                ),
+            };
+            return Ok(ModelSpec::Scripted { script, delay_ms });
         }
         Err(bad())
     }
@@ -74,8 +98,16 @@ impl fmt::Display for ModelSpec {
             ModelSpec::Local(Some(path)) => write!(f, "local:{}", path.display()),
             ModelSpec::OpenAi(model) => write!(f, "openai:{model}"),
             ModelSpec::Http { base_url, model } => write!(f, "{base_url}#{model}"),
-            ModelSpec::Scripted(None) => f.write_str("scripted"),
-            ModelSpec::Scripted(Some(path)) => write!(f, "scripted:{}", path.display()),
+            ModelSpec::Scripted { script, delay_ms } => {
+                f.write_str("scripted")?;
+                if let Some(path) = script {
+                    write!(f, ":{}", path.display())?;
+                }
+                if let Some(ms) = delay_ms {
+                    write!(f, "?delay_ms={ms}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -111,7 +143,7 @@ impl From<crate::speaker::Speaker> for AgentRole {
 }
 
 /// `cbtsim.toml`: a model per role and backend settings. Every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -124,10 +156,28 @@ pub struct Config {
     pub session: SessionSettings,
     #[serde(default)]
     pub safety: SafetySettings,
+    /// `[prices."MODEL SPEC"] prompt = 0.15, completion = 0.60`: dollars
+    /// per million tokens, for the cost in batch totals and estimates.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// Dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt: f64,
+    pub completion: f64,
+}
+
+impl Price {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (self.prompt * prompt_tokens as f64 + self.completion * completion_tokens as f64) / 1e6
+    }
 }
 
 /// `[session]`: how sessions run (the command line overrides).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSettings {
     /// End-phrase regexes for the therapist's turns.
@@ -142,21 +192,21 @@ pub struct SessionSettings {
 
 /// `[safety]`: crisis resources for locales cbtsim does not know, or to
 /// replace its own: `[safety.locales.FR] crisis_line = "...", emergency = "112"`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SafetySettings {
     #[serde(default)]
-    pub locales: HashMap<String, LocaleResources>,
+    pub locales: BTreeMap<String, LocaleResources>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocaleResources {
     pub crisis_line: String,
     pub emergency: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleModels {
     pub therapist: Option<String>,
@@ -165,7 +215,7 @@ pub struct RoleModels {
     pub judge: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSettings {
     pub context_size: Option<u32>,
@@ -175,7 +225,7 @@ pub struct EmbeddedSettings {
     pub exact_reuse: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub api_key_env: Option<String>,
@@ -189,18 +239,31 @@ pub struct HttpSettings {
 
 pub const CONFIG_FILE: &str = "cbtsim.toml";
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
 impl Config {
     /// Reads `path`, or `cbtsim.toml` in the working directory when it
     /// exists, or gives the defaults.
-    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let path = match path {
             Some(path) => path.to_path_buf(),
             None if Path::new(CONFIG_FILE).is_file() => PathBuf::from(CONFIG_FILE),
             None => return Ok(Config::default()),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read the config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path,
+            message: e.to_string().trim().to_string(),
+        })
     }
 
     /// The spec the config names for a role, if any.
@@ -298,11 +361,35 @@ impl Models {
         let spec = match explicit {
             Some(spec) => spec.clone(),
             None => match self.config.model_for(role) {
-                Some(text) => text.parse().map_err(ModelError::Backend)?,
+                Some(text) => text
+                    .parse()
+                    .map_err(|e: SpecError| ModelError::Backend(e.to_string()))?,
                 None => ModelSpec::Local(None),
             },
         };
         self.open(&spec)
+    }
+
+    /// Uses `model` wherever `spec` is named from now on (tests hand the
+    /// runner a model they keep hold of).
+    pub fn insert(&mut self, spec: ModelSpec, model: Arc<dyn ChatModel>) {
+        self.opened.insert(spec, model);
+    }
+
+    /// Checks that the model a spec names can be used, without loading
+    /// weights: a local file exists, a server answers (see
+    /// `ChatModel::check`), a script can be read.
+    pub fn check(&mut self, spec: &ModelSpec) -> Result<(), ModelError> {
+        match spec {
+            ModelSpec::Local(None) => default_model::locate()
+                .map(|_| ())
+                .map_err(|e| ModelError::ModelMissing(e.to_string())),
+            ModelSpec::Local(Some(path)) if !path.is_file() => Err(ModelError::ModelMissing(
+                format!("no model file at {}", path.display()),
+            )),
+            ModelSpec::Local(Some(_)) => Ok(()),
+            _ => self.open(spec)?.check(),
+        }
     }
 
     pub fn open(&mut self, spec: &ModelSpec) -> Result<Arc<dyn ChatModel>, ModelError> {
@@ -313,7 +400,8 @@ impl Models {
             ModelSpec::Local(path) => {
                 let path = match path {
                     Some(path) => path.clone(),
-                    None => default_model::locate().map_err(ModelError::ModelMissing)?,
+                    None => default_model::locate()
+                        .map_err(|e| ModelError::ModelMissing(e.to_string()))?,
                 };
                 Arc::new(EmbeddedModel::load(&path, self.config.embedded_config())?)
             }
@@ -323,13 +411,20 @@ impl Models {
                 let mut config = self.config.http_config(&base, model);
                 config.extended_sampling = false;
                 config.structured_output = StructuredOutput::JsonSchema;
+                config.hosted = true;
                 Arc::new(HttpModel::new(config)?)
             }
             ModelSpec::Http { base_url, model } => {
                 Arc::new(HttpModel::new(self.config.http_config(base_url, model))?)
             }
-            ModelSpec::Scripted(None) => Arc::new(ScriptedModel::new(Vec::<String>::new())),
-            ModelSpec::Scripted(Some(path)) => Arc::new(ScriptedModel::from_file(path)?),
+            ModelSpec::Scripted { script, delay_ms } => {
+                let model = match script {
+                    None => ScriptedModel::new(Vec::<String>::new()),
+                    Some(path) => ScriptedModel::from_file(path)?,
+                };
+                let delay = Duration::from_millis(delay_ms.unwrap_or(0));
+                Arc::new(model.with_delay(delay))
+            }
         };
         self.opened.insert(spec.clone(), model.clone());
         Ok(model)
@@ -349,6 +444,8 @@ mod tests {
             "http://127.0.0.1:8080/v1#gemma",
             "scripted",
             "scripted:replies.txt",
+            "scripted?delay_ms=20",
+            "scripted:replies.txt?delay_ms=5",
         ] {
             let spec: ModelSpec = text.parse().unwrap();
             assert_eq!(spec.to_string(), text);
@@ -360,8 +457,11 @@ mod tests {
                 model: "default".into()
             }
         );
+        assert!("scripted?delay=5".parse::<ModelSpec>().is_err());
+        assert!("scripted:".parse::<ModelSpec>().is_err());
+        assert!("scriptedx".parse::<ModelSpec>().is_err());
         let error = "gguf:x".parse::<ModelSpec>().unwrap_err();
-        assert!(error.contains("local:PATH.gguf"), "{error}");
+        assert!(error.to_string().contains("local:PATH.gguf"), "{error}");
     }
 
     #[test]
@@ -397,7 +497,7 @@ mod tests {
     #[test]
     fn roles_naming_the_same_spec_share_one_model() {
         let mut models = Models::new(Config::default());
-        let spec = ModelSpec::Scripted(None);
+        let spec: ModelSpec = "scripted".parse().unwrap();
         let a = models.for_role(AgentRole::Therapist, Some(&spec)).unwrap();
         let b = models.for_role(AgentRole::Patient, Some(&spec)).unwrap();
         assert!(Arc::ptr_eq(&a, &b));

@@ -1,5 +1,7 @@
 //! A local HTTP server that answers each connection with the next scripted
-//! behaviour, for testing the HTTP backend's handling of faults.
+//! behaviour, for testing the HTTP backend's handling of faults. The model
+//! list (`GET /models`, which cbtsim asks for before a run) is answered
+//! without using up a scripted reply.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -60,12 +62,12 @@ impl FaultServer {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let reply = replies.lock().unwrap().next();
                 let (log, now, max) = (log.clone(), now.clone(), max.clone());
+                let replies = replies.clone();
                 std::thread::spawn(move || {
                     let current = now.fetch_add(1, Ordering::SeqCst) + 1;
                     max.fetch_max(current, Ordering::SeqCst);
-                    serve(stream, reply, &log);
+                    serve(stream, &replies, &log);
                     now.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -82,13 +84,19 @@ impl FaultServer {
     }
 }
 
-fn serve(stream: TcpStream, reply: Option<Reply>, log: &Mutex<Vec<String>>) {
+type Replies = Mutex<std::vec::IntoIter<Reply>>;
+
+fn serve(stream: TcpStream, replies: &Replies, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut length = 0;
+    let mut request_line = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
+        }
+        if request_line.is_empty() {
+            request_line = line.clone();
         }
         if let Some(value) = line.to_lowercase().strip_prefix("content-length:") {
             length = value.trim().parse().unwrap_or(0);
@@ -99,10 +107,16 @@ fn serve(stream: TcpStream, reply: Option<Reply>, log: &Mutex<Vec<String>>) {
     }
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
+    let mut stream = stream;
+    if request_line.starts_with("GET ") && request_line.contains("/models") {
+        let list = r#"{"object": "list", "data": [{"id": "fault"}]}"#;
+        let _ = stream.write_all(response(200, &[], list).as_bytes());
+        return;
+    }
+    let reply = replies.lock().unwrap().next();
     log.lock()
         .unwrap()
         .push(String::from_utf8_lossy(&body).into_owned());
-    let mut stream = stream;
     let write = |stream: &mut TcpStream, text: &str| {
         let _ = stream.write_all(text.as_bytes());
         let _ = stream.flush();

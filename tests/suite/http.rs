@@ -129,6 +129,9 @@ fn a_stream_cut_mid_way_is_an_error_not_a_short_reply() {
         (done.text.as_str(), shown.as_str()),
         ("I think so.", "I think so.")
     );
+    // The stream had no usage: the counts are estimated and say so, never 0.
+    assert!(done.usage.estimated, "{:?}", done.usage);
+    assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
 }
 
 #[test]
@@ -363,7 +366,7 @@ fn against_a_real_llama_cpp_server() {
     let done = open(false).complete(&request).unwrap();
     assert!(!done.text.contains('\n'));
     assert!(
-        done.usage.prompt_tokens > 5 && done.usage.completion_tokens > 0,
+        !done.usage.estimated && done.usage.prompt_tokens > 5 && done.usage.completion_tokens > 0,
         "{:?}",
         done.usage
     );
@@ -381,6 +384,13 @@ fn against_a_real_llama_cpp_server() {
         done.finish_reason,
         FinishReason::Stop | FinishReason::Length
     ));
+    // This server sends no usage in a stream, even asked for it: the
+    // counts are estimates, marked as such, and not 0.
+    assert!(
+        done.usage.estimated && done.usage.prompt_tokens > 5 && done.usage.completion_tokens > 0,
+        "{:?}",
+        done.usage
+    );
 
     // Chat (the server formats it for a model without a chat template).
     let mut chat = Request::chat(vec![
