@@ -6,7 +6,7 @@ use regex::Regex;
 
 /// End-phrase regexes per speaker, as written in the configuration (they
 /// are quoted back in the termination details).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndPhrases {
     pub therapist: Vec<String>,
     pub patient: Vec<String>,

@@ -21,7 +21,7 @@ use guard::Rejection;
 use prompt::{PromptContext, TherapistProfile};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How a session runs.
 #[derive(Debug, Clone)]
@@ -116,6 +116,20 @@ pub struct SessionRecord {
     pub usage_by_role: Vec<RoleUsage>,
 }
 
+impl SessionRecord {
+    /// Counts what a speaker's agent used, in the total and in its share.
+    fn count(&mut self, speaker: Speaker, usage: SessionUsage) {
+        self.usage += usage;
+        if let Some(share) = self
+            .usage_by_role
+            .iter_mut()
+            .find(|r| r.role == AgentRole::from(speaker))
+        {
+            share.usage += usage;
+        }
+    }
+}
+
 /// What one agent used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoleUsage {
@@ -135,6 +149,9 @@ pub struct SessionUsage {
     pub repaired_replies: u64,
     /// Replies generated in all.
     pub replies: u64,
+    /// Replies whose token counts the server did not give, estimated from
+    /// their length (see `Usage::estimated`).
+    pub estimated_replies: u64,
 }
 
 impl SessionUsage {
@@ -144,6 +161,7 @@ impl SessionUsage {
         self.prompt_tokens += u64::from(reply.prompt_tokens);
         self.cached_prompt_tokens += u64::from(reply.cached_prompt_tokens);
         self.completion_tokens += u64::from(reply.completion_tokens);
+        self.estimated_replies += u64::from(reply.estimated);
     }
 }
 
@@ -155,7 +173,19 @@ impl std::ops::AddAssign for SessionUsage {
         self.rejected_replies += other.rejected_replies;
         self.repaired_replies += other.repaired_replies;
         self.replies += other.replies;
+        self.estimated_replies += other.estimated_replies;
     }
+}
+
+/// Why a session could not be run or went on no further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    InvalidEndPhrase(String),
+    /// The sink refused a turn or an event (the store cannot write, say):
+    /// the session stops, and nothing is spoken that cannot be kept.
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Told about the session as it happens. An error (say, the store cannot
@@ -188,7 +218,7 @@ pub fn run(
     interrupted: &AtomicBool,
     clock: Clock,
     sink: &mut dyn SessionSink,
-) -> Result<SessionRecord, String> {
+) -> Result<SessionRecord, SessionError> {
     resume(
         persona,
         therapist,
@@ -214,8 +244,8 @@ pub fn resume(
     interrupted: &AtomicBool,
     clock: Clock,
     sink: &mut dyn SessionSink,
-) -> Result<SessionRecord, String> {
-    let ending = Ending::new(&config.end_phrases)?;
+) -> Result<SessionRecord, SessionError> {
+    let ending = Ending::new(&config.end_phrases).map_err(SessionError::InvalidEndPhrase)?;
     let mut record = SessionRecord {
         transcript: Transcript::new(config.session_number),
         safety_events: Vec::new(),
@@ -233,30 +263,40 @@ pub fn resume(
         .collect(),
     };
     record.transcript.turns = spoken.to_vec();
+    // The turns already spoken are gone through as they were when spoken:
+    // the safety events are whole, a pending protocol turn is still owed,
+    // what they used counts against the budgets, and a session whose last
+    // stored turn ended it (its ending was not stored yet) ends there.
     let mut pending_safety: Option<Detection> = None;
+    let mut ended = None;
+    let mut spent_before = Duration::ZERO;
     for (i, turn) in spoken.iter().enumerate() {
-        match turn.speaker {
-            Speaker::Patient => {
-                let detection = safety::detect(&turn.text);
-                if detection.flagged {
-                    record.safety_events.push(SafetyEvent {
-                        turn: i + 1,
-                        category: detection.category,
-                        level: detection.level,
-                        words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
-                        protocol_turn: None,
-                    });
-                    pending_safety = Some(detection);
-                }
-            }
-            Speaker::Therapist => {
-                if pending_safety.take().is_some()
-                    && let Some(event) = record.safety_events.last_mut()
-                {
-                    event.protocol_turn = Some(i + 1);
-                }
-            }
+        let number = i + 1;
+        let answered = match turn.speaker {
+            Speaker::Therapist => pending_safety.take(),
+            Speaker::Patient => None,
+        };
+        if answered.is_some()
+            && let Some(event) = record.safety_events.last_mut()
+        {
+            event.protocol_turn = Some(number);
         }
+        let (reason, event) = after_turn(
+            turn,
+            number,
+            answered.as_ref(),
+            config,
+            &ending,
+            &mut pending_safety,
+        );
+        record.safety_events.extend(event);
+        ended = reason;
+        record.count(turn.speaker, usage_of(&turn.meta));
+        spent_before += Duration::from_millis(turn.meta.elapsed_ms.unwrap_or(0));
+    }
+    if let Some(reason) = ended {
+        record.transcript.termination = Some(reason);
+        return Ok(record);
     }
     let mut speaker = spoken
         .last()
@@ -279,7 +319,7 @@ pub fn resume(
                 budget: Budget::Tokens { used, limit },
             };
         }
-        let elapsed = clock();
+        let elapsed = spent_before + clock();
         if let Some(limit) = config.time_budget.filter(|limit| elapsed >= *limit) {
             break TerminationReason::BudgetExhausted {
                 budget: Budget::Seconds {
@@ -301,15 +341,9 @@ pub fn resume(
             config,
             &record.transcript.turns,
             &guidance,
+            clock,
         );
-        record.usage += usage;
-        if let Some(share) = record
-            .usage_by_role
-            .iter_mut()
-            .find(|r| r.role == AgentRole::from(speaker))
-        {
-            share.usage += usage;
-        }
+        record.count(speaker, usage);
         let mut turn = match outcome {
             Ok(turn) => turn,
             Err(Unspoken::Backend(e)) => {
@@ -334,63 +368,107 @@ pub fn resume(
         };
         let number = turns + 1;
 
-        let mut escalate = None;
-        if speaker == Speaker::Therapist
-            && let Some(detection) = pending_safety.take()
-        {
+        let answered = match speaker {
+            Speaker::Therapist => pending_safety.take(),
+            Speaker::Patient => None,
+        };
+        if answered.is_some() {
             let resources = safety::resources_text(&config.resources);
             turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
             if let Some(event) = record.safety_events.last_mut() {
                 event.protocol_turn = Some(number);
             }
-            if detection.level == RiskLevel::Imminent {
-                escalate = Some(TerminationReason::SafetyEscalation {
-                    turn: number as u32 - 1,
-                    category: detection.category.as_str().replace('_', " "),
-                });
-            }
         }
         record.transcript.turns.push(turn);
         let turn = record.transcript.turns.last().expect("just pushed");
-        sink.turn(turn)?;
+        sink.turn(turn).map_err(SessionError::Sink)?;
 
-        if let Some(reason) = escalate {
+        let (reason, event) = after_turn(
+            turn,
+            number,
+            answered.as_ref(),
+            config,
+            &ending,
+            &mut pending_safety,
+        );
+        if let Some(event) = event {
+            sink.safety_event(&event).map_err(SessionError::Sink)?;
+            record.safety_events.push(event);
+        }
+        if let Some(reason) = reason {
             break reason;
-        }
-        if speaker == Speaker::Patient {
-            let detection = safety::detect(&turn.text);
-            if detection.flagged {
-                let event = SafetyEvent {
-                    turn: number,
-                    category: detection.category,
-                    level: detection.level,
-                    words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
-                    protocol_turn: None,
-                };
-                sink.safety_event(&event)?;
-                record.safety_events.push(event);
-                pending_safety = Some(detection);
-            } else if number >= 3
-                && let Some(words) = ending.patient_leaves(&turn.text)
-            {
-                break TerminationReason::PatientEnded {
-                    reason: format!("said \"{words}\""),
-                };
-            }
-        }
-        if number as u32 >= config.min_turns
-            && pending_safety.is_none()
-            && let Some(phrase) = ending.end_phrase(speaker, &turn.text)
-        {
-            break TerminationReason::NaturalEnd {
-                phrase,
-                speaker: Some(speaker),
-            };
         }
         speaker = speaker.other();
     };
     record.transcript.termination = Some(reason);
     Ok(record)
+}
+
+/// What a turn just spoken does to the session: the crisis it raises (a
+/// patient turn), and whether the session ends with it: an escalation (the
+/// therapist's protocol turn at imminent risk), the patient leaving, or an
+/// end phrase. Used for live turns and, on resume, for the stored ones.
+fn after_turn(
+    turn: &Turn,
+    number: usize,
+    answered: Option<&Detection>,
+    config: &SessionConfig,
+    ending: &Ending,
+    pending_safety: &mut Option<Detection>,
+) -> (Option<TerminationReason>, Option<SafetyEvent>) {
+    if let Some(detection) = answered
+        && detection.level == RiskLevel::Imminent
+    {
+        let reason = TerminationReason::SafetyEscalation {
+            turn: number as u32 - 1,
+            category: detection.category.as_str().replace('_', " "),
+        };
+        return (Some(reason), None);
+    }
+    let mut event = None;
+    if turn.speaker == Speaker::Patient {
+        let detection = safety::detect(&turn.text);
+        if detection.flagged {
+            event = Some(SafetyEvent {
+                turn: number,
+                category: detection.category,
+                level: detection.level,
+                words: detection.matches.iter().map(|(_, w)| w.clone()).collect(),
+                protocol_turn: None,
+            });
+            *pending_safety = Some(detection);
+        } else if number >= 3
+            && let Some(words) = ending.patient_leaves(&turn.text)
+        {
+            let reason = TerminationReason::PatientEnded {
+                reason: format!("said \"{words}\""),
+            };
+            return (Some(reason), None);
+        }
+    }
+    if number as u32 >= config.min_turns
+        && pending_safety.is_none()
+        && let Some(phrase) = ending.end_phrase(turn.speaker, &turn.text)
+    {
+        let reason = TerminationReason::NaturalEnd {
+            phrase,
+            speaker: Some(turn.speaker),
+        };
+        return (Some(reason), event);
+    }
+    (None, event)
+}
+
+/// What a stored turn used, from its metadata: every candidate read the
+/// same prompt (what a cache saved is not recorded, so none is counted).
+fn usage_of(meta: &TurnMeta) -> SessionUsage {
+    let candidates = u64::from(meta.candidates.unwrap_or(1));
+    SessionUsage {
+        prompt_tokens: u64::from(meta.prompt_tokens.unwrap_or(0)) * candidates,
+        completion_tokens: u64::from(meta.completion_tokens.unwrap_or(0)),
+        replies: candidates,
+        ..SessionUsage::default()
+    }
 }
 
 /// Notes for this turn: the course's memory first (the same every turn, so
@@ -444,8 +522,9 @@ fn speak(
     config: &SessionConfig,
     turns: &[Turn],
     guidance: &[String],
+    clock: Clock,
 ) -> (Result<Turn, Unspoken>, SessionUsage) {
-    let started = Instant::now();
+    let started = clock();
     let ctx = PromptContext {
         persona,
         therapist: &config.therapist,
@@ -541,7 +620,7 @@ fn speak(
             model: Some(agent.model.clone()),
             prompt_tokens: Some(prompt_tokens),
             completion_tokens: Some(usage.completion_tokens as u32),
-            elapsed_ms: Some(started.elapsed().as_millis() as u64),
+            elapsed_ms: Some(clock().saturating_sub(started).as_millis() as u64),
             repairs,
             candidates: Some(tried),
         },

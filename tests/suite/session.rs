@@ -264,10 +264,12 @@ fn budgets_end_the_session() {
         chat: false,
     };
     let (mut t, mut p) = (agent(&t), agent(&p));
+    // Each reading of the clock moves it on 10 s: the engine reads it
+    // before each turn and at the start and end of each reply.
     let calls = std::cell::Cell::new(0u64);
     let clock = || {
         calls.set(calls.get() + 1);
-        Duration::from_secs(25 * calls.get())
+        Duration::from_secs(10 * calls.get())
     };
     let record = session::run(
         &persona,
@@ -280,15 +282,23 @@ fn budgets_end_the_session() {
     )
     .unwrap();
     assert_eq!(
+        record.transcript.turns.len(),
+        2,
+        "turns start at 10 s and 40 s; at 70 s the budget is spent"
+    );
+    assert_eq!(
         record.transcript.termination,
         Some(TerminationReason::BudgetExhausted {
             budget: Budget::Seconds {
-                used: 75,
+                used: 70,
                 limit: 60
             }
         })
     );
-    assert_eq!(record.transcript.turns.len(), 2);
+    // A turn's time is the injected clock's, not the wall clock's.
+    for turn in &record.transcript.turns {
+        assert_eq!(turn.meta.elapsed_ms, Some(10_000));
+    }
 }
 
 #[test]
@@ -635,4 +645,126 @@ fn a_note_written_into_a_turn_is_cut_off() {
         run.record.transcript.turns[0].text,
         "I slept badly most nights."
     );
+}
+
+/// Continues a session after `spoken` with models that have nothing to say
+/// beyond filler, and returns the record and how many replies were asked for.
+fn continued(spoken: &[Turn], config: &SessionConfig) -> (SessionRecord, usize) {
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let model = ScriptedModel::new(Vec::<String>::new());
+    let agent = || Agent {
+        conversation: model.conversation().unwrap(),
+        model: model.describe(),
+        chat: false,
+    };
+    let (mut t, mut p) = (agent(), agent());
+    let clock = || Duration::ZERO;
+    let record = session::resume(
+        &persona,
+        &mut t,
+        &mut p,
+        config,
+        spoken,
+        &AtomicBool::new(false),
+        &clock,
+        &mut session::NoSink,
+    )
+    .unwrap();
+    (record, model.requests().len())
+}
+
+fn said(speaker: Speaker, text: &str) -> Turn {
+    Turn {
+        speaker,
+        text: text.into(),
+        meta: Default::default(),
+    }
+}
+
+#[test]
+fn a_session_whose_last_stored_turn_ended_it_ends_there_on_resume() {
+    let config = config();
+    let mut spoken: Vec<Turn> = PATIENT[..3]
+        .iter()
+        .zip([
+            "How are you today?",
+            "What went through your mind?",
+            "Shall we stop here?",
+        ])
+        .flat_map(|(p, t)| [said(Speaker::Patient, p), said(Speaker::Therapist, t)])
+        .collect();
+    // The therapist's goodbye was stored; the ending was not (a kill).
+    spoken.push(said(Speaker::Patient, "Yes, thank you."));
+    spoken.push(said(Speaker::Therapist, "Thank you, Alicia. Take care."));
+    let (record, asked) = continued(&spoken, &config);
+    assert_eq!(asked, 0, "nothing is said after the goodbye");
+    assert!(matches!(
+        record.transcript.termination,
+        Some(TerminationReason::NaturalEnd { .. })
+    ));
+
+    // An imminent disclosure answered by the protocol turn escalates, also
+    // when that turn is the last one stored.
+    let spoken = vec![
+        said(Speaker::Patient, "I'm going to kill myself tonight."),
+        said(
+            Speaker::Therapist,
+            "I'm really glad you told me. Are you safe right now?",
+        ),
+    ];
+    let (record, asked) = continued(&spoken, &config);
+    assert_eq!(asked, 0);
+    assert!(
+        matches!(
+            record.transcript.termination,
+            Some(TerminationReason::SafetyEscalation { turn: 1, .. })
+        ),
+        "{:?}",
+        record.transcript.termination
+    );
+    assert_eq!(record.safety_events.len(), 1);
+    assert_eq!(record.safety_events[0].protocol_turn, Some(2));
+}
+
+#[test]
+fn a_resumed_session_counts_what_its_stored_turns_used_against_its_budgets() {
+    let mut config = config();
+    config.token_budget = Some(900);
+    config.time_budget = Some(Duration::from_secs(60));
+    let mut turn = said(Speaker::Patient, PATIENT[0]);
+    turn.meta.prompt_tokens = Some(300);
+    turn.meta.completion_tokens = Some(40);
+    turn.meta.candidates = Some(3);
+    turn.meta.elapsed_ms = Some(5_000);
+    let (record, asked) = continued(&[turn.clone()], &config);
+    assert_eq!(asked, 0, "3 x 300 + 40 tokens are spent already");
+    assert_eq!(
+        record.transcript.termination,
+        Some(TerminationReason::BudgetExhausted {
+            budget: Budget::Tokens {
+                used: 940,
+                limit: 900
+            }
+        })
+    );
+    assert_eq!(
+        record.usage.prompt_tokens, 900,
+        "counted into the session's usage"
+    );
+
+    config.token_budget = None;
+    turn.meta.elapsed_ms = Some(61_000);
+    let (record, asked) = continued(&[turn], &config);
+    assert_eq!(asked, 0, "61 s are spent already");
+    assert!(matches!(
+        record.transcript.termination,
+        Some(TerminationReason::BudgetExhausted {
+            budget: Budget::Seconds {
+                used: 61,
+                limit: 60
+            }
+        })
+    ));
 }
