@@ -8,12 +8,15 @@ mod choice;
 
 pub mod bench;
 pub mod course;
+pub mod estimate;
 pub mod export;
 pub mod lint;
 pub mod markdown;
 pub mod model;
 pub mod persona;
+pub mod plan;
 pub mod risk;
+pub mod runner;
 pub mod safety;
 pub mod session;
 pub mod speaker;

@@ -3,6 +3,53 @@
 //! decode speed and what keeping each speaker's KV cache saves over a
 //! 20-turn exchange.
 
+pub mod batch;
+pub mod session;
+
+use crate::model::spec::{Config, ModelSpec};
+use crate::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};
+
+/// The sessions a benchmark runs: one model for every role, one persona,
+/// a fixed length.
+#[derive(Debug, Clone)]
+pub struct BenchSessions {
+    pub model: ModelSpec,
+    pub persona: String,
+    pub turns: u32,
+    /// Tokens a reply may have.
+    pub max_tokens: u32,
+    pub candidates: u32,
+    pub config: Config,
+}
+
+impl BenchSessions {
+    /// A plan of such sessions, without summaries, each exactly `turns`
+    /// long (no natural end before the last turn), so that runs compare.
+    pub fn plan(&self, kind: PlanKind) -> RunPlan {
+        let spec = self.model.to_string();
+        let mut session = SessionPlan::new("Nova", "2026-01-01T10:00:00".parse().expect("a date"));
+        session.apply_config(&self.config);
+        session.max_turns = self.turns;
+        session.min_turns = self.turns;
+        session.max_reply_tokens = self.max_tokens;
+        session.candidates = self.candidates;
+        let models = PlanModels {
+            therapist: spec.clone(),
+            patient: spec.clone(),
+            summarizer: spec,
+        };
+        let mut plan = RunPlan::new(
+            kind,
+            vec![self.persona.clone()],
+            models,
+            session,
+            self.config.clone(),
+        );
+        plan.summaries = false;
+        plan
+    }
+}
+
 use crate::model::embedded::{EmbeddedModel, bare_greedy_decode};
 use crate::model::{ChatModel, Conversation, ModelError, Request};
 use serde::Serialize;

@@ -5,9 +5,11 @@
 
 mod library;
 mod load;
+mod select;
 
 pub use library::{LIBRARY, library, library_persona};
 pub use load::{PersonaError, load_file, parse_persona};
+pub use select::{PersonaLookupError, resolve, select};
 
 use crate::choice::choice_enum;
 use crate::risk::RiskLevel;

@@ -2,12 +2,12 @@
 //! detection, and the crisis resources it gives, per locale.
 
 use super::{Category, Detection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the simulated patient is, for crisis resources: an ISO country code.
 pub type Locale = str;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrisisResources {
     pub locale: String,
     /// The crisis line, as it should be said.

@@ -1,3 +1,4 @@
+mod batch;
 mod cli;
 mod course;
 mod embedded;
@@ -7,6 +8,7 @@ mod lint;
 mod models_cli;
 mod personas;
 mod properties;
+mod runner;
 mod safety;
 mod session;
 mod store;

@@ -123,3 +123,76 @@ fn bench_model_reports_kv_reuse_on_the_default_model() {
     assert!(m["kept"]["wall_ms"].as_u64().is_some() && m["dropped"]["wall_ms"].as_u64().is_some());
     assert!(m["speedup"].as_f64().is_some());
 }
+
+#[test]
+fn bench_session_reports_a_stored_session_on_the_default_model() {
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "session",
+        "--turns",
+        "4",
+        "--max-tokens",
+        "48",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let bench: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(bench["turns"], 4, "no natural end before the last turn");
+    for field in [
+        "wall_s",
+        "startup_ms",
+        "model_load_ms",
+        "model_ms_per_turn",
+        "orchestration_ms_per_turn",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "ideal_s",
+        "peak_rss_mb",
+    ] {
+        assert!(bench[field].as_f64().unwrap() > 0.0, "{field}: {bench}");
+    }
+    // Token counts, not times: each agent read at least its final prompt,
+    // and the cache kept it from reading the whole transcript every turn.
+    let processed = bench["prompt_tokens_processed"].as_u64().unwrap();
+    let final_prompts = bench["final_prompt_tokens"].as_u64().unwrap();
+    assert!(processed >= final_prompts, "{bench}");
+    assert!(processed < 2 * final_prompts, "{bench}");
+    assert!(bench["transcript_tokens"].as_u64().unwrap() > 20, "{bench}");
+    assert!(bench["generated_tokens"].as_u64().unwrap() > 0, "{bench}");
+}
+
+#[test]
+fn bench_batch_runs_each_level_side_by_side() {
+    let (code, stdout, stderr) = run(&[
+        "bench",
+        "batch",
+        "--model",
+        "scripted?delay_ms=5",
+        "--concurrency",
+        "1,3",
+        "--sessions",
+        "3",
+        "--turns",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let bench: Value = serde_json::from_str(&stdout).unwrap();
+    let levels = bench["levels"].as_array().unwrap();
+    let concurrency: Vec<u64> = levels
+        .iter()
+        .map(|l| l["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(concurrency, [1, 3]);
+    for level in levels {
+        assert_eq!(level["failed_courses"], 0, "{level}");
+        assert!(
+            level["sessions_per_hour"].as_f64().unwrap() > 0.0,
+            "{level}"
+        );
+        assert!(
+            level["completion_tokens_per_s"].as_f64().unwrap() > 0.0,
+            "{level}"
+        );
+    }
+}

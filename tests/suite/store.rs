@@ -143,8 +143,9 @@ fn imported_transcripts_export_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cbtsim.db");
     let db = db.to_str().unwrap();
-    let reference = super::util::reference();
-    let (code, stdout, stderr) = run(&["import", "--db", db, reference.to_str().unwrap()]);
+    // Our own 12-turn flawed session, which the store keeps as it is.
+    let flawed = super::util::flawed_session();
+    let (code, stdout, stderr) = run(&["import", "--db", db, flawed.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.ends_with(": session 1 (12 turns)\n"), "{stdout}");
     let (code, _, _) = run(&[
@@ -173,8 +174,7 @@ fn imported_transcripts_export_in_every_format() {
         "--out",
         folder.to_str().unwrap(),
     ]);
-    let original =
-        cbtsim::text_format::parse(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    let original = cbtsim::text_format::parse(&std::fs::read_to_string(&flawed).unwrap()).unwrap();
     let exported = std::fs::read_to_string(folder.join("imported-session1.txt")).unwrap();
     assert_eq!(
         cbtsim::text_format::parse(&exported).unwrap().transcript,
@@ -420,7 +420,7 @@ fn an_older_store_is_migrated_and_usage_is_kept_per_role_and_model() {
         .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
         .unwrap();
     assert_eq!(runs, 2, "the old run is kept");
-    let totals = Store::open(&db).unwrap().token_totals().unwrap();
+    let totals = Store::open(&db).unwrap().token_totals(None).unwrap();
     let roles: Vec<(&str, Option<&str>)> = totals
         .iter()
         .map(|t| (t.role.as_str(), t.model.as_deref()))
@@ -450,12 +450,13 @@ fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("store");
     let db = folder.join("cbtsim.db");
-    let reference = super::util::reference();
+    // A 12-turn session to find again once the store is read-only.
+    let flawed = super::util::flawed_session();
     let (code, _, stderr) = run(&[
         "import",
         "--db",
         db.to_str().unwrap(),
-        reference.to_str().unwrap(),
+        flawed.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     let before = std::fs::read(&db).unwrap();
@@ -493,7 +494,7 @@ fn a_read_only_store_is_refused_by_name_and_left_as_it_was() {
             "--db",
             db_arg,
         ],
-        vec!["import", "--db", db_arg, reference.to_str().unwrap()],
+        vec!["import", "--db", db_arg, flawed.to_str().unwrap()],
     ] {
         let (code, _, stderr) = as_reader(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -531,8 +532,10 @@ fn a_full_disk_stops_the_session_keeps_what_was_stored_and_resume_finishes_it() 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cbtsim.db");
     let db_arg = db.to_str().unwrap();
-    let reference = super::util::reference();
-    let (code, _, stderr) = run(&["import", "--db", db_arg, reference.to_str().unwrap()]);
+    // A 12-turn session stored first: the first 12 rows of the turns table
+    // below are its own.
+    let flawed = super::util::flawed_session();
+    let (code, _, stderr) = run(&["import", "--db", db_arg, flawed.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let imported = dir.path().join("imported.json");
     export(&[
@@ -720,7 +723,10 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         db_arg,
     ]);
     assert_eq!(code, 1, "a failed backend stops the course: {stderr}");
-    assert!(stderr.contains("cbtsim resume --last"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cbtsim resume --db {db_arg} --last")),
+        "{stderr}"
+    );
     let ended = |rows: &[Value]| -> Vec<(i64, String)> {
         rows.iter()
             .filter(|r| r["kind"] == "session")

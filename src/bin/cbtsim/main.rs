@@ -1,5 +1,6 @@
 //! The `cbtsim` command: argument parsing and output over the library.
 
+mod progress;
 mod sessions;
 
 use anyhow::{Context, Result, bail};
@@ -8,7 +9,7 @@ use cbtsim::model::default_model;
 use cbtsim::model::embedded::EmbeddedModel;
 use cbtsim::model::spec::{Config, ModelSpec, Models};
 use cbtsim::model::{Message, Prompt, Request, Role};
-use cbtsim::persona::{self, LIBRARY, Persona};
+use cbtsim::persona::{self, Persona};
 use cbtsim::text_format::{self, Parsed};
 use cbtsim::transcript::Transcript;
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ struct Cli {
 const SESSION_EXIT_CODES: &str = "Exit codes: 0 every session ran to its end; 1 a backend \
 failure stopped the run (`cbtsim resume --last` continues it); 2 an error (what was stored is \
 kept); 130 stopped by Ctrl-C (resume continues it).
+
+cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
+
+const BATCH_EXIT_CODES: &str = "Exit codes: 0 every course ran to its end; 1 a backend \
+failure stopped a course (`cbtsim resume --db PATH --all` continues it); 2 an error, or a course \
+failed (each is named; the others ran); 130 stopped by Ctrl-C (resume continues it).
 
 cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
 
@@ -57,8 +64,13 @@ enum Command {
     /// summaries and homework of the ones before.
     #[command(after_help = SESSION_EXIT_CODES)]
     Course(Box<sessions::CourseArgs>),
-    /// Continue interrupted runs (Ctrl-C, kill, a failed backend) from their
-    /// last stored turn, with the settings they were started with.
+    /// Run a grid of personas x repeats, each a course of N sessions, at
+    /// most C courses at once; one failed course does not stop the others.
+    #[command(after_help = BATCH_EXIT_CODES)]
+    Batch(Box<sessions::BatchArgs>),
+    /// Continue interrupted runs, courses and batches (Ctrl-C, kill, a
+    /// failed backend) from their last stored turn, with the plan they were
+    /// started with.
     #[command(after_help = SESSION_EXIT_CODES)]
     Resume {
         #[arg(long)]
@@ -185,6 +197,61 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One full session (no summary) with storage on: wall time, start-up,
+    /// model and orchestration time per turn, prompt tokens read against
+    /// the final prompts, and the time the model alone needs for that work.
+    Session {
+        #[command(flatten)]
+        sessions: BenchSessionArgs,
+        /// Print {wall_s, startup_ms, model_ms_per_turn, orchestration_ms_per_turn,
+        /// prompt_tokens_processed, final_prompt_tokens, transcript_tokens,
+        /// ideal_s, peak_rss_mb, ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The same sessions at several concurrency levels, side by side:
+    /// sessions per hour and tokens per second at each.
+    Batch {
+        /// Concurrency levels, comma-separated.
+        #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
+        concurrency: Vec<u32>,
+        /// Sessions at each level.
+        #[arg(long, default_value_t = 8)]
+        sessions: u32,
+        #[command(flatten)]
+        each: BenchSessionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The sessions a benchmark runs.
+#[derive(clap::Args)]
+struct BenchSessionArgs {
+    #[arg(long, default_value = "local")]
+    model: ModelSpec,
+    #[arg(long, default_value_t = 20)]
+    turns: u32,
+    /// Tokens a reply may have.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: u32,
+    #[arg(long, default_value_t = 1)]
+    candidates: u32,
+    #[arg(long, default_value = "alicia-rodriguez")]
+    persona: String,
+}
+
+impl BenchSessionArgs {
+    fn settings(self, config: Option<&Path>) -> Result<cbtsim::bench::BenchSessions> {
+        Ok(cbtsim::bench::BenchSessions {
+            model: self.model,
+            persona: self.persona,
+            turns: self.turns,
+            max_tokens: self.max_tokens,
+            candidates: self.candidates,
+            config: Config::load(config)?,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -242,7 +309,11 @@ enum PersonaCommand {
 const FOUND_PROBLEMS: u8 = 1;
 const ERROR: u8 = 2;
 
+/// When the process started (as near as main can tell), for `bench session`.
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -259,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
+        Command::Batch(args) => return sessions::batch(*args, config.as_deref()),
         Command::Resume {
             db,
             last: _,
@@ -270,7 +342,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, true) => sessions::ResumeTarget::All,
                 (None, false) => sessions::ResumeTarget::Last,
             };
-            return sessions::resume(db, target);
+            return sessions::resume(db, target, false);
         }
         Command::List { db, json } => list(db, json)?,
         Command::Export {
@@ -290,6 +362,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Course(args) => return sessions::course(*args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
+        }
+        Command::Bench(BenchCommand::Batch {
+            concurrency,
+            sessions,
+            each,
+            json,
+        }) => {
+            let settings = cbtsim::bench::batch::BatchBenchSettings {
+                each: each.settings(config.as_deref())?,
+                sessions,
+                levels: concurrency,
+            };
+            let report = cbtsim::bench::batch::bench_batch(&settings, &mut |stage| {
+                eprintln!("cbtsim: bench: {stage}")
+            })?;
+            if json {
+                print_json(&report)?;
+            } else {
+                let mut out = format!(
+                    "model: {}\n{} sessions of {} turns at each level\n{:>11} {:>9} {:>15} {:>16} {:>14}\n",
+                    report.model,
+                    report.sessions,
+                    report.turns,
+                    "concurrency",
+                    "wall s",
+                    "sessions/hour",
+                    "completion tok/s",
+                    "prompt tok/s"
+                );
+                for l in &report.levels {
+                    out += &format!(
+                        "{:>11} {:>9.1} {:>15.1} {:>16.1} {:>14.1}{}\n",
+                        l.concurrency,
+                        l.wall_s,
+                        l.sessions_per_hour,
+                        l.completion_tokens_per_s,
+                        l.prompt_tokens_per_s,
+                        if l.estimated {
+                            "  (estimated counts)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                out += &format!("peak memory: {:.0} MB\n", report.peak_rss_mb);
+                emit(&out)?;
+            }
+        }
+        Command::Bench(BenchCommand::Session { sessions, json }) => {
+            let settings = sessions.settings(config.as_deref())?;
+            let started = *STARTED.get().expect("set in main");
+            let report = cbtsim::bench::session::bench_session(&settings, started, &mut |stage| {
+                eprintln!("cbtsim: bench: {stage}")
+            })?;
+            if json {
+                print_json(&report)?;
+            } else {
+                emit(&describe_session_bench(&report))?;
+            }
         }
         Command::Transcript(TranscriptCommand::Parse { file }) => {
             let parsed = read_transcript(&file)?;
@@ -389,27 +520,8 @@ pub(crate) fn emit(text: &str) -> Result<()> {
 }
 
 /// A library id, or a path to a persona file.
-pub(crate) fn resolve_persona(spec: &str) -> Result<Persona> {
-    let path = Path::new(spec);
-    let looks_like_file = spec.ends_with(".toml") || spec.contains(std::path::MAIN_SEPARATOR);
-    let loaded = if looks_like_file || path.is_file() {
-        persona::load_file(path)
-    } else {
-        match persona::library_persona(spec) {
-            Some(loaded) => loaded,
-            None => {
-                let ids: Vec<&str> = LIBRARY.iter().map(|(id, _)| *id).collect();
-                bail!(
-                    "no persona '{spec}': not a library id ({}) and not a file",
-                    ids.join(", ")
-                );
-            }
-        }
-    };
-    loaded.map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid persona:\n{}", lines.join("\n"))
-    })
+fn resolve_persona(spec: &str) -> Result<Persona> {
+    Ok(persona::resolve(spec)?)
 }
 
 fn persona_list(json: bool) -> Result<()> {
@@ -514,9 +626,9 @@ fn model_command(command: ModelCommand, config: Option<&Path>) -> Result<()> {
         ModelCommand::Info { path, json } => {
             let path = match path {
                 Some(path) => path,
-                None => default_model::locate().map_err(anyhow::Error::msg)?,
+                None => default_model::locate()?,
             };
-            let config = Config::load(config).map_err(anyhow::Error::msg)?;
+            let config = Config::load(config)?;
             let model = EmbeddedModel::load(&path, config.embedded_config())?;
             let info = model.info();
             let sha256_verified = if default_model::is_default_model_file(&path) {
@@ -562,7 +674,7 @@ fn model_command(command: ModelCommand, config: Option<&Path>) -> Result<()> {
             schema,
             json,
         } => {
-            let mut models = Models::new(Config::load(config).map_err(anyhow::Error::msg)?);
+            let mut models = Models::new(Config::load(config)?);
             let chat_model = models.open(&model)?;
             let mut request = Request {
                 prompt: if chat {
@@ -617,12 +729,12 @@ fn model_command(command: ModelCommand, config: Option<&Path>) -> Result<()> {
 }
 
 fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()> {
-    let config = Config::load(config).map_err(anyhow::Error::msg)?;
+    let config = Config::load(config)?;
     let embedded = match spec {
         ModelSpec::Local(path) => {
             let path = match path {
                 Some(path) => path.clone(),
-                None => default_model::locate().map_err(anyhow::Error::msg)?,
+                None => default_model::locate()?,
             };
             Some(EmbeddedModel::load(&path, config.embedded_config())?)
         }
@@ -674,6 +786,32 @@ fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()
         );
     }
     emit(&out)
+}
+
+fn describe_session_bench(r: &cbtsim::bench::session::SessionBench) -> String {
+    format!(
+        "model: {}\n{} turns in {:.1} s (the model alone needs {:.1} s: {:.2}x)\n\
+         start-up before the first model call: {:.1} ms (model load {:.0} ms not counted)\n\
+         per turn: model {:.1} ms, orchestration {:.2} ms\n\
+         prompt tokens read: {} for final prompts of {} ({:.2}x); generated {}\n\
+         prefill {:.0} tokens/s, decode {:.1} tokens/s\npeak memory: {:.0} MB\n",
+        r.model,
+        r.turns,
+        r.wall_s,
+        r.ideal_s,
+        r.wall_per_ideal,
+        r.startup_ms,
+        r.model_load_ms,
+        r.model_ms_per_turn,
+        r.orchestration_ms_per_turn,
+        r.prompt_tokens_processed,
+        r.final_prompt_tokens,
+        r.processed_per_final,
+        r.generated_tokens,
+        r.prefill_tokens_per_s,
+        r.decode_tokens_per_s,
+        r.peak_rss_mb,
+    )
 }
 
 fn safety_check() -> Result<()> {

@@ -1,0 +1,119 @@
+//! What a plan will cost before it runs (`batch --dry-run`): sessions,
+//! turns, and tokens per model, from the real first prompts of each role
+//! and a fixed average turn length. An upper bound in turns (every session
+//! is taken to run to `max_turns`), a rough figure in tokens.
+
+use crate::model::spec::AgentRole;
+use crate::plan::{PlanError, RunPlan};
+use crate::session::prompt::{self, PromptContext};
+use crate::speaker::Speaker;
+use serde::Serialize;
+
+/// Tokens a turn is taken to add to the transcript.
+pub const AVERAGE_TURN_TOKENS: u64 = 60;
+/// Tokens a summary is taken to be.
+pub const SUMMARY_TOKENS: u64 = 300;
+/// Characters per token, for prompts counted before any tokenizer is loaded.
+pub const CHARS_PER_TOKEN: u64 = 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub courses: u64,
+    pub sessions: u64,
+    /// At most: every session running to its last turn.
+    pub turns: u64,
+    pub models: Vec<ModelEstimate>,
+    /// The cost of all models, when every model has a price.
+    pub cost: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEstimate {
+    pub model: String,
+    pub roles: Vec<&'static str>,
+    /// Prompt tokens as a server bills them (each request in full).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Option<f64>,
+}
+
+pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
+    let courses = plan.personas.len() as u64 * u64::from(plan.repeats);
+    let sessions = plan.total_sessions();
+    let turns = sessions * u64::from(plan.session.max_turns);
+    let persona = crate::persona::resolve(&plan.personas[0])
+        .map_err(|e| PlanError::Invalid(e.to_string()))?;
+    let config = plan.session_config(plan.first_session, 0, plan.seed)?;
+    let mut models: Vec<ModelEstimate> = Vec::new();
+    for (spec, roles) in plan.models.distinct() {
+        let mut prompt_tokens = 0;
+        let mut completion_tokens = 0;
+        // Base models (the embedded default, scripted) sample several
+        // candidates per turn; chat servers one.
+        let local = spec.starts_with("local") || spec.starts_with("scripted");
+        let replies = if local {
+            u64::from(plan.session.candidates.max(1))
+        } else {
+            1
+        };
+        for role in &roles {
+            let speaker = match role {
+                AgentRole::Therapist => Speaker::Therapist,
+                AgentRole::Patient => Speaker::Patient,
+                _ => {
+                    if plan.summaries {
+                        let transcript = u64::from(plan.session.max_turns) * AVERAGE_TURN_TOKENS;
+                        prompt_tokens += sessions * (transcript + SUMMARY_TOKENS);
+                        completion_tokens += sessions * SUMMARY_TOKENS;
+                    }
+                    continue;
+                }
+            };
+            let ctx = PromptContext {
+                persona: &persona,
+                therapist: &config.therapist,
+                session_number: config.session_number,
+                turns: &[],
+                guidance: &[],
+            };
+            let first = prompt_chars(&prompt::prompt(speaker, !local, &ctx)) / CHARS_PER_TOKEN;
+            // This role speaks every other turn; its prompt grows with the
+            // transcript before it.
+            let own_turns = u64::from(plan.session.max_turns).div_ceil(2);
+            let per_session: u64 = (0..own_turns)
+                .map(|k| first + 2 * k * AVERAGE_TURN_TOKENS)
+                .sum();
+            prompt_tokens += sessions * per_session * replies;
+            completion_tokens += sessions * own_turns * replies * AVERAGE_TURN_TOKENS;
+        }
+        let cost = plan
+            .config
+            .prices
+            .get(&spec)
+            .map(|p| p.cost(prompt_tokens, completion_tokens));
+        models.push(ModelEstimate {
+            model: spec,
+            roles: roles.iter().map(|r| r.as_str()).collect(),
+            prompt_tokens,
+            completion_tokens,
+            cost,
+        });
+    }
+    let cost = models.iter().map(|m| m.cost).sum::<Option<f64>>();
+    Ok(Estimate {
+        courses,
+        sessions,
+        turns,
+        models,
+        cost,
+    })
+}
+
+fn prompt_chars(prompt: &crate::model::Prompt) -> u64 {
+    match prompt {
+        crate::model::Prompt::Text(text) => text.len() as u64,
+        crate::model::Prompt::Chat(messages) => {
+            messages.iter().map(|m| m.content.len() as u64).sum()
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Writing sessions as they happen (each turn in its own transaction, so
+//! a kill loses at most the turn being spoken), and reading back how far
+//! each session of a course got.
+
+use super::{Store, StoreError, mood, now, sql};
+use crate::course::{HomeworkDone, PatientState};
+use crate::persona::Mood;
+use crate::session::{RoleUsage, SafetyEvent};
+use crate::speaker::Speaker;
+use crate::summary::SessionSummary;
+use crate::termination::TerminationReason;
+use crate::turn::Turn;
+use rusqlite::{Connection, params};
+
+/// A session of a run, as far as it got.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    pub id: i64,
+    pub session_number: u32,
+    pub termination_reason: Option<String>,
+    pub has_summary: bool,
+    pub summary_error: Option<String>,
+    pub mood: Option<Mood>,
+    /// How many safety events it recorded.
+    pub safety_events: u32,
+}
+
+impl SessionState {
+    /// Whether it stopped short (Ctrl-C, a failed backend) or never ended:
+    /// such a session is continued, not run again.
+    pub fn resumable(&self) -> bool {
+        self.termination_reason.as_deref().is_none_or(|r| {
+            r == crate::termination::INTERRUPTED || r == crate::termination::BACKEND_FAILURE
+        })
+    }
+}
+
+impl Store {
+    /// A new session, with where the patient stands as it starts.
+    pub fn start_session(
+        &self,
+        run: i64,
+        course: Option<i64>,
+        persona: i64,
+        session_number: u32,
+        state: &PatientState,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at, phq9, gad7, homework_done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run,
+                    course,
+                    persona,
+                    session_number,
+                    now(),
+                    state.mood.phq9,
+                    state.mood.gad7,
+                    state.homework.map(HomeworkDone::as_str)
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Stores a turn the moment it is spoken (one transaction per turn).
+    pub fn add_turn(&self, session: i64, position: usize, turn: &Turn) -> Result<(), StoreError> {
+        let meta = serde_json::to_string(&turn.meta).expect("metadata serialises");
+        self.conn
+            .execute(
+                "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session, position as i64, turn.speaker.as_str(), turn.text, meta],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records how a session ended, what each agent used (per role and
+    /// model) and its safety events, in one transaction: a session is never
+    /// stored as ended without them.
+    pub fn finish_session(
+        &mut self,
+        session: i64,
+        reason: &TerminationReason,
+        usage: &[RoleUsage],
+        events: &[SafetyEvent],
+    ) -> Result<(), StoreError> {
+        let speaker = match reason {
+            TerminationReason::NaturalEnd { speaker, .. } => speaker.map(Speaker::as_str),
+            _ => None,
+        };
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "UPDATE sessions SET finished_at = ?1, termination_reason = ?2, termination_details = ?3, termination_speaker = ?4 WHERE id = ?5",
+            params![now(), reason.display_name(), reason.details(), speaker, session],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        for share in usage {
+            add_usage(&tx, session, share).map_err(|e| sql(&self.path, e))?;
+        }
+        for event in events {
+            tx.execute(
+                "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    session,
+                    event.turn as i64,
+                    event.category.as_str(),
+                    event.level.as_str(),
+                    serde_json::to_string(&event.words).expect("words serialise"),
+                    event.protocol_turn.map(|t| t as i64)
+                ],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&self.path, e))
+    }
+
+    /// Stores a session's summary (or why there is none) with what the
+    /// summarizer used, in one transaction: a summary is never written
+    /// without its usage, nor its usage twice.
+    pub fn set_summary(
+        &mut self,
+        session: i64,
+        summary: Result<&SessionSummary, &str>,
+        usage: Option<&RoleUsage>,
+    ) -> Result<(), StoreError> {
+        let (json, error) = match summary {
+            Ok(s) => (
+                Some(serde_json::to_string(s).expect("a summary serialises")),
+                None,
+            ),
+            Err(e) => (None, Some(e)),
+        };
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "UPDATE sessions SET summary = ?1, summary_error = ?2 WHERE id = ?3",
+            params![json, error, session],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        if let Some(share) = usage {
+            add_usage(&tx, session, share).map_err(|e| sql(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&self.path, e))
+    }
+
+    /// The sessions of a course, in order.
+    pub fn course_sessions(&self, course: i64) -> Result<Vec<SessionState>, StoreError> {
+        self.rows(
+            "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error, phq9, gad7,
+                    (SELECT COUNT(*) FROM safety_events e WHERE e.session_id = sessions.id)
+                 FROM sessions WHERE course_id = ?1 ORDER BY session_number, id",
+            [course],
+            |r| {
+                Ok(SessionState {
+                    id: r.get(0)?,
+                    session_number: r.get(1)?,
+                    termination_reason: r.get(2)?,
+                    has_summary: r.get(3)?,
+                    summary_error: r.get(4)?,
+                    mood: mood(r.get(5)?, r.get(6)?),
+                    safety_events: r.get(7)?,
+                })
+            },
+        )
+    }
+
+    /// Opens a stopped session again for more turns: its ending, usage and
+    /// safety events are cleared (they are recorded anew when it ends);
+    /// its turns stay.
+    pub fn reopen_session(&mut self, session: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute(
+            "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
+            [session],
+        )
+        .map_err(|e| sql(&self.path, e))?;
+        tx.execute("DELETE FROM token_usage WHERE session_id = ?1", [session])
+            .map_err(|e| sql(&self.path, e))?;
+        tx.execute("DELETE FROM safety_events WHERE session_id = ?1", [session])
+            .map_err(|e| sql(&self.path, e))?;
+        tx.commit().map_err(|e| sql(&self.path, e))
+    }
+}
+
+fn add_usage(conn: &Connection, session: i64, share: &RoleUsage) -> rusqlite::Result<()> {
+    let u = &share.usage;
+    conn.execute(
+        "INSERT INTO token_usage (session_id, role, model, prompt_tokens, cached_prompt_tokens,
+             completion_tokens, replies, rejected_replies, repaired_replies, estimated_replies)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            session,
+            share.role.as_str(),
+            share.model,
+            u.prompt_tokens as i64,
+            u.cached_prompt_tokens as i64,
+            u.completion_tokens as i64,
+            u.replies as i64,
+            u.rejected_replies as i64,
+            u.repaired_replies as i64,
+            u.estimated_replies as i64
+        ],
+    )?;
+    Ok(())
+}
