@@ -127,12 +127,13 @@ impl EmbeddedModel {
     pub fn load(path: &Path, config: EmbeddedConfig) -> Result<EmbeddedModel, ModelError> {
         check_gguf_header(path)?;
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
-            ModelError::Backend(format!(
-                "llama.cpp could not load {} ({e}); the file may be truncated or corrupt",
-                path.display()
-            ))
-        })?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| {
+                ModelError::Backend(format!(
+                    "llama.cpp could not load {} ({e}); the file may be truncated or corrupt",
+                    path.display()
+                ))
+            })?;
         let template = match &config.chat_template {
             Some(name) => Some(LlamaChatTemplate::new(name).map_err(|e| {
                 ModelError::Backend(format!("invalid chat template name {name:?}: {e}"))
