@@ -74,7 +74,8 @@ pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
                 therapist: &config.therapist,
                 session_number: config.session_number,
                 turns: &[],
-                guidance: &[],
+                notes: &[],
+                turn_notes: &[],
             };
             let first = prompt_chars(&prompt::prompt(speaker, !local, &ctx)) / CHARS_PER_TOKEN;
             // This role speaks every other turn; its prompt grows with the

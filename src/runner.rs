@@ -89,6 +89,9 @@ pub fn check_models(plan: &RunPlan, models: &mut Models) -> Result<(), RunError>
 impl RoleModels {
     /// Checks, then opens, each role's model.
     pub fn open(plan: &RunPlan, models: &mut Models) -> Result<RoleModels, RunError> {
+        // The rules' patterns compile while the weights load, not on the
+        // first turns.
+        let warm_up = std::thread::spawn(session::warm_up);
         check_models(plan, models)?;
         let mut open = |role: AgentRole| -> Result<Arc<dyn ChatModel>, RunError> {
             let spec = plan.models.spec(role)?;
@@ -98,14 +101,16 @@ impl RoleModels {
                 source,
             })
         };
-        Ok(RoleModels {
+        let opened = RoleModels {
             therapist: open(AgentRole::Therapist)?,
             patient: open(AgentRole::Patient)?,
             summarizer: match plan.summaries {
                 true => Some(open(AgentRole::Summarizer)?),
                 false => None,
             },
-        })
+        };
+        let _ = warm_up.join();
+        Ok(opened)
     }
 }
 

@@ -206,6 +206,24 @@ impl SessionSink for NoSink {}
 /// The time since the session started; injectable so tests control it.
 pub type Clock<'a> = &'a dyn Fn() -> Duration;
 
+/// Compiles the rules' patterns (the guards', the linter's, the crisis
+/// detector's), which are otherwise compiled on the first turns (about
+/// 25 ms of work); the runner does it while the models load.
+pub fn warm_up() {
+    let text = "I can't take this anymore, Nova [insert name] (sighs). Take care";
+    let _ = safety::detect(text);
+    for speaker in [Speaker::Patient, Speaker::Therapist] {
+        let _ = guard::check(&guard::Reply {
+            speaker,
+            text,
+            finish_reason: &FinishReason::Stop,
+            max_sentences: Some(3),
+            earlier: &[],
+            names: &["Nova".to_string()],
+        });
+    }
+}
+
 /// Attempts beyond `candidates` when every candidate was rejected.
 const EXTRA_ATTEMPTS: u32 = 3;
 
@@ -471,21 +489,29 @@ fn usage_of(meta: &TurnMeta) -> SessionUsage {
     }
 }
 
-/// Notes for this turn: the course's memory first (the same every turn, so
-/// prompts keep their cached prefix), then this turn's.
+/// The notes an agent's prompt carries.
+struct Guidance {
+    /// The same every turn (mood, the course's memory), so prompts keep
+    /// their cached prefix.
+    standing: Vec<String>,
+    /// This turn's (wrap-up, safety protocol, disclosure).
+    this_turn: Vec<String>,
+}
+
 fn guidance(
     persona: &Persona,
     config: &SessionConfig,
     speaker: Speaker,
     turns: usize,
     safety: Option<&Detection>,
-) -> Vec<String> {
+) -> Guidance {
     let mood = config.mood.unwrap_or(persona.mood);
-    let mut notes = vec![prompt::mood_note(speaker, persona, mood)];
-    notes.extend_from_slice(match speaker {
+    let mut standing = vec![prompt::mood_note(speaker, persona, mood)];
+    standing.extend_from_slice(match speaker {
         Speaker::Therapist => &config.carry_over.therapist,
         Speaker::Patient => &config.carry_over.patient,
     });
+    let mut notes = Vec::new();
     let left = config.max_turns.saturating_sub(turns as u32);
     if left <= config.wrap_up_turns {
         notes.push(format!(
@@ -503,7 +529,10 @@ fn guidance(
         }
         _ => {}
     }
-    notes
+    Guidance {
+        standing,
+        this_turn: notes,
+    }
 }
 
 enum Unspoken {
@@ -521,7 +550,7 @@ fn speak(
     speaker: Speaker,
     config: &SessionConfig,
     turns: &[Turn],
-    guidance: &[String],
+    guidance: &Guidance,
     clock: Clock,
 ) -> (Result<Turn, Unspoken>, SessionUsage) {
     let started = clock();
@@ -530,7 +559,8 @@ fn speak(
         therapist: &config.therapist,
         session_number: config.session_number,
         turns,
-        guidance,
+        notes: &guidance.standing,
+        turn_notes: &guidance.this_turn,
     };
     let mut request = Request {
         prompt: prompt::prompt(speaker, agent.chat, &ctx),

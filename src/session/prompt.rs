@@ -26,8 +26,14 @@ pub struct PromptContext<'a> {
     pub therapist: &'a TherapistProfile,
     pub session_number: u32,
     pub turns: &'a [Turn],
-    /// Guidance for this turn only (wrap-up, safety protocol, disclosure).
-    pub guidance: &'a [String],
+    /// Notes that hold for the whole session (mood, the course's memory):
+    /// ahead of the transcript.
+    pub notes: &'a [String],
+    /// Notes for this turn only (wrap-up, safety protocol, disclosure):
+    /// after the transcript in a completion prompt, so that a note that
+    /// comes, changes or goes does not make the model read the whole
+    /// transcript again.
+    pub turn_notes: &'a [String],
 }
 
 /// PATIENT-Ψ's sentence caps per conversational style.
@@ -77,13 +83,16 @@ fn text_prompt(speaker: Speaker, description: &str, ctx: &PromptContext) -> Stri
         "The following is a transcript of a cognitive behavioural therapy session.\n\n{description}\n\n\
          Example session (another patient):\n\n{EXAMPLE_SESSION}\n"
     );
-    for note in ctx.guidance {
+    for note in ctx.notes {
         out.push_str(&format!("\nNote: {note}\n"));
     }
     out.push_str(&format!("\nSession Number: {}\n", ctx.session_number));
     for turn in ctx.turns {
         out.push('\n');
         out.push_str(&text_format::render_turn(turn));
+    }
+    for note in ctx.turn_notes {
+        out.push_str(&format!("\nNote: {note}\n"));
     }
     out.push_str(&format!("\n{}:", speaker.label()));
     out
@@ -103,7 +112,7 @@ fn chat_prompt(speaker: Speaker, description: &str, ctx: &PromptContext) -> Prom
         ),
     };
     let mut system = format!("{description}\n\n{you}");
-    for note in ctx.guidance {
+    for note in ctx.notes.iter().chain(ctx.turn_notes) {
         system.push_str(&format!("\n\n{note}"));
     }
     let mut messages = vec![Message::new(Role::System, system)];
