@@ -24,7 +24,11 @@ pub struct SessionBench {
     pub wall_s: f64,
     /// Process start to the first model call, less the model's loading.
     pub startup_ms: f64,
+    /// Loading the weights.
     pub model_load_ms: f64,
+    /// Opening the agents' conversations (llama.cpp contexts), counted
+    /// neither as start-up nor as orchestration.
+    pub contexts_ms: f64,
     pub model_ms_per_turn: f64,
     /// Everything but model time: prompts, guards, termination, safety, storage.
     pub orchestration_ms_per_turn: f64,
@@ -35,6 +39,10 @@ pub struct SessionBench {
     pub processed_per_final: f64,
     /// Tokens generated, every candidate counted.
     pub generated_tokens: u64,
+    /// Prefill and decode speed within the session's own calls, where the
+    /// backend times them (the embedded one does).
+    pub session_prefill_tokens_per_s: Option<f64>,
+    pub session_decode_tokens_per_s: Option<f64>,
     /// The transcript's length in the model's tokens, where it can count them.
     pub transcript_tokens: Option<u32>,
     /// Measured in this run, after the session, on the same model.
@@ -52,8 +60,15 @@ pub struct SessionBench {
 struct Log {
     first_call: Option<Instant>,
     model_time: Duration,
+    /// Opening conversations (for the embedded model: creating a llama.cpp
+    /// context), which is loading, not orchestration.
+    opening_time: Duration,
+    /// The part of it before the first call.
+    opening_before_first_call: Duration,
     processed: u64,
     generated: u64,
+    prefill_ms: u64,
+    decode_ms: u64,
     /// Each agent's last prompt length, by role.
     last_prompt: [u64; 2],
 }
@@ -70,8 +85,15 @@ impl ChatModel for Timed {
         self.inner.describe()
     }
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+        let started = Instant::now();
+        let inner = self.inner.conversation()?;
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.opening_time += started.elapsed();
+        if log.first_call.is_none() {
+            log.opening_before_first_call += started.elapsed();
+        }
         Ok(Box::new(TimedConversation {
-            inner: self.inner.conversation()?,
+            inner,
             role: self.role,
             log: self.log.clone(),
         }))
@@ -106,6 +128,8 @@ impl Conversation for TimedConversation {
             let u = done.usage;
             log.processed += u64::from(u.prompt_tokens - u.cached_prompt_tokens);
             log.generated += u64::from(u.completion_tokens);
+            log.prefill_ms += done.prefill_ms;
+            log.decode_ms += done.decode_ms;
             log.last_prompt[self.role] = u64::from(u.prompt_tokens);
         }
         done
@@ -175,9 +199,12 @@ pub fn bench_session(
     let log = log.lock().unwrap_or_else(|e| e.into_inner());
     let turns = session.transcript.turns.len() as u32;
     let model_ms = log.model_time.as_secs_f64() * 1000.0;
+    let contexts_ms = log.opening_time.as_secs_f64() * 1000.0;
     let wall_ms = wall.as_secs_f64() * 1000.0;
     let startup_ms = log.first_call.map_or(0.0, |first| {
-        (first - process_start).as_secs_f64() * 1000.0 - model_load_ms
+        (first - process_start).as_secs_f64() * 1000.0
+            - model_load_ms
+            - log.opening_before_first_call.as_secs_f64() * 1000.0
     });
     let final_prompt_tokens: u64 = log.last_prompt.iter().sum();
 
@@ -195,12 +222,18 @@ pub fn bench_session(
         wall_s: wall_ms / 1000.0,
         startup_ms,
         model_load_ms,
+        contexts_ms,
         model_ms_per_turn: model_ms / f64::from(turns.max(1)),
-        orchestration_ms_per_turn: (wall_ms - model_ms).max(0.0) / f64::from(turns.max(1)),
+        orchestration_ms_per_turn: (wall_ms - model_ms - contexts_ms).max(0.0)
+            / f64::from(turns.max(1)),
         prompt_tokens_processed: log.processed,
         final_prompt_tokens,
         processed_per_final: log.processed as f64 / final_prompt_tokens.max(1) as f64,
         generated_tokens: log.generated,
+        session_prefill_tokens_per_s: (log.prefill_ms > 0)
+            .then(|| log.processed as f64 * 1000.0 / log.prefill_ms as f64),
+        session_decode_tokens_per_s: (log.decode_ms > 0)
+            .then(|| log.generated as f64 * 1000.0 / log.decode_ms as f64),
         transcript_tokens: opened
             .therapist
             .tokens_in(&crate::text_format::render(&session.transcript)),
