@@ -1,9 +1,9 @@
 //! The embedded backend: llama.cpp in-process through `llama-cpp-2`.
 //!
 //! The weights are loaded once per [`EmbeddedModel`] and shared. Each
-//! conversation owns a llama.cpp context on a thread of its own (contexts
-//! are tied to one thread here by design: requests and streamed text go
-//! over channels), and keeps the tokens its KV cache holds. A request
+//! conversation has a llama.cpp context, owned by the model's one thread
+//! (contexts are tied to it by design: requests and streamed text go over
+//! channels), and keeps the tokens its KV cache holds. A request
 //! decodes only what follows the longest common prefix of its prompt and
 //! those tokens; from the first difference on, the cache is dropped and
 //! re-decoded. Results do not depend on the cache: sampling state is built
@@ -29,7 +29,6 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// How conversations on an embedded model are set up.
@@ -84,9 +83,18 @@ pub struct ModelInfo {
 }
 
 /// A GGUF model loaded into memory, shared by its conversations.
+///
+/// One thread per model owns every conversation's llama.cpp context and
+/// runs their requests one at a time. With a thread per conversation (as
+/// before), each had its own OpenMP team: more threads than cores, so
+/// OpenMP let its workers sleep between tokens and a session decoded at
+/// 25 tokens/s where one conversation alone decoded at 38.
 #[derive(Clone)]
 pub struct EmbeddedModel {
     shared: Arc<Shared>,
+    /// To the model's thread; it ends when the model and all its
+    /// conversations are dropped.
+    jobs: mpsc::Sender<Job>,
 }
 
 struct Shared {
@@ -140,14 +148,19 @@ impl EmbeddedModel {
             })?),
             None => model.chat_template(None).ok(),
         };
-        Ok(EmbeddedModel {
-            shared: Arc::new(Shared {
-                model,
-                path: path.to_path_buf(),
-                config,
-                template,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            model,
+            path: path.to_path_buf(),
+            config,
+            template,
+        });
+        let (jobs, inbox) = mpsc::channel();
+        let owned = shared.clone();
+        std::thread::Builder::new()
+            .name("cbtsim-llama".into())
+            .spawn(move || work(&owned, &inbox))
+            .map_err(|e| ModelError::Backend(format!("cannot start the model's thread: {e}")))?;
+        Ok(EmbeddedModel { shared, jobs })
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -202,7 +215,7 @@ impl ChatModel for EmbeddedModel {
     }
 
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
-        Ok(Box::new(EmbeddedConversation::open(self.shared.clone())?))
+        Ok(Box::new(EmbeddedConversation::open(self.jobs.clone())?))
     }
 
     fn chat(&self) -> bool {
@@ -215,11 +228,21 @@ impl ChatModel for EmbeddedModel {
 }
 
 enum Job {
+    Open {
+        id: u64,
+        ready: mpsc::Sender<Result<(), ModelError>>,
+    },
     Run {
+        id: u64,
         request: Request,
         events: mpsc::Sender<Event>,
     },
-    Forget,
+    Forget {
+        id: u64,
+    },
+    Close {
+        id: u64,
+    },
 }
 
 enum Event {
@@ -227,27 +250,25 @@ enum Event {
     Done(Result<Completion, ModelError>),
 }
 
-/// A conversation: a llama.cpp context owned by a dedicated thread.
+/// A conversation: a llama.cpp context on the model's thread.
 struct EmbeddedConversation {
-    jobs: Option<mpsc::Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
+    id: u64,
+    jobs: mpsc::Sender<Job>,
+}
+
+fn thread_gone() -> ModelError {
+    ModelError::Backend("the model's thread stopped".into())
 }
 
 impl EmbeddedConversation {
-    fn open(shared: Arc<Shared>) -> Result<EmbeddedConversation, ModelError> {
-        let (jobs, inbox) = mpsc::channel();
+    fn open(jobs: mpsc::Sender<Job>) -> Result<EmbeddedConversation, ModelError> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (ready, started) = mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("cbtsim-llama".into())
-            .spawn(move || work(&shared, &inbox, &ready))
-            .map_err(|e| ModelError::Backend(format!("cannot start a model thread: {e}")))?;
-        started
-            .recv()
-            .map_err(|_| ModelError::Backend("the model thread stopped while starting".into()))??;
-        Ok(EmbeddedConversation {
-            jobs: Some(jobs),
-            worker: Some(worker),
-        })
+        jobs.send(Job::Open { id, ready })
+            .map_err(|_| thread_gone())?;
+        started.recv().map_err(|_| thread_gone())??;
+        Ok(EmbeddedConversation { id, jobs })
     }
 }
 
@@ -257,67 +278,68 @@ impl Conversation for EmbeddedConversation {
         request: &Request,
         on_delta: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
-        let stopped = || ModelError::Backend("the model thread stopped".into());
         let (events, inbox) = mpsc::channel();
         let job = Job::Run {
+            id: self.id,
             request: request.clone(),
             events,
         };
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
+        self.jobs.send(job).map_err(|_| thread_gone())?;
         for event in inbox {
             match event {
                 Event::Delta(text) => on_delta(&text),
                 Event::Done(result) => return result,
             }
         }
-        Err(stopped())
+        Err(thread_gone())
     }
 
     fn forget(&mut self) {
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(Job::Forget);
-        }
+        let _ = self.jobs.send(Job::Forget { id: self.id });
     }
 }
 
 impl Drop for EmbeddedConversation {
     fn drop(&mut self) {
-        // Closing the channel ends the worker's loop.
-        self.jobs = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        let _ = self.jobs.send(Job::Close { id: self.id });
     }
 }
 
-fn work(
-    shared: &Shared,
-    inbox: &mpsc::Receiver<Job>,
-    ready: &mpsc::Sender<Result<(), ModelError>>,
-) {
-    let mut session = match Session::new(shared) {
-        Ok(session) => {
-            let _ = ready.send(Ok(()));
-            session
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
+/// The model's thread: every conversation's context, one request at a time.
+fn work(shared: &Shared, inbox: &mpsc::Receiver<Job>) {
+    let mut sessions: std::collections::HashMap<u64, Session<'_>> = Default::default();
     for job in inbox {
         match job {
-            Job::Run { request, events } => {
-                let result = session.run(&request, &mut |text| {
-                    let _ = events.send(Event::Delta(text.to_string()));
-                });
+            Job::Open { id, ready } => match Session::new(shared) {
+                Ok(session) => {
+                    sessions.insert(id, session);
+                    let _ = ready.send(Ok(()));
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            },
+            Job::Run {
+                id,
+                request,
+                events,
+            } => {
+                let result = match sessions.get_mut(&id) {
+                    Some(session) => session.run(&request, &mut |text| {
+                        let _ = events.send(Event::Delta(text.to_string()));
+                    }),
+                    None => Err(ModelError::Backend(format!("no conversation {id}"))),
+                };
                 let _ = events.send(Event::Done(result));
             }
-            Job::Forget => session.forget(),
+            Job::Forget { id } => {
+                if let Some(session) = sessions.get_mut(&id) {
+                    session.forget();
+                }
+            }
+            Job::Close { id } => {
+                sessions.remove(&id);
+            }
         }
     }
 }
