@@ -263,7 +263,7 @@ impl Runner<'_> {
     /// `plan.concurrency` at once, and marks the run finished when all are.
     pub fn execute(&self, run: i64, plan: &RunPlan) -> Result<RunOutcome, RunError> {
         // No other process runs this run meanwhile.
-        let _claim = lock(self.store).claim_run(run)?;
+        let claim = lock(self.store).claim_run(run)?;
         let mut courses = lock(self.store).courses(run)?;
         if courses.is_empty() {
             // The run was stored before its courses (a kill in between, or
@@ -311,6 +311,7 @@ impl Runner<'_> {
         let store = lock(self.store);
         if finished {
             store.finish_run(run)?;
+            claim.release_finished();
         }
         Ok(RunOutcome {
             run,

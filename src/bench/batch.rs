@@ -5,12 +5,9 @@
 use super::BenchSessions;
 use crate::model::spec::Models;
 use crate::plan::PlanKind;
-use crate::runner::{self, RoleModels, RunError, Runner, Unobserved};
+use crate::runner::{CourseStatus, RoleModels, RunError};
 use crate::store::Store;
 use serde::Serialize;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 pub struct BatchBenchSettings {
     pub each: BenchSessions,
@@ -58,20 +55,8 @@ pub fn bench_batch(
             settings.sessions
         ));
         plan.concurrency = concurrency.max(1);
-        let mut store = Store::in_memory()?;
-        let run = runner::create(&mut store, &plan)?;
-        let store = Mutex::new(store);
-        let started = Instant::now();
-        let clock = || started.elapsed();
-        let outcome = Runner {
-            store: &store,
-            models: &roles,
-            interrupted: &AtomicBool::new(false),
-            observer: &Unobserved,
-            clock: &clock,
-        }
-        .execute(run, &plan)?;
-        let wall = started.elapsed().as_secs_f64();
+        let (outcome, wall) = super::run_timed(Store::in_memory()?, &plan, &roles)?;
+        let wall = wall.as_secs_f64();
         let sum = |f: fn(&crate::store::TokenTotal) -> i64| {
             outcome.tokens.iter().map(f).sum::<i64>() as f64
         };
@@ -85,7 +70,7 @@ pub fn bench_batch(
             failed_courses: outcome
                 .courses
                 .iter()
-                .filter(|c| c.status != runner::CourseStatus::Finished)
+                .filter(|c| c.status != CourseStatus::Finished)
                 .count(),
         });
     }

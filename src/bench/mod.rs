@@ -8,6 +8,11 @@ pub mod session;
 
 use crate::model::spec::{Config, ModelSpec};
 use crate::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};
+use crate::runner::{self, RoleModels, RunError, RunOutcome, Runner, Unobserved};
+use crate::store::Store;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 /// The sessions a benchmark runs: one model for every role, one persona,
 /// a fixed length.
@@ -50,10 +55,31 @@ impl BenchSessions {
     }
 }
 
+/// Stores `plan` as a run in `store` and runs it to its end, unobserved;
+/// returns the outcome and how long it took.
+fn run_timed(
+    mut store: Store,
+    plan: &RunPlan,
+    models: &RoleModels,
+) -> Result<(RunOutcome, Duration), RunError> {
+    let run = runner::create(&mut store, plan)?;
+    let store = Mutex::new(store);
+    let started = Instant::now();
+    let clock = || started.elapsed();
+    let outcome = Runner {
+        store: &store,
+        models,
+        interrupted: &AtomicBool::new(false),
+        observer: &Unobserved,
+        clock: &clock,
+    }
+    .execute(run, plan)?;
+    Ok((outcome, started.elapsed()))
+}
+
 use crate::model::embedded::{EmbeddedModel, bare_greedy_decode};
 use crate::model::{ChatModel, Conversation, ModelError, Request};
 use serde::Serialize;
-use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelBench {

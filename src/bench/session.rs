@@ -8,10 +8,9 @@ use super::BenchSessions;
 use crate::model::spec::Models;
 use crate::model::{ChatModel, Completion, Conversation, ModelError, Request};
 use crate::plan::PlanKind;
-use crate::runner::{self, RoleModels, RunError, Runner, Unobserved};
+use crate::runner::{RoleModels, RunError};
 use crate::store::Store;
 use serde::Serialize;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -169,28 +168,14 @@ pub fn bench_session(
 
     // Storage on, in a file of its own that is removed afterwards.
     let db = std::env::temp_dir().join(format!("cbtsim-bench-{}.db", std::process::id()));
-    let outcome = {
-        let mut store = Store::open(&db)?;
-        let run = runner::create(&mut store, &plan)?;
-        let store = Mutex::new(store);
-        progress("the session");
-        let started = Instant::now();
-        let clock = || started.elapsed();
-        let outcome = Runner {
-            store: &store,
-            models: &roles,
-            interrupted: &AtomicBool::new(false),
-            observer: &Unobserved,
-            clock: &clock,
-        }
-        .execute(run, &plan);
-        (outcome, started.elapsed())
-    };
+    progress("the session");
+    let outcome = Store::open(&db)
+        .map_err(RunError::from)
+        .and_then(|store| super::run_timed(store, &plan, &roles));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    let (outcome, wall) = outcome;
-    let outcome = outcome?;
+    let (outcome, wall) = outcome?;
     let session = outcome
         .courses
         .first()

@@ -27,7 +27,18 @@ pub enum StoredPlan {
 /// file beside the store, released by the system when the process ends,
 /// however it ends.
 pub struct RunClaim {
-    _file: Option<std::fs::File>,
+    file: Option<(std::fs::File, std::path::PathBuf)>,
+}
+
+impl RunClaim {
+    /// Gives up the claim of a run that has finished, and removes its lock
+    /// file: nothing will run it again, so nothing will wait on the file.
+    pub fn release_finished(mut self) {
+        if let Some((file, path)) = self.file.take() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A course of a run, as far as it got.
@@ -295,7 +306,7 @@ impl Store {
     /// that another process has it.
     pub fn claim_run(&self, run: i64) -> Result<RunClaim, StoreError> {
         if self.path == std::path::Path::new(":memory:") {
-            return Ok(RunClaim { _file: None });
+            return Ok(RunClaim { file: None });
         }
         let lock = std::path::PathBuf::from(format!("{}.run-{run}.lock", self.path.display()));
         let file = std::fs::OpenOptions::new()
@@ -308,7 +319,9 @@ impl Store {
                 message: format!("cannot open the run's lock file: {e}"),
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(RunClaim { _file: Some(file) }),
+            Ok(()) => Ok(RunClaim {
+                file: Some((file, lock)),
+            }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
                 path: self.path.clone(),
                 run,

@@ -507,6 +507,11 @@ fn a_run_is_run_by_one_process_at_a_time() {
     assert!(stored(&store).is_empty(), "nothing was run");
     drop(claim);
     assert!(runner.execute(run, &plan).unwrap().finished);
+    let lock = format!("{}.run-{run}.lock", db.display());
+    assert!(
+        !std::path::Path::new(&lock).exists(),
+        "a finished run leaves no lock file"
+    );
 }
 
 /// A summarizer whose server is down until `up` is set.
