@@ -1,25 +1,10 @@
 //! The rule-based crisis detector.
 
-use crate::choice::choice_enum;
+use super::Category;
 use crate::risk::RiskLevel;
 use regex::Regex;
 use serde::Serialize;
 use std::sync::LazyLock;
-
-choice_enum! {
-    /// What kind of risk an utterance shows.
-    pub enum Category {
-        None => "none",
-        PassiveIdeation => "passive_ideation",
-        ActiveIdeation => "active_ideation",
-        Plan => "plan",
-        Intent => "intent",
-        Means => "means",
-        SelfHarm => "self_harm",
-        HarmToOthers => "harm_to_others",
-        Abuse => "abuse",
-    }
-}
 
 /// The detector's verdict on one utterance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,197 +38,201 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     use Category::*;
     use RiskLevel::{High, Imminent, Low};
     vec![
-        // Intent: a decision, in the first person.
+        // SuicidalIntent: a decision, in the first person.
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             &format!(r"\bi(?:'m| am) (?:going|gonna) to {END_MY_LIFE}"),
         ),
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             &format!(r"\bi(?:'ve| have) decided to {END_MY_LIFE}"),
         ),
-        rule(Intent, Imminent, &format!(r"\bi will {END_MY_LIFE}")),
         rule(
-            Intent,
+            SuicidalIntent,
+            Imminent,
+            &format!(r"\bi will {END_MY_LIFE}"),
+        ),
+        rule(
+            SuicidalIntent,
             Imminent,
             r"\b(?:this|today) (?:is|will be) my last day\b",
         ),
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             r"\bsaying (?:my )?goodbyes?\b.*\b(?:for good|forever|last time)\b",
         ),
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             r"\bi(?:'m| am) (?:going|gonna) to end it(?:\s*(?:tonight|today|tomorrow|now|soon|this \w+|all)\b|\s*$|,)",
         ),
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             r"\b(?:tonight|today|tomorrow)\W+i(?:'m| am| will|'ll) (?:going to |gonna )?(?:finally )?(?:do it|end it)\b",
         ),
         rule(
-            Intent,
+            SuicidalIntent,
             Imminent,
             r"\b(?:going to|gonna|will) (?:take|swallow) (?:all|every one) of (?:the|my) (?:pills|tablets|meds|medication)|\b(?:going to|gonna|will) (?:take|swallow) all (?:the|my) (?:pills|tablets|meds|medication)",
         ),
-        // Plan and means.
+        // SuicidePlan and means.
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:i(?:'ve| have)? (?:thought|been thinking) about|i know|i(?:'ve| have) planned|i(?:'ve| have) worked out|i(?:'ve| have) figured out) (?:exactly )?how (?:i(?:'d| would| could) do it|to do it|i(?:'d| would) (?:kill myself|end it))",
         ),
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:wrote|written|writing) (?:a |my )?(?:suicide|goodbye|farewell) (?:note|letter)s?\b",
         ),
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:looked|looking|searched|searching) (?:up|online for|for) (?:how|ways) to (?:kill myself|die|end (?:my life|it))",
         ),
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:a|my) plan to (?:kill myself|end (?:my life|it)|die)\b",
         ),
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:picked|chosen|chose|found|worked out|decided on) (?:the|a) (?:spot|place|way|date|day|time|method|bridge)\b.{0,30}\b(?:i(?:'d| would| will|'ll| could) (?:do it|end it|die)|to (?:do it|end it|die))",
         ),
         rule(
-            Plan,
+            SuicidePlan,
             High,
             r"\b(?:googl\w*|search\w*|look(?:ed|ing) up|research\w*|read(?:ing)? about) (?:suicide|(?:ways|methods|how) to (?:die|kill myself|end (?:it|my life)))",
         ),
-        rule(Plan, High, r"\bsuicide (?:methods|plans?)\b"),
+        rule(SuicidePlan, High, r"\bsuicide (?:methods|plans?)\b"),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\b(?:stockpil\w*|sav(?:ed|ing) up|hoard\w*|collect\w*) (?:my |the |some )?(?:pills|tablets|meds|medication|sleeping pills)",
         ),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\b(?:bought|got|have|keep) (?:a |some )?(?:rope|gun|pills|razor blades?)\b.{0,40}\b(?:for (?:myself|me|it|when)|just in case|to (?:end|do) it)",
         ),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\b(?:drive|driving|crash) (?:my car )?(?:off|into)\b.{0,30}\b(?:road|bridge|wall|tree|motorway|highway|on purpose)",
         ),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\b(?:jump|jumping) (?:off|from) (?:a |the )?(?:bridge|roof|building|balcony)",
         ),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\bhow much (?:my )?life insurance (?:would|will) pay",
         ),
         rule(
-            Means,
+            AcquiringMeans,
             High,
             r"\b(?:pills|tablets|rope|gun|blade|razor)s?\b.{0,50}\b(?:keep|kept|saving|save|hid(?:e|den)?)\b.{0,20}\b(?:for (?:a bad (?:night|day)|when i need (?:them|it)|the end)|just in case)",
         ),
         // Active ideation.
         rule(
-            ActiveIdeation,
+            SuicidalThoughts,
             High,
             &format!(
                 r"\b(?:i|part of me) (?:just |really |still )?(?:want|wants|wanna|wanted|would like|need) to {END_MY_LIFE}"
             ),
         ),
         rule(
-            ActiveIdeation,
+            SuicidalThoughts,
             High,
             &format!(r"\b(?:thinking|thought|thoughts|think) (?:about|of) {END_MY_LIFE}"),
         ),
-        rule(ActiveIdeation, High, r"\bsuicidal\b"),
+        rule(SuicidalThoughts, High, r"\bsuicidal\b"),
         rule(
-            ActiveIdeation,
+            SuicidalThoughts,
             High,
             &format!(r"\b(?:tried|attempted|tried once) to {END_MY_LIFE}"),
         ),
-        rule(ActiveIdeation, High, r"\b(?:my|a) suicide attempt\b"),
-        rule(ActiveIdeation, High, r"\bkill myself\b"),
+        rule(SuicidalThoughts, High, r"\b(?:my|a) suicide attempt\b"),
+        rule(SuicidalThoughts, High, r"\bkill myself\b"),
         // Passive ideation.
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:wish|wished|wishing) (?:i (?:was|were|could be) dead|i (?:hadn't|had not|wasn't|was not|weren't) (?:been )?born|i(?:'d| had) never been born|i could (?:just )?disappear|i (?:didn't|did not) exist|i could (?:just )?not wake up)",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:don't|do not|didn't) want to (?:live|be alive|be here|exist|wake up|go on(?:\s*$|\s*[.,;!]| anymore| like this| living))",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:everyone|everybody|they|my family|my (?:wife|husband|kids|children|partner)|people) (?:would|'d) be better off without me\b",
         ),
-        rule(PassiveIdeation, Low, r"\bbetter off dead\b"),
+        rule(WishToBeDead, Low, r"\bbetter off dead\b"),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:no|nothing) (?:point|reason) (?:in |to )?(?:living|going on|being alive|life)\b|\bnothing (?:left )?to live for\b",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:life (?:isn't|is not) worth living|not sure (?:life|it) is worth (?:living|it anymore))",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\bwouldn't mind if i (?:didn't|did not) wake up\b|\bit would be easier (?:if i|not to) (?:wasn't|weren't|were not|wake up|be here|exist)",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\bi(?:'d| would) (?:rather|prefer to) be dead\b|\bwant(?:ed)? to (?:just )?disappear (?:forever|for good)",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:easier|better) (?:for everyone )?if i (?:just )?(?:wasn't|weren't|was not|were not|didn't exist|did not exist|died|were dead|was dead|wasn't (?:here|around|alive))",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\bi(?:'d| would) rather not (?:exist|be alive|be here|live|wake up|be around)\b",
         ),
         rule(
-            PassiveIdeation,
+            WishToBeDead,
             Low,
             r"\b(?:hop(?:e|ing)|pray(?:ing)?|wish(?:ing)?) (?:that )?i (?:won't|don't|wouldn't|never|will not|do not) wake up\b",
         ),
         // Self-harm.
         rule(
-            SelfHarm,
+            SelfInjury,
             High,
             r"\b(?:i(?:'ve| have)? (?:been )?|i )(?:cut|cutting|burn|burning|burned|hurt|hurting|harm|harming|scratch(?:ed|ing)?|hit|hitting) myself\b",
         ),
-        rule(SelfHarm, High, r"\bself[- ]harm(?:ing)?\b"),
+        rule(SelfInjury, High, r"\bself[- ]harm(?:ing)?\b"),
         rule(
-            SelfHarm,
+            SelfInjury,
             High,
             r"\b(?:cut|cutting|burn(?:ed|ing)?|hurt(?:ing)?|harm(?:ing)?|hit(?:ting)?|punch(?:ed|ing)?) myself\b",
         ),
         rule(
-            SelfHarm,
+            SelfInjury,
             High,
             r"\b(?:scratch\w*|cut\w*|pick\w*|burn\w*) (?:at )?my (?:arms?|legs?|skin|wrists?|thighs?)\b.{0,30}\b(?:bled|bleed|blood|scars?|marks)",
         ),
         rule(
-            SelfHarm,
+            SelfInjury,
             High,
             r"\b(?:urge|urges|want|wanted) to (?:cut|burn|hurt|harm) myself\b",
         ),
@@ -268,28 +257,32 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             High,
             r"\b(?:make|making) (?:them|him|her) (?:all )?pay\b.{0,40}\b(?:hurt|gun|knife|blood|kill)",
         ),
-        // Abuse.
+        // IntimatePartnerViolence.
         rule(
-            Abuse,
+            IntimatePartnerViolence,
             High,
             r"\b(?:he|she|they|my (?:husband|wife|partner|boyfriend|girlfriend|father|mother|dad|mum|mom|stepfather|stepmother|uncle|brother|sister|ex)) (?:hits|hit|beats|beat|kicks|kicked|chokes|choked|strangled|slaps|slapped|punches|punched|hurts|hurt|threatens|threatened|touches|touched|locks|locked) me\b",
         ),
         rule(
-            Abuse,
+            IntimatePartnerViolence,
             High,
             r"\b(?:pushe[sd]|shove[sd]|threw|throws) me (?:down|against|into|onto|to the (?:floor|ground))|\bforce[sd]? me to (?:have sex|do (?:sexual )?things)",
         ),
         rule(
-            Abuse,
+            IntimatePartnerViolence,
             High,
             r"\b(?:i(?:'m| am) (?:being )?(?:abused|beaten|hit)|(?:physically|sexually|emotionally) abus(?:ed|ive|ing) (?:me|relationship))\b",
         ),
         rule(
-            Abuse,
+            IntimatePartnerViolence,
             High,
             r"\b(?:afraid|scared|terrified) (?:to go home|of what he(?:'ll| will) do|of what she(?:'ll| will) do|he(?:'ll| will) hurt me|she(?:'ll| will) hurt me)",
         ),
-        rule(Abuse, High, r"\bthreaten(?:s|ed)? to (?:kill|hurt) me\b"),
+        rule(
+            IntimatePartnerViolence,
+            High,
+            r"\bthreaten(?:s|ed)? to (?:kill|hurt) me\b",
+        ),
     ]
 });
 
@@ -378,14 +371,17 @@ pub fn detect(text: &str) -> Detection {
             {
                 continue;
             }
-            matches.push((Category::PassiveIdeation, m.as_str().to_string()));
+            matches.push((Category::WishToBeDead, m.as_str().to_string()));
             level = RiskLevel::Low;
-            category = Category::PassiveIdeation;
+            category = Category::WishToBeDead;
         }
     }
-    let concrete = matches
-        .iter()
-        .any(|(c, _)| matches!(c, Category::Plan | Category::Intent | Category::Means));
+    let concrete = matches.iter().any(|(c, _)| {
+        matches!(
+            c,
+            Category::SuicidePlan | Category::SuicidalIntent | Category::AcquiringMeans
+        )
+    });
     if concrete && level < RiskLevel::Imminent && SOON.is_match(&normalized) {
         level = RiskLevel::Imminent;
     }
@@ -429,7 +425,7 @@ mod tests {
         assert_eq!(d.level, RiskLevel::Imminent);
         assert_eq!(
             detect("I'm going to kill myself.").category,
-            Category::Intent
+            Category::SuicidalIntent
         );
     }
 }

@@ -60,9 +60,9 @@ pub fn resources_text(resources: &CrisisResources) -> String {
 /// The instruction the therapist agent gets for its next turn.
 pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) -> String {
     let what = match detection.category {
-        Category::Abuse => "may be being harmed by someone",
+        Category::IntimatePartnerViolence => "may be being harmed by someone",
         Category::HarmToOthers => "may be thinking of harming someone else",
-        Category::SelfHarm => "may be harming themselves",
+        Category::SelfInjury => "may be harming themselves",
         _ => "may be thinking about suicide",
     };
     format!(

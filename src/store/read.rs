@@ -257,7 +257,7 @@ impl Store {
                 };
                 Ok(SafetyEvent {
                     turn: turn as usize,
-                    category: Category::from_name(&category)
+                    category: Category::from_stored(&category)
                         .ok_or_else(|| corrupt(format!("unknown category {category:?}")))?,
                     level: RiskLevel::from_name(&level)
                         .ok_or_else(|| corrupt(format!("unknown risk level {level:?}")))?,

@@ -188,7 +188,7 @@ fn imminent_risk_gets_the_protocol_turn_and_escalates() {
         *reason(&run),
         TerminationReason::SafetyEscalation {
             turn: 3,
-            category: "intent".into()
+            category: "suicidal intent".into()
         }
     );
     let events = &run.record.safety_events;

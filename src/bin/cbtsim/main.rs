@@ -141,6 +141,16 @@ enum SafetyCommand {
     /// Read one utterance per line on stdin; print one JSON object per line:
     /// {"text", "flagged", "category", "level", "matches"}.
     Check,
+    /// Measure the detector on labelled utterances: a TSV file of
+    /// label<TAB>text<TAB>category lines (label risk or safe). Prints recall,
+    /// the false-positive rate, recall per category and every miss.
+    Eval {
+        /// The labelled file (e.g. tests/data/crisis/test.tsv).
+        file: PathBuf,
+        /// Print JSON: {"recall", "false_positive_rate", "per_category", "misses", ...}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
+        Command::Safety(SafetyCommand::Eval { file, json }) => safety_eval(&file, json)?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
         Command::Batch(args) => return sessions::batch(*args, config.as_deref()),
         Command::Resume {
@@ -812,6 +823,18 @@ fn describe_session_bench(r: &cbtsim::bench::session::SessionBench) -> String {
         r.decode_tokens_per_s,
         r.peak_rss_mb,
     )
+}
+
+fn safety_eval(file: &Path, json: bool) -> Result<()> {
+    let set = cbtsim::safety::eval::read_labelled(file)?;
+    let e = cbtsim::safety::eval::evaluate(&set, |l| cbtsim::safety::detect(&l.text));
+    if json {
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&e)?));
+    }
+    emit(&progress::describe_evaluation(
+        &file.display().to_string(),
+        &e,
+    ))
 }
 
 fn safety_check() -> Result<()> {

@@ -418,3 +418,49 @@ pub fn describe_estimate(plan: &RunPlan, estimate: &Estimate) -> String {
     }
     out
 }
+
+/// A crisis detector's evaluation, for people.
+pub fn describe_evaluation(name: &str, e: &cbtsim::safety::eval::Evaluation) -> String {
+    let mut out = format!(
+        "{name}: {} utterances ({} risk, {} safe)\n\
+         recall {:.3}   false-positive rate {:.3}   category agreement {:.3}\n\n\
+         {:<28} {:>5} {:>7} {:>7} {:>5} {:>7}\n",
+        e.utterances,
+        e.risk,
+        e.safe,
+        e.recall,
+        e.false_positive_rate,
+        e.category_agreement,
+        "category",
+        "risk",
+        "flagged",
+        "recall",
+        "safe",
+        "alarms"
+    );
+    for s in &e.per_category {
+        out += &format!(
+            "{:<28} {:>5} {:>7} {:>7.3} {:>5} {:>7}\n",
+            s.category.as_str(),
+            s.risk,
+            s.flagged,
+            s.recall,
+            s.safe,
+            s.false_alarms
+        );
+    }
+    if !e.misses.is_empty() {
+        out += &format!("\n{} misses:\n", e.misses.len());
+        for m in &e.misses {
+            out += &format!(
+                "  line {:>4} {:<11} {:<26} (said {}) {}\n",
+                m.line,
+                m.kind,
+                m.category.as_str(),
+                m.detected,
+                m.text
+            );
+        }
+    }
+    out
+}
