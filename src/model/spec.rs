@@ -204,6 +204,10 @@ pub struct SafetySettings {
 pub struct LocaleResources {
     pub crisis_line: String,
     pub emergency: String,
+    #[serde(default)]
+    pub abuse_line: Option<String>,
+    #[serde(default)]
+    pub child_line: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -288,6 +292,8 @@ impl Config {
                 locale: code.to_uppercase(),
                 crisis_line: r.crisis_line.clone(),
                 emergency: r.emergency.clone(),
+                abuse_line: r.abuse_line.clone(),
+                child_line: r.child_line.clone(),
             }),
             None => crate::safety::resources_for(locale),
         }

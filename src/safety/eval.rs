@@ -67,8 +67,9 @@ pub fn parse_labelled(text: &str) -> Result<Vec<Labelled>, (usize, String)> {
             "safe" => false,
             other => return Err((number, format!("label {other:?} is not risk or safe"))),
         };
+        // Ordinary talk that borrows no category's words is `none`.
         let category = Category::from_name(category.trim())
-            .filter(|c| *c != Category::None)
+            .filter(|c| *c != Category::None || !risk)
             .ok_or_else(|| {
                 (
                     number,
@@ -155,10 +156,18 @@ pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection
     let (mut flagged_risk, mut false_alarms, mut agreed) = (0, 0, 0);
     for item in set {
         let d = detect(item);
+        let mut unscored = CategoryScore {
+            category: Category::None,
+            risk: 0,
+            flagged: 0,
+            recall: 0.0,
+            safe: 0,
+            false_alarms: 0,
+        };
         let score = per_category
             .iter_mut()
             .find(|s| s.category == item.category)
-            .expect("labelled categories are risks");
+            .unwrap_or(&mut unscored);
         if item.risk {
             score.risk += 1;
             if d.flagged {
@@ -198,6 +207,33 @@ pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection
         per_category,
         misses,
     }
+}
+
+/// Scores a layer on data it was not trained on, from one labelled set:
+/// the set is cut into `folds` parts, and each part is judged by a learned
+/// layer trained on the others. What the learned layer would do on new
+/// data like this set, without a separate test split.
+pub fn cross_validate(set: &[Labelled], folds: usize, layer: super::Layer) -> Evaluation {
+    let folds = folds.max(2);
+    let trained: Vec<super::learned::Learned> = (0..folds)
+        .map(|f| {
+            let rest: Vec<Labelled> = set
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % folds != f)
+                .map(|(_, l)| l.clone())
+                .collect();
+            super::learned::Learned::train(&rest)
+        })
+        .collect();
+    let fold_of: std::collections::HashMap<usize, usize> = set
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.line, i % folds))
+        .collect();
+    evaluate(set, |l| {
+        super::judge(&l.text, layer, &trained[fold_of[&l.line]])
+    })
 }
 
 #[cfg(test)]

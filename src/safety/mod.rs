@@ -4,13 +4,20 @@
 //!
 //! It is a simulator's safeguard, not a clinical instrument.
 
+mod context;
 mod detector;
 pub mod eval;
+pub mod learned;
+mod normalize;
 mod protocol;
+mod rules;
 mod taxonomy;
 
-pub use detector::{Detection, detect};
+pub use context::answer_to_question;
+pub use detector::{Detection, Layer, detect, detect_reply, judge, warm_up};
+pub use normalize::normalize;
 pub use protocol::{
-    CrisisResources, DEFAULT_LOCALE, Locale, protocol_instruction, resources_for, resources_text,
+    CrisisResources, DEFAULT_LOCALE, Locale, protocol_instruction, resources_for,
+    resources_for_category, resources_text,
 };
 pub use taxonomy::{Category, Family};

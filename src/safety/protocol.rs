@@ -1,7 +1,8 @@
 //! The therapist's safety protocol: what it must do after a crisis
-//! detection, and the crisis resources it gives, per locale.
+//! detection, by the category of the risk (docs/safety.md), and the crisis
+//! resources it gives, per locale.
 
-use super::{Category, Detection};
+use super::{Category, Detection, Family};
 use serde::{Deserialize, Serialize};
 
 /// Where the simulated patient is, for crisis resources: an ISO country code.
@@ -13,24 +14,58 @@ pub struct CrisisResources {
     /// The crisis line, as it should be said.
     pub crisis_line: String,
     pub emergency: String,
+    /// A domestic abuse line, given after a disclosure of abuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse_line: Option<String>,
+    /// A line for children and for worries about a child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_line: Option<String>,
 }
 
-/// Built-in resources; the default locale is US.
-const TABLE: &[(&str, &str, &str)] = &[
+/// Built-in resources: (locale, crisis line, emergency, abuse line, child line).
+const TABLE: &[(&str, &str, &str, &str, &str)] = &[
     (
         "US",
         "the 988 Suicide & Crisis Lifeline (call or text 988)",
         "911",
+        "the National Domestic Violence Hotline (1-800-799-7233)",
+        "the Childhelp National Child Abuse Hotline (1-800-422-4453)",
     ),
     (
         "CA",
         "the 9-8-8 Suicide Crisis Helpline (call or text 988)",
         "911",
+        "a local shelter or victim services line (or 988)",
+        "Kids Help Phone (1-800-668-6868)",
     ),
-    ("GB", "Samaritans (call 116 123)", "999"),
-    ("IE", "Samaritans (call 116 123)", "112 or 999"),
-    ("AU", "Lifeline (call 13 11 14)", "000"),
-    ("NZ", "Need to Talk? (call or text 1737)", "111"),
+    (
+        "GB",
+        "Samaritans (call 116 123)",
+        "999",
+        "the National Domestic Abuse Helpline (0808 2000 247)",
+        "the NSPCC helpline (0808 800 5000) or Childline (0800 1111)",
+    ),
+    (
+        "IE",
+        "Samaritans (call 116 123)",
+        "112 or 999",
+        "the Women's Aid helpline (1800 341 900)",
+        "Childline (1800 66 66 66)",
+    ),
+    (
+        "AU",
+        "Lifeline (call 13 11 14)",
+        "000",
+        "1800RESPECT (1800 737 732)",
+        "Kids Helpline (1800 55 1800)",
+    ),
+    (
+        "NZ",
+        "Need to Talk? (call or text 1737)",
+        "111",
+        "Women's Refuge (0800 733 843)",
+        "Youthline (0800 376 633)",
+    ),
 ];
 
 pub const DEFAULT_LOCALE: &str = "US";
@@ -39,15 +74,18 @@ pub const DEFAULT_LOCALE: &str = "US";
 pub fn resources_for(locale: &Locale) -> Option<CrisisResources> {
     TABLE
         .iter()
-        .find(|(code, _, _)| code.eq_ignore_ascii_case(locale))
-        .map(|(code, line, emergency)| CrisisResources {
+        .find(|(code, ..)| code.eq_ignore_ascii_case(locale))
+        .map(|(code, line, emergency, abuse, child)| CrisisResources {
             locale: code.to_string(),
             crisis_line: line.to_string(),
             emergency: emergency.to_string(),
+            abuse_line: Some(abuse.to_string()),
+            child_line: Some(child.to_string()),
         })
 }
 
-/// The resources as the therapist says them.
+/// The resources as the therapist says them, whatever the risk: the crisis
+/// line and the emergency number. Every protocol turn carries these words.
 pub fn resources_text(resources: &CrisisResources) -> String {
     format!(
         "If you are thinking about ending your life or are in danger, please contact {} now, \
@@ -57,21 +95,88 @@ pub fn resources_text(resources: &CrisisResources) -> String {
     )
 }
 
+/// The resources for a category: the crisis line and emergency number,
+/// and for abuse the locale's abuse or child line too.
+pub fn resources_for_category(category: Category, resources: &CrisisResources) -> String {
+    let extra = match category {
+        Category::ChildAbuse => resources.child_line.as_deref(),
+        Category::IntimatePartnerViolence | Category::SexualViolence | Category::DangerNow => {
+            resources.abuse_line.as_deref()
+        }
+        _ => None,
+    };
+    match extra {
+        Some(line) => format!("{} You can also contact {line}.", resources_text(resources)),
+        None => resources_text(resources),
+    }
+}
+
+/// The direct questions to ask, in the spirit of the Columbia screener:
+/// the next rungs up from what was disclosed, one at a time.
+fn questions(category: Category) -> &'static str {
+    use Category::*;
+    match category {
+        WishToBeDead | Hopelessness | Burden | NoReasonToLive => {
+            "ask whether they have had thoughts of killing themselves, and if so whether they \
+             have thought about how they would do it"
+        }
+        SuicidalThoughts => {
+            "ask whether they have thought about how they would do it, and whether they have \
+             any intention of acting on these thoughts"
+        }
+        IdeationWithMethod | ResearchingMethods => {
+            "ask whether they intend to act on these thoughts, whether they have worked out \
+             the details, and whether the means are within reach"
+        }
+        SuicidalIntent | SuicidePlan | PreparatoryBehaviour | AcquiringMeans
+        | GivingAwayBelongings | SayingGoodbye => {
+            "ask whether they are safe right now, whether they intend to act soon, and whether \
+             they would put the means out of reach or let someone stay with them"
+        }
+        SuicidalBehaviour | RecklessBehaviour => {
+            "ask whether they have hurt themselves or taken anything now and need medical help, \
+             and whether they are safe right now"
+        }
+        SelfInjury => {
+            "ask how they have hurt themselves, whether any wound needs medical care, and \
+             whether they have had thoughts of ending their life"
+        }
+        HarmToOthers => {
+            "ask whether they intend to act, whether they have the means, and whether anyone \
+             is in danger right now; say that if someone is in immediate danger the emergency \
+             number must be called"
+        }
+        ChildAbuse => {
+            "ask whether the child is safe right now and whether there is a trusted adult who \
+             can help; say that a child protection line can help and that the emergency \
+             number is for immediate danger"
+        }
+        IntimatePartnerViolence | SexualViolence | DangerNow => {
+            "ask whether they are safe right now, whether the person who hurt them is nearby, \
+             and whether there is somewhere safe they can go"
+        }
+        None => "ask whether they are safe right now",
+    }
+}
+
 /// The instruction the therapist agent gets for its next turn.
 pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) -> String {
-    let what = match detection.category {
-        Category::IntimatePartnerViolence => "may be being harmed by someone",
-        Category::HarmToOthers => "may be thinking of harming someone else",
-        Category::SelfInjury => "may be harming themselves",
-        _ => "may be thinking about suicide",
+    let category = detection.category;
+    let family = match category.family() {
+        Family::Suicide => "suicide risk",
+        Family::SelfInjury => "self-injury",
+        Family::HarmToOthers => "a risk of harm to others",
+        Family::Safeguarding => "a safeguarding concern",
     };
     format!(
-        "SAFETY PROTOCOL: the patient's last words suggest they {what} (risk level: {}). In this \
-         reply, set the agenda aside: acknowledge what they said with warmth and without \
-         judgement; ask them directly whether they are safe right now and whether they are \
-         thinking of ending their life; give these resources word for word: \"{}\"; and encourage \
-         them to contact a human professional or someone they trust.",
+        "SAFETY PROTOCOL: the patient's last words suggest {} ({family}; risk level: {}). In \
+         this reply, set the agenda aside: acknowledge what they said with warmth and without \
+         judgement; {}; give these resources word for word: \"{}\"; and encourage them to \
+         contact a human professional or someone they trust. Do not promise secrecy and do not \
+         claim to be a clinician.",
+        category.description(),
         detection.level,
-        resources_text(resources)
+        questions(category),
+        resources_for_category(category, resources)
     )
 }

@@ -211,7 +211,7 @@ pub type Clock<'a> = &'a dyn Fn() -> Duration;
 /// 25 ms of work); the runner does it while the models load.
 pub fn warm_up() {
     let text = "I can't take this anymore, Nova [insert name] (sighs). Take care";
-    let _ = safety::detect(text);
+    safety::warm_up();
     for speaker in [Speaker::Patient, Speaker::Therapist] {
         let _ = guard::check(&guard::Reply {
             speaker,
@@ -300,7 +300,7 @@ pub fn resume(
             event.protocol_turn = Some(number);
         }
         let (reason, event) = after_turn(
-            turn,
+            &spoken[..number],
             number,
             answered.as_ref(),
             config,
@@ -390,8 +390,8 @@ pub fn resume(
             Speaker::Therapist => pending_safety.take(),
             Speaker::Patient => None,
         };
-        if answered.is_some() {
-            let resources = safety::resources_text(&config.resources);
+        if let Some(detection) = &answered {
+            let resources = safety::resources_for_category(detection.category, &config.resources);
             turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
             if let Some(event) = record.safety_events.last_mut() {
                 event.protocol_turn = Some(number);
@@ -402,7 +402,7 @@ pub fn resume(
         sink.turn(turn).map_err(SessionError::Sink)?;
 
         let (reason, event) = after_turn(
-            turn,
+            &record.transcript.turns,
             number,
             answered.as_ref(),
             config,
@@ -427,13 +427,14 @@ pub fn resume(
 /// therapist's protocol turn at imminent risk), the patient leaving, or an
 /// end phrase. Used for live turns and, on resume, for the stored ones.
 fn after_turn(
-    turn: &Turn,
+    turns: &[Turn],
     number: usize,
     answered: Option<&Detection>,
     config: &SessionConfig,
     ending: &Ending,
     pending_safety: &mut Option<Detection>,
 ) -> (Option<TerminationReason>, Option<SafetyEvent>) {
+    let turn = turns.last().expect("a turn was just spoken");
     if let Some(detection) = answered
         && detection.level == RiskLevel::Imminent
     {
@@ -445,7 +446,11 @@ fn after_turn(
     }
     let mut event = None;
     if turn.speaker == Speaker::Patient {
-        let detection = safety::detect(&turn.text);
+        let before = turns[..turns.len() - 1]
+            .last()
+            .filter(|t| t.speaker == Speaker::Therapist)
+            .map(|t| t.text.as_str());
+        let detection = safety::detect_reply(before, &turn.text);
         if detection.flagged {
             event = Some(SafetyEvent {
                 turn: number,

@@ -778,3 +778,99 @@ fn a_resumed_session_counts_what_its_stored_turns_used_against_its_budgets() {
         })
     ));
 }
+
+#[test]
+fn a_disclosure_of_preparation_gets_the_protocol_with_the_locale_resources() {
+    let mut config = config();
+    config.max_turns = 6;
+    config.resources = cbtsim::safety::resources_for("GB").unwrap();
+    let run = session(
+        &[
+            "I'm really glad you told me that. Can we slow down and talk about it?",
+            "Thank you. Let's keep talking.",
+            "What would help tonight?",
+        ],
+        &[
+            "Quiet. I wrote letters to my kids for after I'm gone and left them in the drawer.",
+            "I don't know.",
+            "Okay.",
+        ],
+        &config,
+    );
+    let event = &run.record.safety_events[0];
+    assert_eq!(
+        (event.turn, event.category, event.protocol_turn),
+        (1, cbtsim::safety::Category::PreparatoryBehaviour, Some(2))
+    );
+    // The therapist was told what the protocol asks for this category...
+    let protocol_prompt = prompt_text(&run.therapist.requests()[0]).to_string();
+    assert!(
+        protocol_prompt.contains("SAFETY PROTOCOL"),
+        "{protocol_prompt}"
+    );
+    assert!(protocol_prompt.contains("preparations for ending their life"));
+    assert!(protocol_prompt.contains("whether they are safe right now"));
+    // ...and its turn carries the locale's resources (added, as it lacked them).
+    let turn = &run.record.transcript.turns[1];
+    assert!(
+        turn.text.contains("Samaritans (call 116 123)") && turn.text.contains("999"),
+        "{}",
+        turn.text
+    );
+    assert!(!turn.text.contains("988"));
+    assert_eq!(turn.meta.repairs[0].kind, "safety_resources");
+}
+
+#[test]
+fn a_yes_to_a_direct_safety_question_is_a_disclosure_and_a_no_is_not() {
+    let mut config = config();
+    config.max_turns = 4;
+    let asked = "Are you having any thoughts of ending your life?";
+    let yes = session(
+        &[asked, "Thank you for telling me."],
+        &["Tired.", "Yes, a lot lately."],
+        &config,
+    );
+    let event = &yes.record.safety_events[0];
+    assert_eq!(
+        (event.turn, event.category),
+        (3, cbtsim::safety::Category::SuicidalThoughts)
+    );
+    let no = session(
+        &[asked, "Okay."],
+        &["Tired.", "No, never. Just tired."],
+        &config,
+    );
+    assert!(no.record.safety_events.is_empty());
+    // The same words without the question are nothing.
+    let plain = session(
+        &["How are you?", "How was work?"],
+        &["Tired.", "Yes, a lot lately."],
+        &config,
+    );
+    assert!(plain.record.safety_events.is_empty());
+}
+
+#[test]
+fn a_child_at_risk_gets_the_child_line() {
+    let mut config = config();
+    config.max_turns = 4;
+    config.resources = cbtsim::safety::resources_for("GB").unwrap();
+    let run = session(
+        &["How are you?", "Thank you for telling me."],
+        &[
+            "My stepdad hits me with his belt when mum's at work. I'm 13.",
+            "ok",
+        ],
+        &config,
+    );
+    assert_eq!(
+        run.record.safety_events[0].category,
+        cbtsim::safety::Category::ChildAbuse
+    );
+    assert!(
+        run.record.transcript.turns[1]
+            .text
+            .contains("Childline (0800 1111)")
+    );
+}

@@ -150,6 +150,14 @@ enum SafetyCommand {
         /// Print JSON: {"recall", "false_positive_rate", "per_category", "misses", ...}.
         #[arg(long)]
         json: bool,
+        /// Which layers judge: rules, learned, or offline (both, as in sessions).
+        #[arg(long, default_value = "offline", value_parser = clap::builder::PossibleValuesParser::new(cbtsim::safety::Layer::NAMES))]
+        layer: String,
+        /// Judge each of N parts of the file with a learned layer trained on
+        /// the others (how it does on data it has not seen), instead of the
+        /// built-in one trained on the tuning split.
+        #[arg(long, value_name = "N")]
+        cross_validate: Option<usize>,
     },
 }
 
@@ -339,7 +347,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
         Command::Safety(SafetyCommand::Check) => safety_check()?,
-        Command::Safety(SafetyCommand::Eval { file, json }) => safety_eval(&file, json)?,
+        Command::Safety(SafetyCommand::Eval {
+            file,
+            json,
+            layer,
+            cross_validate,
+        }) => safety_eval(&file, json, &layer, cross_validate)?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
         Command::Batch(args) => return sessions::batch(*args, config.as_deref()),
         Command::Resume {
@@ -825,9 +838,14 @@ fn describe_session_bench(r: &cbtsim::bench::session::SessionBench) -> String {
     )
 }
 
-fn safety_eval(file: &Path, json: bool) -> Result<()> {
-    let set = cbtsim::safety::eval::read_labelled(file)?;
-    let e = cbtsim::safety::eval::evaluate(&set, |l| cbtsim::safety::detect(&l.text));
+fn safety_eval(file: &Path, json: bool, layer: &str, folds: Option<usize>) -> Result<()> {
+    use cbtsim::safety::{Layer, eval, judge, learned};
+    let layer = Layer::from_name(layer).expect("clap checked the layer");
+    let set = eval::read_labelled(file)?;
+    let e = match folds {
+        Some(folds) => eval::cross_validate(&set, folds, layer),
+        None => eval::evaluate(&set, |l| judge(&l.text, layer, &learned::BUILT_IN)),
+    };
     if json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&e)?));
     }
