@@ -4,6 +4,7 @@
 //! 20-turn exchange.
 
 pub mod batch;
+pub mod safety;
 pub mod session;
 
 use crate::model::spec::{Config, ModelSpec};

@@ -1,8 +1,143 @@
-//! The crisis detector on the labelled set, and `cbtsim safety check`.
+//! The crisis detector on the labelled splits (docs/safety.md), its
+//! contexts, and `cbtsim safety check` / `safety eval`.
 
-use super::util::cbtsim;
+use super::util::{cbtsim, data};
 use cbtsim::RiskLevel;
-use cbtsim::safety::{self, Category};
+use cbtsim::safety::eval::{Evaluation, cross_validate, evaluate, read_labelled};
+use cbtsim::safety::{self, Category, Layer};
+
+fn evaluated(file: &str) -> Evaluation {
+    let set = read_labelled(&data(file)).unwrap();
+    let e = evaluate(&set, |l| safety::detect(&l.text));
+    println!(
+        "{file}: recall {:.3}, false positives {:.3}, lowest category recall {:.3}",
+        e.recall,
+        e.false_positive_rate,
+        lowest_category_recall(&e)
+    );
+    e
+}
+
+fn lowest_category_recall(e: &Evaluation) -> f64 {
+    e.per_category
+        .iter()
+        .filter(|c| c.risk > 0)
+        .map(|c| c.recall)
+        .fold(1.0, f64::min)
+}
+
+/// The test split was committed before any rule change and is never tuned
+/// on. These floors are the figures measured when the layers were last
+/// changed (recall 0.825, false positives 0.135, lowest category 0.583),
+/// rounded down: a guard against getting worse, not the targets of
+/// docs/safety.md (0.95 and 0.05), which the detector does not reach yet.
+#[test]
+fn the_frozen_test_split_does_not_get_worse() {
+    let e = evaluated("crisis/test.tsv");
+    assert_eq!((e.risk, e.safe), (252, 252), "the test split is frozen");
+    let misses: Vec<_> = e.misses.iter().map(|m| (&m.kind, &m.text)).collect();
+    assert!(e.recall >= 0.82, "recall {} misses {misses:#?}", e.recall);
+    assert!(
+        e.false_positive_rate <= 0.14,
+        "false positives {}",
+        e.false_positive_rate
+    );
+    assert!(lowest_category_recall(&e) >= 0.58, "{:#?}", e.per_category);
+}
+
+#[test]
+fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
+    let e = evaluated("crisis/tune.tsv");
+    assert!(e.utterances >= 1400 && e.risk >= 21 * 15);
+    assert!(e.recall >= 0.97 && e.false_positive_rate <= 0.03, "{e:?}");
+    // Five folds, each judged by a learned layer trained on the other four
+    // (measured 0.709 / 0.069 alone, 0.883 / 0.094 with the rules).
+    let set = read_labelled(&data("crisis/tune.tsv")).unwrap();
+    let learned = cross_validate(&set, 5, Layer::Learned);
+    assert!(
+        learned.recall >= 0.68 && learned.false_positive_rate <= 0.08,
+        "{}",
+        learned.recall
+    );
+    let both = cross_validate(&set, 5, Layer::Offline);
+    assert!(both.recall > learned.recall, "the rules add recall");
+}
+
+fn flagged(text: &str) -> bool {
+    safety::detect(text).flagged
+}
+
+#[test]
+fn denials_are_not_disclosures() {
+    for text in [
+        "I'm not suicidal, just exhausted.",
+        "I would never kill myself, I have my kids.",
+        "I've never hurt myself on purpose and I'm not going to start.",
+        "No, I don't want to die. I want things to be different.",
+    ] {
+        assert!(!flagged(text), "{text}");
+    }
+    assert!(flagged("I'm not sleeping and I want to kill myself."));
+}
+
+#[test]
+fn hyperbole_and_idiom_are_not_disclosures() {
+    for text in [
+        "This deadline is killing me.",
+        "I'd rather die than give that presentation again.",
+        "My mum is going to kill me when she sees the car.",
+        "I'm dying to see my sister again.",
+        "I need to take care of myself this week.",
+    ] {
+        assert!(!flagged(text), "{text}");
+    }
+}
+
+#[test]
+fn other_people_and_work_are_not_the_speakers_risk() {
+    for text in [
+        "My friend said she wanted to kill herself and I was scared for her.",
+        "I'm a paramedic and we had an overdose call last night.",
+        "In the film the main character takes her own life, it was hard to watch.",
+    ] {
+        assert!(!flagged(text), "{text}");
+    }
+}
+
+#[test]
+fn a_past_that_is_over_is_not_a_disclosure_and_a_present_one_is() {
+    for text in [
+        "Years ago I tried to end my life, but I got help and I've been well for a long time.",
+        "I used to cut myself as a teenager, but I haven't in ten years.",
+    ] {
+        assert!(!flagged(text), "{text}");
+    }
+    assert!(flagged(
+        "I tried to end my life last month and nobody knows."
+    ));
+}
+
+#[test]
+fn a_yes_or_a_no_to_a_direct_safety_question() {
+    let asked = "I'd like to ask you directly: are you having thoughts of ending your life?";
+    for yes in [
+        "Yes, a lot lately.",
+        "Sometimes. At night mostly.",
+        "yeah tbh",
+    ] {
+        let d = safety::detect_reply(Some(asked), yes);
+        assert_eq!(d.category, Category::SuicidalThoughts, "{yes}");
+    }
+    for no in ["No.", "No, not at all.", "Not really, I'm just tired."] {
+        assert!(!safety::detect_reply(Some(asked), no).flagged, "{no}");
+    }
+    assert!(!safety::detect_reply(None, "Yes, a lot lately.").flagged);
+    let d = safety::detect_reply(Some("Are you safe right now?"), "No. He's outside.");
+    assert_eq!(
+        (d.category, d.level),
+        (Category::DangerNow, RiskLevel::Imminent)
+    );
+}
 
 #[test]
 fn imminent_risk_needs_a_decision_or_a_time() {
@@ -11,7 +146,7 @@ fn imminent_risk_needs_a_decision_or_a_time() {
         (d.category, d.level),
         (Category::SuicidalIntent, RiskLevel::Imminent)
     );
-    let d = safety::detect("I've been thinking about suicide a lot lately.");
+    let d = safety::detect("I've been having thoughts of suicide a lot lately.");
     assert_eq!(
         (d.category, d.level),
         (Category::SuicidalThoughts, RiskLevel::High)
@@ -28,7 +163,13 @@ fn the_protocol_gives_the_locale_resources() {
     let d = safety::detect("I want to kill myself.");
     let instruction = safety::protocol_instruction(&d, &us);
     assert!(instruction.contains("988"));
-    assert!(instruction.contains("safe right now"));
+    assert!(instruction.contains("thought about how they would do it"));
+    // Abuse gets the locale's abuse line as well as the crisis line.
+    let d = safety::detect("My husband grabbed me by the throat again last night.");
+    assert_eq!(d.category, Category::IntimatePartnerViolence);
+    let instruction = safety::protocol_instruction(&d, &gb);
+    assert!(instruction.contains("0808 2000 247") && instruction.contains("116 123"));
+    assert!(instruction.contains("whether the person who hurt them is nearby"));
     assert!(safety::resources_for("XX").is_none());
 }
 
@@ -52,5 +193,52 @@ fn safety_check_prints_one_json_object_per_line() {
     assert_eq!(lines[0]["text"], "This deadline is killing me.");
     assert_eq!(lines[1]["flagged"], true);
     assert_eq!(lines[1]["level"], "imminent");
-    assert_eq!(lines[2]["category"], "abuse");
+    assert_eq!(lines[2]["category"], "intimate_partner_violence");
+}
+
+#[test]
+fn safety_eval_prints_recall_false_positives_categories_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("set.tsv");
+    std::fs::write(
+        &file,
+        "# a comment\nrisk\tI want to kill myself.\tsuicidal_thoughts\n\
+         risk\tThe weather is nice.\tburden\n\
+         safe\tThis deadline is killing me.\tsuicidal_thoughts\n\
+         safe\tHello there.\tnone\n",
+    )
+    .unwrap();
+    let output = cbtsim()
+        .args(["safety", "eval", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let e: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(e["recall"], 0.5);
+    assert_eq!(e["false_positive_rate"], 0.0);
+    assert_eq!(e["per_category"][0]["category"], "suicidal_thoughts");
+    assert_eq!(e["per_category"][0]["recall"], 1.0);
+    assert_eq!(e["misses"][0]["text"], "The weather is nice.");
+    assert_eq!(e["misses"][0]["line"], 3);
+    let text = cbtsim()
+        .args(["safety", "eval"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("recall 0.500") && text.contains("line    3 missed"),
+        "{text}"
+    );
+    // A broken file is named with its line.
+    std::fs::write(&file, "risk\tno category\n").unwrap();
+    let output = cbtsim()
+        .args(["safety", "eval"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("set.tsv:1:"), "{stderr}");
 }

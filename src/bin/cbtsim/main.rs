@@ -227,6 +227,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The crisis detector's offline layers: microseconds per utterance for
+    /// each layer alone and together, and the learned layer's training time.
+    Safety {
+        /// Labelled utterances to judge (default: the tuning split, built in).
+        file: Option<PathBuf>,
+        /// Times over the whole set.
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        /// Print {utterances, rules_us, learned_us, offline_us, training_ms}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The same sessions at several concurrency levels, side by side:
     /// sessions per hour and tokens per second at each.
     Batch {
@@ -386,6 +398,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Course(args) => return sessions::course(*args, config.as_deref()),
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
+        }
+        Command::Bench(BenchCommand::Safety { file, passes, json }) => {
+            let set = match file {
+                Some(file) => cbtsim::safety::eval::read_labelled(&file)?,
+                None => cbtsim::safety::eval::parse_labelled(cbtsim::safety::learned::TUNING_SPLIT)
+                    .expect("the built-in tuning split is valid"),
+            };
+            let r = cbtsim::bench::safety::bench_safety(&set, passes);
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
+            } else {
+                emit(&format!(
+                    "crisis detector, {} utterances x {} passes (mean per utterance):\n  \
+                     rules    {:>8.1} us\n  learned  {:>8.1} us\n  offline  {:>8.1} us (both, as sessions use)\n\
+                     training the learned layer: {:.1} ms\n",
+                    r.utterances, r.passes, r.rules_us, r.learned_us, r.offline_us, r.training_ms
+                ))?;
+            }
         }
         Command::Bench(BenchCommand::Batch {
             concurrency,
