@@ -76,6 +76,11 @@ pub struct PlanModels {
     pub therapist: String,
     pub patient: String,
     pub summarizer: String,
+    /// The crisis detector's model layer (`[models] safety` in the
+    /// config): when set, a patient turn is flagged if the offline layers
+    /// or this model flag it. Plans stored before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<String>,
 }
 
 impl PlanModels {
@@ -102,6 +107,14 @@ impl PlanModels {
             therapist: one(AgentRole::Therapist, therapist)?,
             patient: one(AgentRole::Patient, patient)?,
             summarizer: one(AgentRole::Summarizer, summarizer)?,
+            safety: match config.model_for(AgentRole::Safety) {
+                Some(text) => Some(
+                    text.parse::<ModelSpec>()
+                        .map(|s| s.to_string())
+                        .map_err(|e| PlanError::Invalid(format!("[models] safety: {e}")))?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -109,6 +122,11 @@ impl PlanModels {
         let text = match role {
             AgentRole::Therapist => &self.therapist,
             AgentRole::Patient => &self.patient,
+            AgentRole::Safety => match &self.safety {
+                Some(spec) => spec,
+                None => return Err(PlanError::Invalid("the plan has no safety model".into())),
+            },
+            // The judge, used outside sessions, falls back to the summarizer's.
             AgentRole::Summarizer | AgentRole::Judge => &self.summarizer,
         };
         text.parse()
@@ -118,11 +136,13 @@ impl PlanModels {
     /// Each distinct spec once, with the roles that use it.
     pub fn distinct(&self) -> Vec<(String, Vec<AgentRole>)> {
         let mut out: Vec<(String, Vec<AgentRole>)> = Vec::new();
-        for (role, spec) in [
-            (AgentRole::Therapist, &self.therapist),
-            (AgentRole::Patient, &self.patient),
-            (AgentRole::Summarizer, &self.summarizer),
-        ] {
+        let roles = [
+            (AgentRole::Therapist, Some(&self.therapist)),
+            (AgentRole::Patient, Some(&self.patient)),
+            (AgentRole::Summarizer, Some(&self.summarizer)),
+            (AgentRole::Safety, self.safety.as_ref()),
+        ];
+        for (role, spec) in roles.into_iter().filter_map(|(r, s)| Some((r, s?))) {
             match out.iter_mut().find(|(s, _)| s == spec) {
                 Some((_, roles)) => roles.push(role),
                 None => out.push((spec.clone(), vec![role])),
@@ -608,6 +628,37 @@ mod tests {
         assert_eq!(
             RunPlan::from_json(&newer).unwrap_err(),
             PlanError::Version { found: 2 }
+        );
+    }
+
+    #[test]
+    fn the_configs_safety_model_is_in_the_plan_and_older_plans_have_none() {
+        let config: Config = toml::from_str("[models]\nsafety = \"scripted\"\n").unwrap();
+        let models = PlanModels::resolve(&config, None, [None, None, None]).unwrap();
+        assert_eq!(models.safety.as_deref(), Some("scripted"));
+        assert_eq!(
+            models.spec(AgentRole::Safety).unwrap().to_string(),
+            "scripted"
+        );
+        assert!(
+            models
+                .distinct()
+                .iter()
+                .any(|(_, roles)| roles.contains(&AgentRole::Safety))
+        );
+        let plan = from_legacy_argv(
+            &argv("cbtsim course --persona alicia-rodriguez"),
+            "2026-11-20T10:00:00Z",
+        )
+        .unwrap();
+        let stored = serde_json::to_value(&plan.models).unwrap();
+        assert!(
+            stored.get("safety").is_none(),
+            "no key when unset: {stored}"
+        );
+        assert_eq!(
+            RunPlan::from_json(&plan.to_json()).unwrap().models.safety,
+            None
         );
     }
 

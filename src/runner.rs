@@ -19,6 +19,7 @@ use crate::model::spec::{AgentRole, ModelSpec, Models};
 use crate::model::{ChatModel, ModelError};
 use crate::persona::{self, Persona, PersonaLookupError};
 use crate::plan::{PlanError, RunPlan, from_legacy_argv};
+use crate::safety::model::ModelLayer;
 use crate::session::{
     self, Agent, CarryOver, RoleUsage, SafetyEvent, SessionConfig, SessionError, SessionRecord,
     SessionSink, SessionUsage,
@@ -61,6 +62,8 @@ pub struct RoleModels {
     pub patient: Arc<dyn ChatModel>,
     /// None when the plan writes no summaries.
     pub summarizer: Option<Arc<dyn ChatModel>>,
+    /// The crisis detector's model layer, when the plan names one.
+    pub safety: Option<Arc<dyn ChatModel>>,
 }
 
 /// Checks every model a plan names (see `Models::check`), each once.
@@ -107,6 +110,10 @@ impl RoleModels {
             summarizer: match plan.summaries {
                 true => Some(open(AgentRole::Summarizer)?),
                 false => None,
+            },
+            safety: match plan.models.safety {
+                Some(_) => Some(open(AgentRole::Safety)?),
+                None => None,
             },
         };
         let _ = warm_up.join();
@@ -498,7 +505,18 @@ impl Runner<'_> {
         };
         let origin = (self.clock)();
         let clock = || (self.clock)().saturating_sub(origin);
-        let record = session::resume(
+        let mut screen = match &self.models.safety {
+            Some(model) => {
+                let conversation = model.conversation().map_err(|source| RunError::Model {
+                    spec: model.describe(),
+                    roles: vec![AgentRole::Safety.as_str()],
+                    source,
+                })?;
+                Some(ModelLayer::new(conversation, model.chat()))
+            }
+            None => None,
+        };
+        let record = session::resume_screened(
             &course.persona,
             &mut therapist,
             &mut patient,
@@ -507,6 +525,7 @@ impl Runner<'_> {
             self.interrupted,
             &clock,
             &mut sink,
+            screen.as_mut(),
         )?;
         let reason = record
             .transcript

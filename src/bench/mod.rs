@@ -43,6 +43,7 @@ impl BenchSessions {
             therapist: spec.clone(),
             patient: spec.clone(),
             summarizer: spec,
+            safety: None,
         };
         let mut plan = RunPlan::new(
             kind,

@@ -164,6 +164,7 @@ pub fn bench_session(
         therapist: timed(&opened.therapist, 0),
         patient: timed(&opened.patient, 1),
         summarizer: None,
+        safety: None,
     };
 
     // Storage on, in a file of its own that is removed afterwards.

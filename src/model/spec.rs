@@ -120,6 +120,7 @@ pub enum AgentRole {
     Patient,
     Summarizer,
     Judge,
+    Safety,
 }
 
 impl AgentRole {
@@ -129,6 +130,7 @@ impl AgentRole {
             AgentRole::Patient => "patient",
             AgentRole::Summarizer => "summarizer",
             AgentRole::Judge => "judge",
+            AgentRole::Safety => "safety",
         }
     }
 }
@@ -217,6 +219,8 @@ pub struct RoleModels {
     pub patient: Option<String>,
     pub summarizer: Option<String>,
     pub judge: Option<String>,
+    /// The crisis detector's model layer (docs/safety.md).
+    pub safety: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -277,6 +281,7 @@ impl Config {
             AgentRole::Patient => self.models.patient.as_deref(),
             AgentRole::Summarizer => self.models.summarizer.as_deref(),
             AgentRole::Judge => self.models.judge.as_deref(),
+            AgentRole::Safety => self.models.safety.as_deref(),
         }
     }
 

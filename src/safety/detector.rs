@@ -73,9 +73,18 @@ choice_enum! {
 
 /// A rule's match stands unless the learned layer is this sure it is safe
 /// (hyperbole and mundane objects the rules cannot tell apart).
-pub const RULE_VETO_BELOW: f32 = 0.15;
+pub const RULE_VETO_BELOW: f32 = 0.3;
 /// The learned layer flags on its own from this probability.
-pub const LEARNED_ALONE_FROM: f32 = 0.6;
+pub const LEARNED_ALONE_FROM: f32 = 0.7;
+/// ...and, when the speaker denied what a rule names ("I don't want to
+/// die"), from this one.
+pub const LEARNED_OVER_DENIAL_FROM: f32 = 0.9;
+
+/// Saying it outright.
+static EXPLICIT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:kill(?:ing)? myself|suicid\w*|want(?:s|ed|ing)? to (?:die|be dead)|end(?:ing)? my (?:own )?life|tak(?:e|ing) my (?:own )?life|self-harm\w*|overdos\w*|raped|sexually assaulted|(?:hurt|hurting|cut|cutting|burn|burning|harm|harming) myself|hang(?:ing)? myself|(?:kill|stab|shoot) (?:him|her|them))\b")
+        .expect("pattern is valid")
+});
 
 /// Marks of a joke or hyperbole.
 static JOKING: LazyLock<Regex> = LazyLock::new(|| {
@@ -95,17 +104,15 @@ pub fn detect(text: &str) -> Detection {
 /// disclosure of what it asked about.
 pub fn detect_reply(therapist_before: Option<&str>, text: &str) -> Detection {
     let detection = detect(text);
-    if detection.flagged {
-        return detection;
-    }
     match therapist_before.and_then(|q| super::context::answer_to_question(q, text)) {
-        Some(category) => Detection::from_matches(
-            vec![(
+        Some(category) => {
+            let mut matches = detection.matches;
+            matches.push((
                 category,
                 format!("answered a direct question: {}", text.trim()),
-            )],
-            &normalize(text),
-        ),
+            ));
+            Detection::from_matches(matches, &normalize(text))
+        }
         None => detection,
     }
 }
@@ -113,13 +120,12 @@ pub fn detect_reply(therapist_before: Option<&str>, text: &str) -> Detection {
 /// Judges one utterance with the given layers and learned classifier.
 pub fn judge(text: &str, layer: Layer, learned: &Learned) -> Detection {
     let normalized = normalize(text);
-    let mut matches: Vec<(Category, String)> = match layer {
-        Layer::Learned => Vec::new(),
-        Layer::Rules | Layer::Offline => rules::matches(&normalized)
-            .into_iter()
-            .map(|m| (m.category, m.words))
-            .collect(),
+    let (found, denied) = match layer {
+        Layer::Learned => (Vec::new(), false),
+        Layer::Rules | Layer::Offline => rules::read(&normalized),
     };
+    let mut matches: Vec<(Category, String)> =
+        found.into_iter().map(|m| (m.category, m.words)).collect();
     if layer == Layer::Rules {
         return Detection::from_matches(matches, &normalized);
     }
@@ -127,15 +133,20 @@ pub fn judge(text: &str, layer: Layer, learned: &Learned) -> Detection {
     if layer == Layer::Offline && !matches.is_empty() {
         // Said as a joke ("lol"), a rule's words need the learned layer's
         // agreement; otherwise only its confident no takes them back.
+        // Words that say it outright ("I want to die") stand whatever the
+        // learned layer thinks: its training lines mostly say it indirectly.
+        let explicit = matches.iter().any(|(_, words)| EXPLICIT.is_match(words));
         let floor = if JOKING.is_match(&normalized) {
             LEARNED_ALONE_FROM
+        } else if explicit {
+            0.0
         } else {
             RULE_VETO_BELOW
         };
         if p < floor {
             matches.clear();
         }
-    } else if p >= LEARNED_ALONE_FROM {
+    } else if p >= LEARNED_ALONE_FROM && (!denied || p >= LEARNED_OVER_DENIAL_FROM) {
         matches.push((
             learned.category(&normalized),
             format!("learned layer (p = {p:.2})"),

@@ -8,7 +8,7 @@
 
 use super::Category;
 use super::eval::{Labelled, parse_labelled};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 /// The tuning split the compiled-in classifier learns from.
@@ -32,29 +32,63 @@ fn hash(text: &str, salt: u32) -> u32 {
     h % DIMENSIONS as u32
 }
 
-/// Words, word pairs, and character 3- to 5-grams of each word.
+/// Words that deny what follows them in their clause.
+const NEGATORS: &[&str] = &[
+    "not", "no", "never", "don't", "didn't", "won't", "wouldn't", "haven't", "isn't", "aren't",
+    "nothing", "nobody", "without",
+];
+
+/// Words, word pairs, character 3- to 5-grams of each word, and each word
+/// after a negator in its clause marked as denied ("never … hurt").
 pub fn features(normalized: &str) -> Features {
-    let words: Vec<&str> = normalized
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .collect();
+    let normalized = &*super::rules::without_idioms(normalized);
     let mut counts: HashMap<u32, f32> = HashMap::new();
     let mut add = |key: u32, weight: f32| *counts.entry(key).or_default() += weight;
-    for (i, word) in words.iter().enumerate() {
-        add(hash(word, 1), 1.0);
-        if let Some(next) = words.get(i + 1) {
-            add(hash(&format!("{word} {next}"), 2), 1.0);
-        }
-        let padded: Vec<char> = format!("<{word}>").chars().collect();
-        for n in 3..=5 {
-            for gram in padded.windows(n) {
-                add(hash(&gram.iter().collect::<String>(), 3), 0.3);
+    for clause in normalized.split(['.', ',', ';', '!', '?', ':']) {
+        let words: Vec<&str> = clause
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut denied = false;
+        for (i, word) in words.iter().enumerate() {
+            add(hash(word, 1), 1.0);
+            if denied {
+                add(hash(word, 4), 0.5);
+            }
+            denied |= NEGATORS.contains(word);
+            if let Some(next) = words.get(i + 1) {
+                add(hash(&format!("{word} {next}"), 2), 1.0);
+            }
+            let padded: Vec<char> = format!("<{word}>").chars().collect();
+            for n in 3..=5 {
+                for gram in padded.windows(n) {
+                    add(hash(&gram.iter().collect::<String>(), 3), 0.3);
+                }
             }
         }
     }
-    let norm = counts.values().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
-    let mut features: Features = counts.into_iter().map(|(k, v)| (k, v / norm)).collect();
+    // How long it is: most short replies ("Sort of.") are ordinary talk.
+    let length = normalized.split_whitespace().count();
+    let bucket = match length {
+        0..=3 => "length: 1-3",
+        4..=8 => "length: 4-8",
+        9..=20 => "length: 9-20",
+        _ => "length: 21+",
+    };
+    add(hash(bucket, 6), 1.0);
+    // Sorted before summing: a hash map's order changes from run to run,
+    // and so would the rounding of the norm, and so the trained weights.
+    let mut features: Features = counts.into_iter().collect();
     features.sort_unstable_by_key(|(k, _)| *k);
+    let norm = features
+        .iter()
+        .map(|(_, v)| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(1e-6);
+    for (_, v) in &mut features {
+        *v /= norm;
+    }
     features
 }
 
@@ -63,7 +97,7 @@ pub struct Learned {
     weights: Vec<f32>,
     bias: f32,
     /// Mean feature vector of each risk category's examples.
-    centroids: Vec<(Category, HashMap<u32, f32>)>,
+    centroids: Vec<(Category, BTreeMap<u32, f32>)>,
 }
 
 impl Learned {
@@ -104,7 +138,7 @@ impl Learned {
                 bias -= rate * g;
             }
         }
-        let mut centroids: Vec<(Category, HashMap<u32, f32>)> = Vec::new();
+        let mut centroids: Vec<(Category, BTreeMap<u32, f32>)> = Vec::new();
         for (l, (x, _)) in set.iter().zip(&examples) {
             if !l.risk {
                 continue;
@@ -112,7 +146,7 @@ impl Learned {
             let at = match centroids.iter().position(|(c, _)| *c == l.category) {
                 Some(at) => at,
                 None => {
-                    centroids.push((l.category, HashMap::new()));
+                    centroids.push((l.category, BTreeMap::new()));
                     centroids.len() - 1
                 }
             };
@@ -141,7 +175,7 @@ impl Learned {
     /// The risk category nearest to a normalised utterance.
     pub fn category(&self, normalized: &str) -> Category {
         let x = features(normalized);
-        let cosine = |centroid: &HashMap<u32, f32>| {
+        let cosine = |centroid: &BTreeMap<u32, f32>| {
             let dot: f32 = x
                 .iter()
                 .map(|(k, v)| centroid.get(k).unwrap_or(&0.0) * v)

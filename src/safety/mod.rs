@@ -8,6 +8,7 @@ mod context;
 mod detector;
 pub mod eval;
 pub mod learned;
+pub mod model;
 mod normalize;
 mod protocol;
 mod rules;

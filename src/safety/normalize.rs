@@ -9,7 +9,6 @@ use std::sync::LazyLock;
 const WORDS: &[(&str, &str)] = &[
     ("im", "i'm"),
     ("ive", "i've"),
-    ("id", "i'd"),
     ("dont", "don't"),
     ("cant", "can't"),
     ("wont", "won't"),
@@ -55,7 +54,6 @@ const WORDS: &[(&str, &str)] = &[
     ("kys", "kill yourself"),
     ("unalive", "kill"),
     ("unaliving", "killing"),
-    ("sh", "self-harm"),
     ("od", "overdose"),
     ("od'd", "overdosed"),
     ("oded", "overdosed"),
@@ -86,7 +84,6 @@ const WORDS: &[(&str, &str)] = &[
     ("mommy", "mum"),
     ("pils", "pills"),
     ("meds", "medication"),
-    ("hes", "he's"),
 ];
 
 /// Dropped g's: "thinkin" → "thinking". Only these stems, so "skin" and

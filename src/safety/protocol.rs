@@ -98,10 +98,14 @@ pub fn resources_text(resources: &CrisisResources) -> String {
 /// The resources for a category: the crisis line and emergency number,
 /// and for abuse the locale's abuse or child line too.
 pub fn resources_for_category(category: Category, resources: &CrisisResources) -> String {
+    // Resources stored before these lines existed, or a config's own for a
+    // built-in locale, fall back to cbtsim's lines for the locale.
+    let built_in = resources_for(&resources.locale);
+    let pick = |own: &Option<String>, theirs: Option<String>| own.clone().or(theirs);
     let extra = match category {
-        Category::ChildAbuse => resources.child_line.as_deref(),
+        Category::ChildAbuse => pick(&resources.child_line, built_in.and_then(|b| b.child_line)),
         Category::IntimatePartnerViolence | Category::SexualViolence | Category::DangerNow => {
-            resources.abuse_line.as_deref()
+            pick(&resources.abuse_line, built_in.and_then(|b| b.abuse_line))
         }
         _ => None,
     };
@@ -179,4 +183,33 @@ pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) 
         questions(category),
         resources_for_category(category, resources)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_stored_without_the_abuse_lines_fall_back_to_the_locales() {
+        let stored: CrisisResources = serde_json::from_str(
+            r#"{"locale": "GB", "crisis_line": "Samaritans (call 116 123)", "emergency": "999"}"#,
+        )
+        .unwrap();
+        let text = resources_for_category(Category::ChildAbuse, &stored);
+        assert!(
+            text.contains("Childline (0800 1111)") && text.contains("116 123"),
+            "{text}"
+        );
+        let unknown = CrisisResources {
+            locale: "FR".into(),
+            crisis_line: "le 3114".into(),
+            emergency: "112".into(),
+            abuse_line: None,
+            child_line: None,
+        };
+        assert_eq!(
+            resources_for_category(Category::SexualViolence, &unknown),
+            resources_text(&unknown)
+        );
+    }
 }

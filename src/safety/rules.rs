@@ -120,10 +120,8 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\bi know (?:exactly )?(?:how and when|when and how|where and when|which (?:building|bridge|floor|night|day)|how i'(?:d|ll) do it|how i would do it|how i'm going to do it|what i'm going to (?:take|use))\b",
             r"\b(?:picked|chosen|chose|set|decided on|worked out) (?:the|a|my) (?:spot|place|way|date|day|time|method|bridge|night|building)\b",
             r"\b(?:then|and) (?:take|swallow) (?:everything|all of (?:it|them)|the lot|all (?:my|the) \w+)\b",
-            r"\bthat's when\b",
             r"\b(?:planning|planned|plan) (?:to|on|how to|my) (?:kill myself|end (?:it|my life|things)|die|suicide|take my life|do it)\b",
             r"\b(?:pills|tablets) (?:and|n|with) (?:vodka|wine|whisky|alcohol|booze)\b",
-            r"\bnot come back\b",
         ],
     ));
     all.extend(frames(
@@ -196,6 +194,7 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\bkill myself\b|\bkilling myself\b|\bend my (?:own )?life\b|\bending my (?:own )?life\b|\btake my (?:own )?life\b|\btaking my (?:own )?life\b",
             r"\b(?:end your life|finish it|kill yourself)\b[^.]*\b(?:voice|head|telling me)\b|\b(?:voice|voices) [^.]{0,40}\b(?:end your life|kill yourself|finish it)\b",
             r"\bdark thoughts\b",
+            r"\bwant(?:s|ed|ing)? to (?:die|be dead)\b",
             r"\bchecking out early\b",
             r"\bnot being around by my own hand\b",
             r"\bsuicide\b",
@@ -286,12 +285,11 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\b(?:said|say|saying) (?:bye|goodbye|my goodbyes) to everyone\b[^.]*\b(?:finished|done|last|for good|good to be)\b",
             r"\bit's been an honour knowing you\b",
             r"\bthis is the last time i'll\b|\bthis is my last (?:message|msg|text|post)\b(?! from this)",
+            r"\bdon't cry for me\b",
             r"\bsee you on the other side\b(?! of)",
-            r"\bdon't cry for me\b|\bremember me\b",
             r"\b(?:not going to|won't) make (?:it to )?next week\b",
             r"\bgoodbye,? (?:forever|for good|my friend|everyone|all)\b",
             r"\bthank(?:s| you) for everything\b[^.]*\b(?:won't|last|goodbye|look after|forever|mum|bye)\b",
-            r"\bit's not your fault\b",
             r"\bsorry for everything\b[^.]*\b(?:last time|won't|bother you|goodbye)\b",
         ],
     ));
@@ -332,9 +330,7 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
         &[
             r"\b(?:googl\w*|search\w*|look(?:ed|ing)? up|read(?:ing)?(?: up)? (?:on|about)|research\w*|study\w*|checked|checking|asked (?:the )?\w+|watch\w* videos)\b[^.]{0,80}\b(?:how many|how much|how long|how high|how cold|how quickly|how fast|which (?:bridges?|buildings?|trains?|car parks?)|lethal|fatal|overdose|painless|quickest|easiest|ways to (?:go|die)|methods?|bleed out|heart stops|lose consciousness|tallest|high enough|go straight through|no barriers|what other people used|would be fatal|to die)\b",
             r"\b(?:lethal|fatal) (?:dose|doses|amount)\b",
-            r"\bhigh enough\b",
             r"\bpainless ways?\b|\bways to (?:go|die|do it)\b",
-            r"\bsearch history\b",
             r"\b(?:timetable|trains) [^.]*\b(?:without stopping|straight through|don't stop)\b",
             r"\bhow (?:long|quickly) (?:it takes|you'd|you would|until) (?:to )?(?:bleed|lose consciousness|die|drown|pass out|heart stops)\b",
             r"\bwhat (?:amount|dose) of my (?:meds|medication|pills|tablets)\b",
@@ -355,7 +351,6 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\bpart of me wants there to be\b",
             r"\bif i didn't wake up that'd be (?:ok|okay|fine)\b",
             r"\b(?:overtaking|overtake) on blind\b",
-            r"\bseeing what happens\b|\bjust to see\b",
             r"\b(?:mixing|mixed|washing down|washed down) (?:it |them )?(?:with|whatever)\b[^.]*\b(?:pills|tramadol|medication|don't care|whatever happens)\b",
             r"\bi (?:just )?didn't care anymore\b|\bdon't really care what happens\b",
             r"\bstopped taking my insulin\b|\bnot taking my insulin\b",
@@ -375,7 +370,7 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\b(?:relapsed|relapse)\b[^.]*\b(?:self-harm|cut|cutting|clean)\b|\b(?:months|weeks|days) clean\b",
             r"\b(?:don't|do not) deserve to (?:eat|have food)\b|\bpunishment\b[^.]*\b(?:eat|eaten|food)\b|\b(?:haven't eaten|not eaten)\b[^.]*\bpunish\w*\b",
             r"\bswallowed (?:a couple of |some )?(?:paper clips|batteries|pins|needles|glass|coins)\b",
-            r"\bfresh (?:cuts|scars|wounds|marks)\b|\bhide (?:the|my) (?:cuts|scars|marks|burns)\b|\blong sleeves\b",
+            r"\bfresh (?:cuts|scars|wounds|marks)\b|\bhide (?:the|my) (?:cuts|scars|marks|burns)\b|\blong sleeves\b[^.]*\b(?:hide|summer|so nobody)\b",
             r"\bon purpose now\b|\bit makes the noise in my head stop\b|\bonly thing that calmed me down\b",
         ],
     ));
@@ -391,7 +386,6 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\b(?:pillow|hands) over (?:his|her|their) (?:face|mouth)\b|\bhow easy it would be to (?:hold|push|hit|strangle|smother)\b",
             r"\bput something in (?:his|her|their|my \w+'s) (?:drink|food|tea|coffee)\b",
             r"\b(?:dead man walking|won't see it coming|sort (?:him|her|them) out for good)\b",
-            r"\bpicked the day\b|\bgoing to regret\b",
             r"\bwait for (?:him|her|them) outside\b|\bthrow something in (?:his|her|their) face\b",
             r"\b(?:thoughts?|urges?|fantas\w+) (?:of|about) (?:hurting|killing|harming|stabbing|strangling|shooting) (?:him|her|them|my \w+|someone|somebody|people|others)\b",
         ],
@@ -399,8 +393,6 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
     all.extend(frames(
         ChildAbuse,
         &[
-            r"\b(?:i'm|i am|i'm only|im) (?:\d{1,2}|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen)\b(?! (?:years|weeks|months) (?:old )?(?:sober|clean|married))",
-            r"\bin year (?:\d|one|two|three|four|five|six|seven|eight|nine|ten|eleven)\b",
             r"\b(?:my|our) (?:{CARER})\b[^.]{0,60}\b(?:{HURTS}|locks? me|locked me|touch(?:es|ed)? me|comes? (?:in|into) my room|makes? me|won't let me eat|doesn't feed|calls me)\b[^.]{0,30}\b(?:me|us|my|i)\b",
             r"\b(?:hits?|beats?|whips?) (?:me|us) with (?:his|her|a|the) (?:belt|spoon|wooden spoon|stick|cane|hand)\b|\bget hit with\b",
             r"\b(?:no food in the house|nobody feeds|hasn't been home since|left (?:me|us|the kids|the baby|her baby|my brothers) (?:alone|on my own|home alone))\b|\bleaving (?:her|his|the|my) baby alone\b",
@@ -444,7 +436,6 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\bmy duty as a wife\b|\bwhen i'm asleep or don't want to\b",
             r"\bsend my (?:nudes|pictures|photos)\b|\bunless i (?:came round|slept with)\b",
             r"\btook the condom off\b|\bwithout (?:my )?consent\b(?! (?:,|i'm lucky))",
-            r"\bkept going\b",
             r"\bcornered me\b",
             r"\bwouldn't unlock the doors?\b",
         ],
@@ -456,11 +447,10 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
             r"\b(?:i'm|i am) (?:hiding|locked in|trapped|under the bed|in the wardrobe)\b(?! in the toilets)",
             r"\bhiding in the (?:wardrobe|bathroom|cupboard|closet)\b",
             r"\b(?:he's|she's|they've|he has|she has) got a (?:knife|gun|weapon)\b|\bgot a knife\b",
-            r"\bplease help\b|\bwhat do i do\b",
-            r"\b(?:can't|cannot) (?:leave|get out|get away|get to my car)\b",
-            r"\b(?:locked me in|pinned in|pinned me|won't let me out|took my phone|took my passport)\b",
+            r"\b(?:can't|cannot) (?:get out|get away|get to my car)\b",
+            r"\b(?:locked me in|pinned in|pinned me|won't let me out)\b",
+            r"\b(?:followed|following) me home\b|\bplease help\b",
             r"\bkicked my door in\b|\btrying to get in\b|\bsmashing (?:stuff|things|the place)\b",
-            r"\b(?:followed|following) me home\b|\bwon't stop\b",
             r"\b(?:i'm|i am) (?:so )?(?:scared|terrified|afraid)\b[^.]*\b(?:for my life|he'll|she'll|alone|right now)\b|\bi'm alone\b[^.]*\bscared\b",
             r"\bhe'll hurt (?:the dog and )?me\b|\bif i go he'll\b",
             r"\bwith the belt\b[^.]*\b(?:looking for me|under the bed|hiding)\b",
@@ -504,13 +494,13 @@ static LONG_AGO: LazyLock<Regex> = LazyLock::new(|| {
         .expect("pattern is valid")
 });
 static RESOLVED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:but (?:i'm|i've|now|these days|that was|i got|my family)|(?:been|i'm|feel|am) (?:much |so much |genuinely )?(?:well|better|fine|stable|good|okay|safe|free|clean|sober|calm)|haven't (?:since|in|done|gone|felt|had)|never again|nothing like that since|in a (?:good|better|different|completely different) place|different place now|got (?:proper )?(?:help|treatment)|recovered|made peace|faded|no longer|since\.?$|well (?:over )?a decade since|believe them now|bought most of it back|i've been well|been well for|now i|(?:it|things) (?:did|got better)|paid (?:it|them) off|things are (?:genuinely |much |so much )?better|doing (?:loads |much |so much )?better|doing (?:really )?well|trust the process|i'm okay|and i did|don't get (?:the )?urges)\b")
+    Regex::new(r"\b(?:but (?:i'm|i've|now|these days|that was|i got|my family)|(?:been|i'm|feel|am) (?:much |so much |genuinely )?(?:well|better|fine|stable|good|okay|safe|free|clean|sober|calm)|haven't (?:since|in|done|gone|felt|had)|never again|nothing like that since|in a (?:good|better|different|completely different) place|different place now|got (?:proper )?(?:help|treatment)|recovered|made peace|faded|no longer|since\.?$|well (?:over )?a decade since|believe them now|bought most of it back|i've been well|been well for|now i volunteer|(?:it|things) (?:did|got better)|paid (?:it|them) off|things are (?:genuinely |much |so much )?better|doing (?:loads |much |so much )?better|doing (?:really )?well|trust the process|i'm okay|and i did|don't get (?:the )?urges)\b")
         .expect("pattern is valid")
 });
 
 /// Figures of speech that use risk words.
 static IDIOM: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:(?:is|are|was|were|it's|that's) killing me|going to kill me|will kill me|gonna kill me|'ll kill me|nearly killed me|dying (?:to|for)|die (?:of|from) (?:embarrassment|laughter|boredom|shame)|kill(?:ing)? time|could kill for|killed it|dead (?:tired|serious|on|weight of the)|to die for|drop[- ]dead|be the death of|(?:rather|sooner) die than|could (?:have )?(?:strangle|murder|kill)|murder (?:a|about|him|her)|id murder|i'd murder|kicking myself|banged my head against the wall in|could have banged|absolutely raped in|violated me lol|end (?:it|things) with (?:him|her|my)|ending things with|end(?:ing)? (?:my|the) (?:gym|membership|contract|subscription|relationship)|end it with her|end it all, haha|end it all haha|going to end it all, haha)\b")
+    Regex::new(r"\b(?:(?:is|are|was|were|it's|that's) killing me|going to kill me|will kill me|gonna kill me|'ll kill me|nearly killed me|dying (?:to|for)|die (?:of|from) (?:embarrassment|laughter|boredom|shame)|kill(?:ing)? time|could kill for|killed it|dead (?:tired|serious|on|weight of the)|to die for|drop[- ]dead|be the death of|take (?:good )?care of (?:myself|yourself|ourselves|me)|look(?:ing)? after myself|self-care|(?:rather|sooner) die than|could (?:have )?(?:strangle|murder|kill)|murder (?:a|about|him|her)|id murder|i'd murder|kicking myself|banged my head against the wall in|could have banged|absolutely raped in|violated me lol|end (?:it|things) with (?:him|her|my)|ending things with|end(?:ing)? (?:my|the) (?:gym|membership|contract|subscription|relationship)|end it with her|end it all, haha|end it all haha|going to end it all, haha)\b")
         .expect("idiom pattern is valid")
 });
 
@@ -538,24 +528,42 @@ pub struct Match {
 
 /// The frames that match a normalised utterance and are not taken back.
 pub fn matches(normalized: &str) -> Vec<Match> {
-    if OTHER_CONTEXT.is_match(normalized)
-        || (LONG_AGO.is_match(normalized) && RESOLVED.is_match(normalized))
-    {
-        return Vec::new();
-    }
+    read(normalized).0
+}
+
+/// The utterance without its figures of speech ("take care of myself"),
+/// which say nothing of risk to any layer.
+pub fn without_idioms(normalized: &str) -> std::borrow::Cow<'_, str> {
+    IDIOM.replace_all(normalized, " ")
+}
+
+/// The frames that match and are not taken back, and whether the speaker
+/// denied one ("I don't want to die") while none stood: a denial the
+/// learned layer must be very sure to overrule.
+pub fn read(normalized: &str) -> (Vec<Match>, bool) {
+    let mut denied = false;
+    // Work, fiction or a past that is over set the whole utterance aside,
+    // except a sentence where the speaker says what they want or are
+    // doing now ("I'm a student and I want to kill myself").
+    let set_aside = OTHER_CONTEXT.is_match(normalized)
+        || (LONG_AGO.is_match(normalized) && RESOLVED.is_match(normalized));
     let mut found = Vec::new();
     for sentence in normalized.split(['.', '!', '?', ';', '\n']) {
         let sentence = IDIOM.replace_all(sentence, " ");
-        if sentence.trim().is_empty() {
+        if sentence.trim().is_empty() || (set_aside && !PRESENT_ME.is_match(&sentence)) {
             continue;
         }
         for frame in FRAMES.iter() {
             for m in frame.pattern.find_iter(&sentence) {
-                let before = &sentence[..m.start()];
+                // "I don't know why I want to die" denies nothing.
+                let before = sentence[..m.start()].replace("don't know", "");
+                let before = before.as_str();
                 let after = &sentence[m.end()..];
-                if NEGATION.is_match(before)
-                    || frame.unless.as_ref().is_some_and(|u| u.is_match(after))
-                {
+                if NEGATION.is_match(before) {
+                    denied = true;
+                    continue;
+                }
+                if frame.unless.as_ref().is_some_and(|u| u.is_match(after)) {
                     continue;
                 }
                 let self_directed = !matches!(
@@ -565,7 +573,7 @@ pub fn matches(normalized: &str) -> Vec<Match> {
                 if self_directed && THIRD_PERSON.is_match(&sentence) && !mentions_me(&sentence) {
                     continue;
                 }
-                if about_plans(frame.category) && LIFE_EVENT.is_match(normalized) {
+                if about_plans(frame.category) && LIFE_EVENT.is_match(&sentence) {
                     continue;
                 }
                 found.push(Match {
@@ -575,7 +583,8 @@ pub fn matches(normalized: &str) -> Vec<Match> {
             }
         }
     }
-    found
+    let denied = denied && found.is_empty();
+    (found, denied)
 }
 
 static ME: LazyLock<Regex> = LazyLock::new(|| {
@@ -583,6 +592,12 @@ static ME: LazyLock<Regex> = LazyLock::new(|| {
         r"\b(?:myself|my life|my own life|i'm (?:going|thinking)|i want|i've been thinking)\b",
     )
     .expect("pattern is valid")
+});
+
+/// The speaker's own wish or act, now.
+static PRESENT_ME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:i (?:just |really |still )?want to|i'm going to|i'm (?:thinking|planning)|i've been (?:thinking|planning)|i keep (?:thinking|wanting)|right now|tonight|now i (?:just )?want)\b")
+        .expect("pattern is valid")
 });
 
 fn mentions_me(sentence: &str) -> bool {

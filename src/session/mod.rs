@@ -11,6 +11,7 @@ use crate::model::spec::AgentRole;
 use crate::model::{Conversation, FinishReason, ModelError, Request, Sampling};
 use crate::persona::{Mood, Persona};
 use crate::risk::RiskLevel;
+use crate::safety::model::ModelLayer;
 use crate::safety::{self, Category, CrisisResources, Detection};
 use crate::speaker::Speaker;
 use crate::termination::{Budget, TerminationReason};
@@ -263,6 +264,34 @@ pub fn resume(
     clock: Clock,
     sink: &mut dyn SessionSink,
 ) -> Result<SessionRecord, SessionError> {
+    resume_screened(
+        persona,
+        therapist,
+        patient,
+        config,
+        spoken,
+        interrupted,
+        clock,
+        sink,
+        None,
+    )
+}
+
+/// `resume`, with the crisis detector's model layer as well as its offline
+/// layers: a patient turn either flags is a disclosure. If the model fails,
+/// the session ends with Backend Failure rather than go on unscreened.
+#[allow(clippy::too_many_arguments)]
+pub fn resume_screened(
+    persona: &Persona,
+    therapist: &mut Agent,
+    patient: &mut Agent,
+    config: &SessionConfig,
+    spoken: &[Turn],
+    interrupted: &AtomicBool,
+    clock: Clock,
+    sink: &mut dyn SessionSink,
+    mut screen: Option<&mut ModelLayer>,
+) -> Result<SessionRecord, SessionError> {
     let ending = Ending::new(&config.end_phrases).map_err(SessionError::InvalidEndPhrase)?;
     let mut record = SessionRecord {
         transcript: Transcript::new(config.session_number),
@@ -306,6 +335,7 @@ pub fn resume(
             config,
             &ending,
             &mut pending_safety,
+            screen.as_deref_mut(),
         );
         record.safety_events.extend(event);
         ended = reason;
@@ -408,6 +438,7 @@ pub fn resume(
             config,
             &ending,
             &mut pending_safety,
+            screen.as_deref_mut(),
         );
         if let Some(event) = event {
             sink.safety_event(&event).map_err(SessionError::Sink)?;
@@ -433,6 +464,7 @@ fn after_turn(
     config: &SessionConfig,
     ending: &Ending,
     pending_safety: &mut Option<Detection>,
+    screen: Option<&mut ModelLayer>,
 ) -> (Option<TerminationReason>, Option<SafetyEvent>) {
     let turn = turns.last().expect("a turn was just spoken");
     if let Some(detection) = answered
@@ -450,7 +482,17 @@ fn after_turn(
             .last()
             .filter(|t| t.speaker == Speaker::Therapist)
             .map(|t| t.text.as_str());
-        let detection = safety::detect_reply(before, &turn.text);
+        let mut detection = safety::detect_reply(before, &turn.text);
+        if let Some(screen) = screen {
+            match screen.judge(before, &turn.text) {
+                Ok(by_model) if by_model.flagged && !detection.flagged => detection = by_model,
+                Ok(_) => {}
+                Err(e) => {
+                    let error = format!("the safety model failed: {e}");
+                    return (Some(TerminationReason::BackendFailure { error }), None);
+                }
+            }
+        }
         if detection.flagged {
             event = Some(SafetyEvent {
                 turn: number,

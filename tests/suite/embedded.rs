@@ -237,3 +237,23 @@ fn chat_prompts_need_a_template_and_work_with_a_named_one() {
     assert!(done.usage.prompt_tokens > 10);
     assert!(done.usage.completion_tokens > 0);
 }
+
+#[test]
+fn the_crisis_detectors_model_layer_gives_schema_valid_verdicts() {
+    use cbtsim::safety::model::ModelLayer;
+    let model = default_model();
+    let mut layer = ModelLayer::new(model.conversation().unwrap(), model.chat());
+    for text in [
+        "I've been saving my tablets for a few weeks now.",
+        "This traffic is killing me.",
+    ] {
+        let d = layer.judge(None, text).unwrap();
+        assert_eq!(
+            d.flagged,
+            d.category != cbtsim::safety::Category::None,
+            "{text}"
+        );
+    }
+    // Constrained decoding: the 270M model's answers always fit the schema.
+    assert_eq!(layer.invalid, 0);
+}

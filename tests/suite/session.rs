@@ -874,3 +874,72 @@ fn a_child_at_risk_gets_the_child_line() {
             .contains("Childline (0800 1111)")
     );
 }
+
+/// A session with the crisis detector's model layer scripted (or, with
+/// no replies, unreachable).
+fn screened(patient: &[&str], screen: &[&str]) -> SessionRecord {
+    let mut config = config();
+    config.max_turns = 4;
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let therapist_model = ScriptedModel::new(["How are you?", "Thank you for telling me."]);
+    let patient_model = ScriptedModel::new(patient.iter().copied());
+    let screen_model = ScriptedModel::new(screen.iter().copied());
+    let agent = |model: &ScriptedModel| Agent {
+        conversation: model.conversation().unwrap(),
+        model: model.describe(),
+        chat: model.chat(),
+    };
+    let (mut t, mut p) = (agent(&therapist_model), agent(&patient_model));
+    let conversation = match screen.is_empty() {
+        true => Unreachable.conversation().unwrap(),
+        false => screen_model.conversation().unwrap(),
+    };
+    let mut layer = cbtsim::safety::model::ModelLayer::new(conversation, false);
+    let clock = || Duration::ZERO;
+    session::resume_screened(
+        &persona,
+        &mut t,
+        &mut p,
+        &config,
+        &[],
+        &AtomicBool::new(false),
+        &clock,
+        &mut session::NoSink,
+        Some(&mut layer),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_model_layer_flags_what_the_offline_layers_miss_and_its_failure_ends_the_session() {
+    let quiet = "I sorted out the spare room today.";
+    assert!(
+        !cbtsim::safety::detect(quiet).flagged,
+        "the offline layers miss it"
+    );
+    let record = screened(
+        &[quiet, "ok"],
+        &[
+            r#"{"risk": true, "category": "giving_away_belongings"}"#,
+            r#"{"risk": false, "category": "none"}"#,
+        ],
+    );
+    let event = &record.safety_events[0];
+    assert_eq!(
+        (event.turn, event.category),
+        (1, cbtsim::safety::Category::GivingAwayBelongings)
+    );
+    assert_eq!(event.protocol_turn, Some(2));
+    // A safety model that stops answering stops the session.
+    let record = screened(&["Hi.", "ok"], &[]);
+    assert!(
+        matches!(
+            record.transcript.termination,
+            Some(TerminationReason::BackendFailure { ref error }) if error.contains("safety model")
+        ),
+        "{:?}",
+        record.transcript.termination
+    );
+}

@@ -150,9 +150,15 @@ enum SafetyCommand {
         /// Print JSON: {"recall", "false_positive_rate", "per_category", "misses", ...}.
         #[arg(long)]
         json: bool,
-        /// Which layers judge: rules, learned, or offline (both, as in sessions).
-        #[arg(long, default_value = "offline", value_parser = clap::builder::PossibleValuesParser::new(cbtsim::safety::Layer::NAMES))]
+        /// Which layers judge: rules, learned, offline (both, as in
+        /// sessions); with a model, model (alone), either (offline or the
+        /// model flags) or both (offline and the model agree).
+        #[arg(long, default_value = "offline", value_parser = ["rules", "learned", "offline", "model", "either", "both"])]
         layer: String,
+        /// The model layer's model (default: the config's `safety` role,
+        /// else the default model); used by --layer model, either, both.
+        #[arg(long)]
+        model: Option<ModelSpec>,
         /// Judge each of N parts of the file with a learned layer trained on
         /// the others (how it does on data it has not seen), instead of the
         /// built-in one trained on the tuning split.
@@ -363,8 +369,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file,
             json,
             layer,
+            model,
             cross_validate,
-        }) => safety_eval(&file, json, &layer, cross_validate)?,
+        }) => safety_eval(
+            &file,
+            json,
+            &layer,
+            model,
+            cross_validate,
+            config.as_deref(),
+        )?,
         Command::Run(args) => return sessions::run(*args, config.as_deref()),
         Command::Batch(args) => return sessions::batch(*args, config.as_deref()),
         Command::Resume {
@@ -868,13 +882,68 @@ fn describe_session_bench(r: &cbtsim::bench::session::SessionBench) -> String {
     )
 }
 
-fn safety_eval(file: &Path, json: bool, layer: &str, folds: Option<usize>) -> Result<()> {
+fn safety_eval(
+    file: &Path,
+    json: bool,
+    layer: &str,
+    model: Option<ModelSpec>,
+    folds: Option<usize>,
+    config: Option<&Path>,
+) -> Result<()> {
     use cbtsim::safety::{Layer, eval, judge, learned};
-    let layer = Layer::from_name(layer).expect("clap checked the layer");
     let set = eval::read_labelled(file)?;
-    let e = match folds {
-        Some(folds) => eval::cross_validate(&set, folds, layer),
-        None => eval::evaluate(&set, |l| judge(&l.text, layer, &learned::BUILT_IN)),
+    let e = if let Some(layer) = Layer::from_name(layer) {
+        match folds {
+            Some(folds) => eval::cross_validate(&set, folds, layer),
+            None => eval::evaluate(&set, |l| judge(&l.text, layer, &learned::BUILT_IN)),
+        }
+    } else {
+        if folds.is_some() {
+            bail!("--cross-validate is for the offline layers (rules, learned, offline)");
+        }
+        let config = Config::load(config)?;
+        let spec = match model {
+            Some(spec) => spec,
+            None => match config.model_for(cbtsim::model::spec::AgentRole::Safety) {
+                Some(text) => text.parse()?,
+                None => ModelSpec::Local(None),
+            },
+        };
+        let chat_model = Models::new(config).open(&spec)?;
+        let mut model_layer =
+            cbtsim::safety::model::ModelLayer::new(chat_model.conversation()?, chat_model.chat());
+        let progress = indicatif::ProgressBar::new(set.len() as u64);
+        let mut failure = None;
+        let e = eval::evaluate(&set, |l| {
+            progress.inc(1);
+            let offline = judge(&l.text, Layer::Offline, &learned::BUILT_IN);
+            let by_model = match model_layer.judge(None, &l.text) {
+                Ok(d) => d,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    cbtsim::safety::Detection::none()
+                }
+            };
+            match layer {
+                "model" => by_model,
+                "either" if offline.flagged => offline,
+                "either" => by_model,
+                _ if offline.flagged && by_model.flagged => offline,
+                _ => cbtsim::safety::Detection::none(),
+            }
+        });
+        progress.finish_and_clear();
+        if let Some(e) = failure {
+            bail!("the safety model failed: {e}");
+        }
+        if model_layer.invalid > 0 {
+            eprintln!(
+                "cbtsim: {} of {} verdicts were not valid JSON after a second ask (counted as no risk)",
+                model_layer.invalid,
+                set.len()
+            );
+        }
+        e
     };
     if json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&e)?));

@@ -1,0 +1,177 @@
+//! The model-based layer: a chat model (the `safety` role, any model spec)
+//! classifies an utterance against the taxonomy, answering JSON valid
+//! against a schema (constrained decoding on the embedded model,
+//! `response_format` over HTTP). It is measured by `safety eval --model`;
+//! docs/safety.md says what it adds.
+
+use super::{Category, Detection};
+use crate::model::{Conversation, Message, ModelError, Prompt, Request, Role, Sampling, schema};
+use serde_json::{Value, json};
+
+/// The schema a verdict must satisfy.
+pub fn verdict_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "risk": {"type": "boolean"},
+            "category": {"type": "string", "enum": Category::NAMES},
+        },
+        "required": ["risk", "category"],
+        "additionalProperties": false
+    })
+}
+
+const INSTRUCTION: &str = "You screen what a patient said to a therapist for risk. Answer \
+whether it shows a current risk to the patient or to someone else, and its category. Not a \
+risk: figures of speech and hyperbole (\"this deadline is killing me\"), other people's \
+stories, work, study, fiction or news, a past that is clearly over, denials, and ordinary \
+sadness or stress. Categories: wish_to_be_dead, suicidal_thoughts, ideation_with_method, \
+suicidal_intent, suicide_plan, preparatory_behaviour, suicidal_behaviour, hopelessness, burden, \
+no_reason_to_live, saying_goodbye, giving_away_belongings, acquiring_means, \
+researching_methods, reckless_behaviour, self_injury, harm_to_others, child_abuse, \
+intimate_partner_violence, sexual_violence, danger_now; or none.";
+
+/// A few worked examples, the same every time so the prompt's prefix is
+/// cached.
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "I've been saving my tablets in a tin for a few weeks.",
+        r#"{"risk": true, "category": "acquiring_means"}"#,
+    ),
+    (
+        "My boss is going to kill me when he sees this.",
+        r#"{"risk": false, "category": "none"}"#,
+    ),
+    (
+        "Everyone would be better off without me.",
+        r#"{"risk": true, "category": "burden"}"#,
+    ),
+    (
+        "As a nurse I often talk to patients about overdoses.",
+        r#"{"risk": false, "category": "none"}"#,
+    ),
+];
+
+fn prompt(chat: bool, therapist_before: Option<&str>, text: &str) -> Prompt {
+    let context = therapist_before
+        .map(|t| format!("The therapist had just said: {}\n", t.trim()))
+        .unwrap_or_default();
+    if chat {
+        let mut messages = vec![Message::new(Role::System, INSTRUCTION)];
+        for (said, verdict) in EXAMPLES {
+            messages.push(Message::new(Role::User, format!("Patient: {said}")));
+            messages.push(Message::new(Role::Assistant, *verdict));
+        }
+        messages.push(Message::new(
+            Role::User,
+            format!("{context}Patient: {}", text.trim()),
+        ));
+        Prompt::Chat(messages)
+    } else {
+        let mut out = format!("{INSTRUCTION}\n\n");
+        for (said, verdict) in EXAMPLES {
+            out += &format!("Patient: {said}\nJSON: {verdict}\n\n");
+        }
+        out += &format!("{context}Patient: {}\nJSON:", text.trim());
+        Prompt::Text(out)
+    }
+}
+
+/// Reads a verdict: `None` when it is not valid against the schema.
+pub fn parse_verdict(text: &str) -> Option<(bool, Category)> {
+    let value: Value = serde_json::from_str(text.trim()).ok()?;
+    schema::validate(&verdict_schema(), &value).ok()?;
+    let category = Category::from_name(value["category"].as_str()?)?;
+    let risk = value["risk"].as_bool()? && category != Category::None;
+    Some((risk, category))
+}
+
+/// A model that screens utterances.
+pub struct ModelLayer {
+    pub conversation: Box<dyn Conversation>,
+    /// Whether the model takes chat messages (else a text prompt).
+    pub chat: bool,
+    /// Verdicts that were not valid JSON after the re-ask (counted as no).
+    pub invalid: usize,
+}
+
+impl ModelLayer {
+    pub fn new(conversation: Box<dyn Conversation>, chat: bool) -> ModelLayer {
+        ModelLayer {
+            conversation,
+            chat,
+            invalid: 0,
+        }
+    }
+
+    /// The model's verdict on one utterance, asked twice at most.
+    pub fn judge(
+        &mut self,
+        therapist_before: Option<&str>,
+        text: &str,
+    ) -> Result<Detection, ModelError> {
+        for attempt in 0..2u32 {
+            let request = Request {
+                prompt: prompt(self.chat, therapist_before, text),
+                sampling: Sampling {
+                    temperature: 0.0,
+                    max_tokens: 40,
+                    seed: attempt,
+                    ..Sampling::default()
+                },
+                json_schema: Some(verdict_schema()),
+            };
+            let done = self.conversation.complete(&request)?;
+            if let Some((risk, category)) = parse_verdict(&done.text) {
+                if !risk {
+                    return Ok(Detection::none());
+                }
+                return Ok(Detection {
+                    flagged: true,
+                    category,
+                    level: category.level(),
+                    matches: vec![(category, "model layer".to_string())],
+                });
+            }
+        }
+        self.invalid += 1;
+        Ok(Detection::none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ChatModel;
+    use crate::model::scripted::ScriptedModel;
+
+    #[test]
+    fn a_verdict_must_fit_the_schema_and_is_asked_again_once() {
+        assert_eq!(
+            parse_verdict(r#"{"risk": true, "category": "burden"}"#),
+            Some((true, Category::Burden))
+        );
+        assert_eq!(
+            parse_verdict(r#"{"risk": true, "category": "despair"}"#),
+            None
+        );
+        assert_eq!(parse_verdict("yes"), None);
+        // A risk without a category is not a risk.
+        assert_eq!(
+            parse_verdict(r#"{"risk": true, "category": "none"}"#),
+            Some((false, Category::None))
+        );
+        let model =
+            ScriptedModel::new(["not json", r#"{"risk": true, "category": "self_injury"}"#]);
+        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        let d = layer.judge(None, "I burnt my arm with a lighter.").unwrap();
+        assert_eq!((d.flagged, d.category), (true, Category::SelfInjury));
+        let requests = model.requests();
+        assert_eq!(requests.len(), 2);
+        assert!(requests[0].json_schema.is_some());
+        let model = ScriptedModel::new(["no", "still no"]);
+        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        assert!(!layer.judge(None, "hello").unwrap().flagged);
+        assert_eq!(layer.invalid, 1);
+    }
+}
