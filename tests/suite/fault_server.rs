@@ -64,12 +64,7 @@ impl FaultServer {
                 let Ok(stream) = stream else { break };
                 let (log, now, max) = (log.clone(), now.clone(), max.clone());
                 let replies = replies.clone();
-                std::thread::spawn(move || {
-                    let current = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    max.fetch_max(current, Ordering::SeqCst);
-                    serve(stream, &replies, &log);
-                    now.fetch_sub(1, Ordering::SeqCst);
-                });
+                std::thread::spawn(move || serve(stream, &replies, &log, &now, &max));
             }
         });
         FaultServer {
@@ -86,7 +81,17 @@ impl FaultServer {
 
 type Replies = Mutex<std::vec::IntoIter<Reply>>;
 
-fn serve(stream: TcpStream, replies: &Replies, log: &Mutex<Vec<String>>) {
+/// Serves one connection. A request counts as in flight from when it has
+/// been read until its reply is about to be written: a client that waits
+/// for each reply before the next request is never seen with two, however
+/// slowly this thread gets to run after writing.
+fn serve(
+    stream: TcpStream,
+    replies: &Replies,
+    log: &Mutex<Vec<String>>,
+    now: &AtomicUsize,
+    max: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut length = 0;
     let mut request_line = String::new();
@@ -117,7 +122,13 @@ fn serve(stream: TcpStream, replies: &Replies, log: &Mutex<Vec<String>>) {
     log.lock()
         .unwrap()
         .push(String::from_utf8_lossy(&body).into_owned());
-    let write = |stream: &mut TcpStream, text: &str| {
+    let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+    max.fetch_max(current, Ordering::SeqCst);
+    let mut answered = false;
+    let mut write = |stream: &mut TcpStream, text: &str| {
+        if !std::mem::replace(&mut answered, true) {
+            now.fetch_sub(1, Ordering::SeqCst);
+        }
         let _ = stream.write_all(text.as_bytes());
         let _ = stream.flush();
     };
@@ -141,7 +152,10 @@ fn serve(stream: TcpStream, replies: &Replies, log: &Mutex<Vec<String>>) {
                 write(&mut stream, "data: [DONE]\n\n");
             }
         }
-        Some(Reply::Hang) => std::thread::sleep(Duration::from_secs(30)),
+        Some(Reply::Hang) => {
+            std::thread::sleep(Duration::from_secs(30));
+            write(&mut stream, "");
+        }
         Some(Reply::Slow { pause, body }) => {
             std::thread::sleep(pause);
             write(&mut stream, &response(200, &[], &body));

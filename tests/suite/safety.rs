@@ -28,7 +28,7 @@ fn lowest_category_recall(e: &Evaluation) -> f64 {
 
 /// The test split was committed before any rule change and is never tuned
 /// on. These floors are the figures measured when the layers were last
-/// changed (recall 0.865, false positives 0.095, lowest category 0.667),
+/// changed (recall 0.889, false positives 0.079, lowest category 0.667),
 /// rounded down: a guard against getting worse, not the targets of
 /// docs/safety.md (0.95 and 0.05), which the detector does not reach yet.
 #[test]
@@ -36,9 +36,9 @@ fn the_frozen_test_split_does_not_get_worse() {
     let e = evaluated("crisis/test.tsv");
     assert_eq!((e.risk, e.safe), (252, 252), "the test split is frozen");
     let misses: Vec<_> = e.misses.iter().map(|m| (&m.kind, &m.text)).collect();
-    assert!(e.recall >= 0.86, "recall {} misses {misses:#?}", e.recall);
+    assert!(e.recall >= 0.88, "recall {} misses {misses:#?}", e.recall);
     assert!(
-        e.false_positive_rate <= 0.10,
+        e.false_positive_rate <= 0.08,
         "false positives {}",
         e.false_positive_rate
     );
@@ -46,30 +46,30 @@ fn the_frozen_test_split_does_not_get_worse() {
 }
 
 /// Ordinary session talk, never tuned on: how often a session would be
-/// interrupted for nothing (measured 0.058).
+/// interrupted for nothing (measured 0.050).
 #[test]
 fn ordinary_session_talk_rarely_raises_the_alarm() {
     let e = evaluated("crisis/test-ordinary.tsv");
     assert_eq!((e.risk, e.safe), (0, 400), "the test split is frozen");
-    assert!(e.false_positive_rate <= 0.06, "{:#?}", e.misses);
+    assert!(e.false_positive_rate <= 0.05, "{:#?}", e.misses);
 }
 
 #[test]
 fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     let e = evaluated("crisis/tune.tsv");
-    assert!(e.utterances >= 7700 && e.risk >= 21 * 15);
+    assert!(e.utterances >= 12_600 && e.risk >= 21 * 15);
     assert!(
-        e.recall >= 0.92 && e.false_positive_rate <= 0.03,
+        e.recall >= 0.90 && e.false_positive_rate <= 0.03,
         "{} {}",
         e.recall,
         e.false_positive_rate
     );
     // Five folds, each judged by a learned layer trained on the other four
-    // (measured 0.715 / 0.060 alone, 0.794 / 0.088 with the rules).
+    // (measured 0.717 / 0.041 alone, 0.785 / 0.070 with the rules).
     let set = read_labelled(&data("crisis/tune.tsv")).unwrap();
     let learned = cross_validate(&set, 5, Layer::Learned);
     assert!(
-        learned.recall >= 0.70 && learned.false_positive_rate <= 0.07,
+        learned.recall >= 0.70 && learned.false_positive_rate <= 0.05,
         "{} {}",
         learned.recall,
         learned.false_positive_rate
