@@ -37,6 +37,10 @@ pub struct ModelEstimate {
     pub cost: Option<f64>,
 }
 
+/// A crisis model-layer verdict: its prompt and its answer, in tokens.
+const SAFETY_PROMPT_TOKENS: u64 = 400;
+const SAFETY_VERDICT_TOKENS: u64 = 15;
+
 pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
     let courses = plan.personas.len() as u64 * u64::from(plan.repeats);
     let sessions = plan.total_sessions();
@@ -60,7 +64,15 @@ pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
             let speaker = match role {
                 AgentRole::Therapist => Speaker::Therapist,
                 AgentRole::Patient => Speaker::Patient,
-                _ => {
+                AgentRole::Safety => {
+                    // At most one verdict per patient turn: the prompt (the
+                    // instruction, its examples, the turn) and a short JSON.
+                    let patient_turns = u64::from(plan.session.max_turns).div_ceil(2);
+                    prompt_tokens += sessions * patient_turns * SAFETY_PROMPT_TOKENS;
+                    completion_tokens += sessions * patient_turns * SAFETY_VERDICT_TOKENS;
+                    continue;
+                }
+                AgentRole::Summarizer | AgentRole::Judge => {
                     if plan.summaries {
                         let transcript = u64::from(plan.session.max_turns) * AVERAGE_TURN_TOKENS;
                         prompt_tokens += sessions * (transcript + SUMMARY_TOKENS);

@@ -43,6 +43,11 @@ pub struct TurnMeta {
     /// How many replies were generated to choose this one from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates: Option<u32>,
+    /// The crisis detector's model layer's verdict on a patient turn (a
+    /// risk category, or `none`), when a safety model screened it: kept so
+    /// a resumed session reads the same verdict instead of asking again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_model: Option<crate::safety::Category>,
 }
 
 impl TurnMeta {

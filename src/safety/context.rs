@@ -92,7 +92,7 @@ static YES: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Answers that say no (checked before the yeses: "i am not" is a no).
 static NO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"{FILLER}(?:no|nope|nah|never|not really|not at all|not anymore|of course not|god no|definitely not|absolutely not|i'm not|i am not|i haven't|i have not|i have no|i don't|i do not|i didn't|i did not|i wouldn't|i would not|nothing like that)\b"))
+    Regex::new(&format!(r"{FILLER}(?:no|nope|nah|never|not really|not at all|not anymore|of course not|god no|definitely not|absolutely not|i'm not|i am not|i haven't|i have not|i have no|i have never|i've never|i had never|i don't|i do not|i didn't|i did not|i wouldn't|i would not|nothing like that|i guess not|probably not|maybe not|i suppose not|not that i know)\b"))
         .expect("pattern is valid")
 });
 
@@ -166,6 +166,10 @@ mod tests {
             "I'm not, no.",
             "I am not.",
             "I do not.",
+            "I have never thought about that.",
+            "I guess not.",
+            "Probably not.",
+            "Maybe not.",
         ] {
             assert_eq!(answer_to_question(q, no), None, "{no}");
         }

@@ -32,6 +32,12 @@ impl Detection {
         }
     }
 
+    /// A finding of one category (from the model layer, say), with the
+    /// same rule for a time soon as every other.
+    pub fn found(category: Category, words: &str, text: &str) -> Detection {
+        Detection::from_matches(vec![(category, words.to_string())], &normalize(text))
+    }
+
     /// The verdict of a set of findings: the most serious category, raised
     /// to imminent when a concrete one comes with a time soon.
     fn from_matches(matches: Vec<(Category, String)>, normalized: &str) -> Detection {
@@ -82,7 +88,7 @@ pub const LEARNED_OVER_DENIAL_FROM: f32 = 0.9;
 
 /// Saying it outright.
 static EXPLICIT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:kill(?:ing)? myself|suicid\w*|want(?:s|ed|ing)? to (?:die|be dead)|end(?:ing)? my (?:own )?life|tak(?:e|ing) my (?:own )?life|self-harm\w*|overdos\w*|raped|sexually assaulted|(?:hurt|hurting|cut|cutting|burn|burning|harm|harming) myself|hang(?:ing)? myself|(?:kill|stab|shoot) (?:him|her|them))\b")
+    Regex::new(r"\b(?:kill(?:ing)? myself|suicid\w*|want(?:s|ed|ing)? to (?:die|be dead)|end(?:ing)? my (?:own )?life|tak(?:e|ing) my (?:own )?life|self-harm\w*|overdos\w*|raped|sexually assaulted|(?:hurt|hurting|cut|cutting|burn|burning|harm|harming) myself|hang(?:ing)? myself)\b")
         .expect("pattern is valid")
 });
 
@@ -131,15 +137,15 @@ pub fn judge(text: &str, layer: Layer, learned: &Learned) -> Detection {
     }
     let p = learned.probability(&normalized);
     if layer == Layer::Offline && !matches.is_empty() {
-        // Said as a joke ("lol"), a rule's words need the learned layer's
-        // agreement; otherwise only its confident no takes them back.
         // Words that say it outright ("I want to die") stand whatever the
-        // learned layer thinks: its training lines mostly say it indirectly.
+        // learned layer thinks, even with a "lol": its training lines mostly
+        // say it indirectly. Other words said as a joke need the learned
+        // layer's agreement; otherwise only its confident no takes them back.
         let explicit = matches.iter().any(|(_, words)| EXPLICIT.is_match(words));
-        let floor = if JOKING.is_match(&normalized) {
-            LEARNED_ALONE_FROM
-        } else if explicit {
+        let floor = if explicit {
             0.0
+        } else if JOKING.is_match(&normalized) {
+            LEARNED_ALONE_FROM
         } else {
             RULE_VETO_BELOW
         };

@@ -126,12 +126,7 @@ impl ModelLayer {
                 if !risk {
                     return Ok(Detection::none());
                 }
-                return Ok(Detection {
-                    flagged: true,
-                    category,
-                    level: category.level(),
-                    matches: vec![(category, "model layer".to_string())],
-                });
+                return Ok(Detection::found(category, "model layer", text));
             }
         }
         self.invalid += 1;

@@ -335,7 +335,6 @@ pub fn resume_screened(
             config,
             &ending,
             &mut pending_safety,
-            screen.as_deref_mut(),
         );
         record.safety_events.extend(event);
         ended = reason;
@@ -427,9 +426,27 @@ pub fn resume_screened(
                 event.protocol_turn = Some(number);
             }
         }
+        // The model layer judges a patient turn the offline layers let
+        // pass, before it is stored: its verdict is stored with the turn.
+        let mut screen_failed = None;
+        if speaker == Speaker::Patient
+            && let Some(screen) = screen.as_deref_mut()
+        {
+            let before = therapist_before(&record.transcript.turns);
+            if !safety::detect_reply(before, &turn.text).flagged {
+                match screen.judge(before, &turn.text) {
+                    Ok(verdict) => turn.meta.safety_model = Some(verdict.category),
+                    Err(e) => screen_failed = Some(format!("the safety model failed: {e}")),
+                }
+            }
+        }
         record.transcript.turns.push(turn);
         let turn = record.transcript.turns.last().expect("just pushed");
         sink.turn(turn).map_err(SessionError::Sink)?;
+        if let Some(error) = screen_failed {
+            // Kept what was said, but the session does not go on unscreened.
+            break TerminationReason::BackendFailure { error };
+        }
 
         let (reason, event) = after_turn(
             &record.transcript.turns,
@@ -438,7 +455,6 @@ pub fn resume_screened(
             config,
             &ending,
             &mut pending_safety,
-            screen.as_deref_mut(),
         );
         if let Some(event) = event {
             sink.safety_event(&event).map_err(SessionError::Sink)?;
@@ -453,6 +469,15 @@ pub fn resume_screened(
     Ok(record)
 }
 
+/// The therapist's words just before the next turn, if the last turn was
+/// theirs.
+fn therapist_before(turns: &[Turn]) -> Option<&str> {
+    turns
+        .last()
+        .filter(|t| t.speaker == Speaker::Therapist)
+        .map(|t| t.text.as_str())
+}
+
 /// What a turn just spoken does to the session: the crisis it raises (a
 /// patient turn), and whether the session ends with it: an escalation (the
 /// therapist's protocol turn at imminent risk), the patient leaving, or an
@@ -464,7 +489,6 @@ fn after_turn(
     config: &SessionConfig,
     ending: &Ending,
     pending_safety: &mut Option<Detection>,
-    screen: Option<&mut ModelLayer>,
 ) -> (Option<TerminationReason>, Option<SafetyEvent>) {
     let turn = turns.last().expect("a turn was just spoken");
     if let Some(detection) = answered
@@ -478,20 +502,14 @@ fn after_turn(
     }
     let mut event = None;
     if turn.speaker == Speaker::Patient {
-        let before = turns[..turns.len() - 1]
-            .last()
-            .filter(|t| t.speaker == Speaker::Therapist)
-            .map(|t| t.text.as_str());
+        let before = therapist_before(&turns[..turns.len() - 1]);
         let mut detection = safety::detect_reply(before, &turn.text);
-        if let Some(screen) = screen {
-            match screen.judge(before, &turn.text) {
-                Ok(by_model) if by_model.flagged && !detection.flagged => detection = by_model,
-                Ok(_) => {}
-                Err(e) => {
-                    let error = format!("the safety model failed: {e}");
-                    return (Some(TerminationReason::BackendFailure { error }), None);
-                }
-            }
+        // What the model layer said when the turn was spoken.
+        if !detection.flagged
+            && let Some(category) = turn.meta.safety_model
+            && category != Category::None
+        {
+            detection = Detection::found(category, "model layer", &turn.text);
         }
         if detection.flagged {
             event = Some(SafetyEvent {
@@ -700,6 +718,7 @@ fn speak(
             elapsed_ms: Some(clock().saturating_sub(started).as_millis() as u64),
             repairs,
             candidates: Some(tried),
+            safety_model: None,
         },
     };
     (Ok(turn), usage)

@@ -932,6 +932,21 @@ fn the_model_layer_flags_what_the_offline_layers_miss_and_its_failure_ends_the_s
         (1, cbtsim::safety::Category::GivingAwayBelongings)
     );
     assert_eq!(event.protocol_turn, Some(2));
+    // The verdict is kept with the turn: resumed after it, without any
+    // safety model, the session has the same event.
+    let first = &record.transcript.turns[0];
+    assert_eq!(
+        first.meta.safety_model,
+        Some(cbtsim::safety::Category::GivingAwayBelongings)
+    );
+    let mut config = config();
+    config.max_turns = 2;
+    let (resumed, _) = continued(&record.transcript.turns[..1], &config);
+    assert_eq!(resumed.safety_events.len(), 1);
+    assert_eq!(
+        resumed.safety_events[0].category,
+        cbtsim::safety::Category::GivingAwayBelongings
+    );
     // A safety model that stops answering stops the session.
     let record = screened(&["Hi.", "ok"], &[]);
     assert!(
