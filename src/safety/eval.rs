@@ -143,8 +143,10 @@ fn ratio(part: usize, whole: usize) -> f64 {
 /// Runs `detect` on every utterance and scores it.
 pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection) -> Evaluation {
     let mut misses = Vec::new();
-    let mut per_category: Vec<CategoryScore> = Category::risks()
-        .map(|category| CategoryScore {
+    // Ordinary talk (`none`) is counted too, and left out of the table.
+    let mut per_category: Vec<CategoryScore> = Category::ALL
+        .iter()
+        .map(|&category| CategoryScore {
             category,
             risk: 0,
             flagged: 0,
@@ -156,18 +158,10 @@ pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection
     let (mut flagged_risk, mut false_alarms, mut agreed) = (0, 0, 0);
     for item in set {
         let d = detect(item);
-        let mut unscored = CategoryScore {
-            category: Category::None,
-            risk: 0,
-            flagged: 0,
-            recall: 0.0,
-            safe: 0,
-            false_alarms: 0,
-        };
         let score = per_category
             .iter_mut()
             .find(|s| s.category == item.category)
-            .unwrap_or(&mut unscored);
+            .expect("every category has a score");
         if item.risk {
             score.risk += 1;
             if d.flagged {
@@ -192,7 +186,7 @@ pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection
             });
         }
     }
-    per_category.retain(|s| s.risk + s.safe > 0);
+    per_category.retain(|s| s.category != Category::None && s.risk + s.safe > 0);
     for s in &mut per_category {
         s.recall = ratio(s.flagged, s.risk);
     }

@@ -5,6 +5,7 @@
 //! docs/safety.md says what it adds.
 
 use super::{Category, Detection};
+use crate::choice::choice_enum;
 use crate::model::{Conversation, Message, ModelError, Prompt, Request, Role, Sampling, schema};
 use serde_json::{Value, json};
 
@@ -134,6 +135,40 @@ impl ModelLayer {
     }
 }
 
+choice_enum! {
+    /// How the model layer's verdict is combined with the offline layers'.
+    pub enum Combination {
+        /// The model alone.
+        Model => "model",
+        /// A risk if either flags (what sessions with a safety model do).
+        Either => "either",
+        /// A risk only if both do.
+        Both => "both",
+    }
+}
+
+impl ModelLayer {
+    /// Combines the offline layers' verdict with the model's, asking the
+    /// model only when its answer can change the outcome.
+    pub fn combine(
+        &mut self,
+        offline: Detection,
+        combination: Combination,
+        therapist_before: Option<&str>,
+        text: &str,
+    ) -> Result<Detection, ModelError> {
+        match combination {
+            Combination::Either if offline.flagged => Ok(offline),
+            Combination::Both if !offline.flagged => Ok(offline),
+            Combination::Model | Combination::Either => self.judge(therapist_before, text),
+            Combination::Both => Ok(match self.judge(therapist_before, text)?.flagged {
+                true => offline,
+                false => Detection::none(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +203,31 @@ mod tests {
         let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
         assert!(!layer.judge(None, "hello").unwrap().flagged);
         assert_eq!(layer.invalid, 1);
+    }
+
+    #[test]
+    fn the_model_is_asked_only_when_its_answer_counts() {
+        let yes = r#"{"risk": true, "category": "burden"}"#;
+        let model = ScriptedModel::new([yes, yes, yes]);
+        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        let flagged = crate::safety::detect("I want to kill myself.");
+        let quiet = Detection::none();
+        let mut combine =
+            |offline: &Detection, how| layer.combine(offline.clone(), how, None, "text").unwrap();
+        // Either: the offline verdict stands without a call; else the model's.
+        assert_eq!(combine(&flagged, Combination::Either), flagged);
+        assert_eq!(
+            combine(&quiet, Combination::Either).category,
+            Category::Burden
+        );
+        // Both: nothing to confirm without a call; a confirmed offline verdict.
+        assert_eq!(combine(&quiet, Combination::Both), quiet);
+        assert_eq!(combine(&flagged, Combination::Both), flagged);
+        // The model alone.
+        assert_eq!(
+            combine(&quiet, Combination::Model).category,
+            Category::Burden
+        );
+        assert_eq!(model.requests().len(), 3);
     }
 }

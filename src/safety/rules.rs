@@ -45,11 +45,6 @@ const VOCABULARY: &[(&str, &str)] = &[
         "CARER",
         r"(?:dad|father|stepdad|step-dad|stepfather|mum|mother|stepmum|step mum|step-mum|stepmother|mum's boyfriend|mum's partner|mum's new partner|dad's girlfriend|uncle|aunt|grandad|grandpa|nan|gran|brother|sister|babysitter|childminder|carer|foster (?:mum|dad|parent|carer)|coach|teacher|step ?brother)",
     ),
-    // A time soon.
-    (
-        "SOON",
-        r"(?:tonight|today|tomorrow|this (?:weekend|week|evening|afternoon|morning)|right now|now|after (?:this|the|our) session|when i get home|very soon|soon|in a few (?:hours|days)|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|next (?:week|weekend)|on my birthday|on the \d+(?:st|nd|rd|th)?|before (?:christmas|the weekend))",
-    ),
 ];
 
 struct Frame {

@@ -890,6 +890,7 @@ fn safety_eval(
     folds: Option<usize>,
     config: Option<&Path>,
 ) -> Result<()> {
+    use cbtsim::safety::model::{Combination, ModelLayer};
     use cbtsim::safety::{Layer, eval, judge, learned};
     let set = eval::read_labelled(file)?;
     let e = if let Some(layer) = Layer::from_name(layer) {
@@ -910,27 +911,19 @@ fn safety_eval(
             },
         };
         let chat_model = Models::new(config).open(&spec)?;
-        let mut model_layer =
-            cbtsim::safety::model::ModelLayer::new(chat_model.conversation()?, chat_model.chat());
+        let mut model_layer = ModelLayer::new(chat_model.conversation()?, chat_model.chat());
+        let combination = Combination::from_name(layer).expect("clap checked the layer");
         let progress = indicatif::ProgressBar::new(set.len() as u64);
         let mut failure = None;
         let e = eval::evaluate(&set, |l| {
             progress.inc(1);
             let offline = judge(&l.text, Layer::Offline, &learned::BUILT_IN);
-            let by_model = match model_layer.judge(None, &l.text) {
-                Ok(d) => d,
-                Err(e) => {
+            model_layer
+                .combine(offline, combination, None, &l.text)
+                .unwrap_or_else(|e| {
                     failure.get_or_insert(e);
                     cbtsim::safety::Detection::none()
-                }
-            };
-            match layer {
-                "model" => by_model,
-                "either" if offline.flagged => offline,
-                "either" => by_model,
-                _ if offline.flagged && by_model.flagged => offline,
-                _ => cbtsim::safety::Detection::none(),
-            }
+                })
         });
         progress.finish_and_clear();
         if let Some(e) = failure {
