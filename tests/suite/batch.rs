@@ -273,6 +273,7 @@ fn the_http_concurrency_cap_holds_across_the_courses_of_a_batch() {
 
 #[test]
 fn a_batch_on_the_default_model() {
+    let _real_model = super::util::real_model();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("default.db");
     let (code, stdout, stderr) = run(&[

@@ -139,6 +139,7 @@ fn a_scripted_course_carries_homework_forward() {
 
 #[test]
 fn a_course_on_the_default_model() {
+    let _real_model = super::util::real_model();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("course.db");
     let db_arg = db.to_str().unwrap();

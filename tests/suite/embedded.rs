@@ -27,6 +27,7 @@ fn request(prompt: &str, max_tokens: u32, seed: u32) -> Request {
 
 #[test]
 fn a_fixed_seed_gives_the_same_text() {
+    let _real_model = super::util::real_model();
     let model = default_model();
     let r = request(SESSION, 40, 7);
     let a = model.conversation().unwrap().complete(&r).unwrap();
@@ -43,6 +44,7 @@ fn a_fixed_seed_gives_the_same_text() {
 
 #[test]
 fn stop_sequences_end_the_reply_before_them() {
+    let _real_model = super::util::real_model();
     let model = default_model();
     let mut r = request("Shopping list:\n1. apples\n2. pears\n3.", 60, 1);
     r.sampling.stop = vec!["\n".into()];
@@ -68,6 +70,7 @@ fn stop_sequences_end_the_reply_before_them() {
 
 #[test]
 fn a_json_schema_constrains_the_reply() {
+    let _real_model = super::util::real_model();
     let schema = serde_json::json!({
         "type": "object",
         "required": ["mood", "topics"],
@@ -115,6 +118,7 @@ fn extend(model: &EmbeddedModel) -> (Completion, Completion, String) {
 
 #[test]
 fn exact_reuse_gives_the_text_of_a_cache_less_run() {
+    let _real_model = super::util::real_model();
     let model = default_model();
     let chunk = EmbeddedConfig::default().batch_size;
     let (first, second, extended) = extend(model);
@@ -135,6 +139,7 @@ fn exact_reuse_gives_the_text_of_a_cache_less_run() {
 
 #[test]
 fn full_reuse_skips_the_whole_previous_prompt_and_reply_and_is_reproducible() {
+    let _real_model = super::util::real_model();
     let path = default_model::locate().unwrap();
     let config = EmbeddedConfig {
         exact_reuse: false,
@@ -160,6 +165,7 @@ fn full_reuse_skips_the_whole_previous_prompt_and_reply_and_is_reproducible() {
 
 #[test]
 fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    let _real_model = super::util::real_model();
     let path = default_model::locate().unwrap();
     let small = EmbeddedModel::load(
         &path,
@@ -209,6 +215,7 @@ fn missing_and_corrupt_model_files_are_errors_not_crashes() {
 
 #[test]
 fn chat_prompts_need_a_template_and_work_with_a_named_one() {
+    let _real_model = super::util::real_model();
     use cbtsim::model::{Message, Role};
     let chat = Request::chat(vec![
         Message::new(Role::System, "You are a CBT therapist."),
@@ -240,6 +247,7 @@ fn chat_prompts_need_a_template_and_work_with_a_named_one() {
 
 #[test]
 fn the_crisis_detectors_model_layer_gives_schema_valid_verdicts() {
+    let _real_model = super::util::real_model();
     use cbtsim::safety::model::ModelLayer;
     let model = default_model();
     let mut layer = ModelLayer::new(model.conversation().unwrap(), model.chat());

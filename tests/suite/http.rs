@@ -351,6 +351,7 @@ impl Drop for RealServer {
 
 #[test]
 fn against_a_real_llama_cpp_server() {
+    let _real_model = super::util::real_model();
     let server = RealServer::start();
     let open = |stream: bool| {
         let mut config = HttpConfig::new(&server.base_url, "default");

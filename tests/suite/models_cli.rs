@@ -60,6 +60,7 @@ fn a_missing_default_model_says_how_to_fetch_it() {
 
 #[test]
 fn model_complete_prints_the_documented_json() {
+    let _real_model = super::util::real_model();
     let args = [
         "model",
         "complete",
@@ -107,6 +108,7 @@ fn model_complete_streams_text_and_takes_any_spec() {
 
 #[test]
 fn bench_model_reports_kv_reuse_on_the_default_model() {
+    let _real_model = super::util::real_model();
     let (code, stdout, stderr) = run(&["bench", "model", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let bench: Value = serde_json::from_str(&stdout).unwrap();
@@ -126,6 +128,7 @@ fn bench_model_reports_kv_reuse_on_the_default_model() {
 
 #[test]
 fn bench_session_reports_a_stored_session_on_the_default_model() {
+    let _real_model = super::util::real_model();
     let (code, stdout, stderr) = run(&[
         "bench",
         "session",

@@ -498,6 +498,7 @@ fn the_patient_prompt_carries_the_persona_and_the_therapist_prompt_the_structure
 
 #[test]
 fn a_real_session_on_the_default_model() {
+    let _real_model = super::util::real_model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("session.txt");
     let (code, stdout, stderr) = run(&[

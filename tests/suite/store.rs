@@ -307,6 +307,7 @@ fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
 
 #[test]
 fn a_run_killed_mid_session_resumes_where_it_stopped() {
+    let _real_model = super::util::real_model();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cbtsim.db");
     let mut child = cbtsim_process()

@@ -79,3 +79,18 @@ pub fn listed(db: impl AsRef<std::path::Path>) -> Vec<serde_json::Value> {
     assert_eq!(code, 0, "{stderr}");
     serde_json::from_str(&listed).expect("list --json prints JSON")
 }
+
+/// Held by every test that runs the real model (in this process, in a
+/// spawned cbtsim, or in the llama.cpp server), so that only one runs at a
+/// time. Each llama.cpp instance has a team of OpenMP threads as large as
+/// the machine's cores, and the team spins at every barrier of every token:
+/// two teams on 2 cores stall each other at each barrier. Side by side, a
+/// 6-turn default-model batch took 600 s and a 2-session course 978 s;
+/// alone, each takes well under a minute.
+pub fn real_model() -> std::sync::MutexGuard<'static, ()> {
+    static REAL_MODEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it says nothing about the others.
+    REAL_MODEL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
