@@ -63,6 +63,9 @@ pub struct HttpConfig {
     /// must be among those the server lists. Local servers often list a
     /// file name and serve any model name, so neither is required there.
     pub hosted: bool,
+    /// An instruct model that takes chat messages; false for a base model,
+    /// which is given text to continue.
+    pub chat: bool,
 }
 
 impl HttpConfig {
@@ -83,6 +86,7 @@ impl HttpConfig {
             extended_sampling: true,
             structured_output: StructuredOutput::JsonSchema,
             hosted: false,
+            chat: true,
         }
     }
 }
@@ -133,11 +137,17 @@ impl HttpModel {
 
 impl ChatModel for HttpModel {
     fn describe(&self) -> String {
-        format!("{}#{}", self.inner.config.base_url, self.inner.config.model)
+        let config = &self.inner.config;
+        let base = if config.chat { "" } else { "?base" };
+        format!("{}#{}{base}", config.base_url, config.model)
     }
 
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
         Ok(Box::new(self.clone()))
+    }
+
+    fn chat(&self) -> bool {
+        self.inner.config.chat
     }
 
     /// Asks the server for its models (`GET /models`).

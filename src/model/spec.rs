@@ -22,8 +22,15 @@ pub enum ModelSpec {
     Local(Option<PathBuf>),
     /// `openai:MODEL`, on OpenAI's API (or `$OPENAI_BASE_URL`).
     OpenAi(String),
-    /// `http://HOST:PORT/v1#MODEL`: any OpenAI-compatible server.
-    Http { base_url: String, model: String },
+    /// `http://HOST:PORT/v1#MODEL`: any OpenAI-compatible server, with
+    /// `?base` after the model when it is a base model: the agents then
+    /// write text for it to continue (`/v1/completions`) instead of chat
+    /// messages, as they do for the embedded model without a chat template.
+    Http {
+        base_url: String,
+        model: String,
+        base: bool,
+    },
     /// `scripted` or `scripted:FILE`, each optionally with `?delay_ms=N`
     /// (every reply waits that long, so tests can stop work mid-way): for
     /// tests only.
@@ -35,7 +42,7 @@ pub enum ModelSpec {
 
 /// The spec syntax, for error messages and help.
 pub const SPEC_FORMS: &str =
-    "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL, scripted[:FILE]";
+    "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base], scripted[:FILE]";
 
 /// A model spec that is none of `SPEC_FORMS`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,9 +69,18 @@ impl FromStr for ModelSpec {
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let (base_url, model) = spec.split_once('#').unwrap_or((spec, "default"));
+            let (model, base) = match model.split_once('?') {
+                None => (model, false),
+                Some((model, "base")) => (model, true),
+                Some(_) => return Err(bad()),
+            };
+            if model.is_empty() {
+                return Err(bad());
+            }
             return Ok(ModelSpec::Http {
                 base_url: base_url.trim_end_matches('/').into(),
                 model: model.into(),
+                base,
             });
         }
         if let Some(rest) = spec.strip_prefix("scripted") {
@@ -97,7 +113,17 @@ impl fmt::Display for ModelSpec {
             ModelSpec::Local(None) => f.write_str("local"),
             ModelSpec::Local(Some(path)) => write!(f, "local:{}", path.display()),
             ModelSpec::OpenAi(model) => write!(f, "openai:{model}"),
-            ModelSpec::Http { base_url, model } => write!(f, "{base_url}#{model}"),
+            ModelSpec::Http {
+                base_url,
+                model,
+                base,
+            } => {
+                write!(f, "{base_url}#{model}")?;
+                if *base {
+                    f.write_str("?base")?;
+                }
+                Ok(())
+            }
             ModelSpec::Scripted { script, delay_ms } => {
                 f.write_str("scripted")?;
                 if let Some(path) = script {
@@ -425,8 +451,14 @@ impl Models {
                 config.hosted = true;
                 Arc::new(HttpModel::new(config)?)
             }
-            ModelSpec::Http { base_url, model } => {
-                Arc::new(HttpModel::new(self.config.http_config(base_url, model))?)
+            ModelSpec::Http {
+                base_url,
+                model,
+                base,
+            } => {
+                let mut config = self.config.http_config(base_url, model);
+                config.chat = !base;
+                Arc::new(HttpModel::new(config)?)
             }
             ModelSpec::Scripted { script, delay_ms } => {
                 let model = match script {
@@ -453,6 +485,7 @@ mod tests {
             "local:/models/x.gguf",
             "openai:gpt-4o-mini",
             "http://127.0.0.1:8080/v1#gemma",
+            "http://127.0.0.1:8080/v1#gemma?base",
             "scripted",
             "scripted:replies.txt",
             "scripted?delay_ms=20",
@@ -465,9 +498,16 @@ mod tests {
             "http://localhost:1234/v1/".parse::<ModelSpec>().unwrap(),
             ModelSpec::Http {
                 base_url: "http://localhost:1234/v1".into(),
-                model: "default".into()
+                model: "default".into(),
+                base: false,
             }
         );
+        assert!(
+            "http://127.0.0.1:8080/v1#gemma?chat"
+                .parse::<ModelSpec>()
+                .is_err()
+        );
+        assert!("http://127.0.0.1:8080/v1#".parse::<ModelSpec>().is_err());
         assert!("scripted?delay=5".parse::<ModelSpec>().is_err());
         assert!("scripted:".parse::<ModelSpec>().is_err());
         assert!("scriptedx".parse::<ModelSpec>().is_err());

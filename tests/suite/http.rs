@@ -421,4 +421,37 @@ fn against_a_real_llama_cpp_server() {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", done.text));
     schema::validate(&schema, &value).unwrap();
     assert_eq!(model.dialect(), StructuredOutput::JsonObjectSchema);
+
+    // A whole session with the server's model named as a base model: the
+    // agents send it text to continue, as they do the embedded model, and
+    // every turn is a real reply. (Sent as chat, this model is wrapped in
+    // the server's fallback template and often answers with nothing.)
+    let spec = format!("{}#default?base", server.base_url);
+    let (code, stdout, stderr) = super::util::run(&[
+        "run",
+        "--persona",
+        "alicia-rodriguez",
+        "--model",
+        &spec,
+        "--max-turns",
+        "4",
+        "--candidates",
+        "1",
+        "--no-summary",
+        "--no-store",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let record: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let turns = record["turns"].as_array().unwrap();
+    assert!(turns.len() >= 2, "{stdout}");
+    for turn in turns {
+        assert!(!turn["text"].as_str().unwrap().trim().is_empty(), "{turn}");
+        assert_eq!(turn["meta"]["model"], spec.as_str(), "{turn}");
+    }
+    // Not "Backend Failure" (no usable reply), which is what chat gave.
+    assert_ne!(
+        record["termination"]["reason"], "Backend Failure",
+        "{stdout}"
+    );
 }

@@ -182,7 +182,7 @@ enum ModelCommand {
     },
     /// Run one generation and print it (streamed as it is generated).
     Complete {
-        /// local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL or scripted[:FILE].
+        /// local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base] or scripted[:FILE].
         #[arg(long, default_value = "local")]
         model: ModelSpec,
         /// The prompt: raw text for completion, or the user message with --chat.
