@@ -79,8 +79,8 @@ fn run_timed(
     Ok((outcome, started.elapsed()))
 }
 
-use crate::model::embedded::{EmbeddedModel, bare_greedy_decode};
-use crate::model::{ChatModel, Conversation, ModelError, Request};
+use crate::model::embedded::EmbeddedModel;
+use crate::model::{ChatModel, Conversation, ModelError, Request, Sampling};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,15 +88,19 @@ pub struct ModelBench {
     pub model: String,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
-    /// Greedy decode speed of the backend, and of a bare llama.cpp loop on
-    /// the same model, threads and prompt (embedded models only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decode_vs_bare: Option<DecodeVsBare>,
+    /// Decode speed of the backend against a bare llama.cpp loop on the
+    /// same model, threads, prompt and sampler: greedy, then the sessions'
+    /// sampler (embedded models only; empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decode_vs_bare: Vec<DecodeVsBare>,
     pub multi_turn: MultiTurn,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeVsBare {
+    /// "greedy", or "session" (the sessions' default sampler: top-k,
+    /// top-p, temperature and the repetition penalty, seeded).
+    pub sampler: &'static str,
     pub tokens: u32,
     pub backend_tokens_per_s: f64,
     pub bare_tokens_per_s: f64,
@@ -195,36 +199,45 @@ pub fn bench_model(
     let prefill_tokens_per_s = per_second(done.usage.prompt_tokens, done.prefill_ms as f64);
 
     progress("decode");
-    // Greedy and without a repetition penalty: the same work the bare loop does.
+    // Greedy and without a repetition penalty, then with the sessions' own
+    // sampler; each measured the same way in the bare loop.
     let decode_prompt = format!(
         "{}{EXAMPLE_SESSION}{EXCHANGE_START}\n\nPatient:",
         SPEAKER_HEADERS[0]
     );
-    let mut request = Request::text(decode_prompt.clone());
-    request.sampling.max_tokens = 128;
-    request.sampling.temperature = 0.0;
-    request.sampling.repeat_penalty = 1.0;
-    let done = model.conversation()?.complete(&request)?;
-    let decode_tokens_per_s = per_second(done.usage.completion_tokens, done.decode_ms as f64);
-
-    let decode_vs_bare = match embedded {
-        Some(embedded) => {
-            progress("bare llama.cpp loop");
-            let (tokens, ms) = bare_greedy_decode(embedded, &decode_prompt, 128)?;
-            let bare = per_second(tokens, ms);
-            Some(DecodeVsBare {
-                tokens,
-                backend_tokens_per_s: decode_tokens_per_s,
-                bare_tokens_per_s: bare,
-                ratio: if bare > 0.0 {
-                    decode_tokens_per_s / bare
-                } else {
-                    0.0
-                },
-            })
-        }
-        None => None,
+    let greedy = Sampling {
+        max_tokens: 128,
+        temperature: 0.0,
+        repeat_penalty: 1.0,
+        ..Sampling::default()
     };
+    let session = Sampling {
+        max_tokens: 128,
+        seed: 7,
+        ..Sampling::default()
+    };
+    let mut decode_tokens_per_s = 0.0;
+    let mut decode_vs_bare = Vec::new();
+    for (label, sampling) in [("greedy", greedy), ("session", session)] {
+        let mut request = Request::text(decode_prompt.clone());
+        request.sampling = sampling.clone();
+        let done = model.conversation()?.complete(&request)?;
+        let backend = per_second(done.usage.completion_tokens, done.decode_ms as f64);
+        if label == "greedy" {
+            decode_tokens_per_s = backend;
+        }
+        let Some(embedded) = embedded else { break };
+        progress(&format!("bare llama.cpp loop, {label} sampler"));
+        let (tokens, ms) = embedded.bare_decode(&decode_prompt, &sampling)?;
+        let bare = per_second(tokens, ms);
+        decode_vs_bare.push(DecodeVsBare {
+            sampler: label,
+            tokens,
+            backend_tokens_per_s: backend,
+            bare_tokens_per_s: bare,
+            ratio: if bare > 0.0 { backend / bare } else { 0.0 },
+        });
+    }
 
     progress("20 turns, cache kept");
     let (kept, kept_text, transcript_tokens) = replay(model, true)?;

@@ -163,6 +163,23 @@ impl EmbeddedModel {
         Ok(EmbeddedModel { shared, jobs })
     }
 
+    /// The yardstick of `cbtsim bench model`: a bare llama-cpp-2 decoding
+    /// loop with the given sampler, with none of the backend's machinery.
+    /// It runs on the model's thread, as requests do: on another thread it
+    /// would bring a second OpenMP team, and two teams on the same cores
+    /// slow each other down (that, not the loop, is what was measured at
+    /// first: half the backend's speed). Returns (tokens, milliseconds).
+    pub fn bare_decode(&self, prompt: &str, sampling: &Sampling) -> Result<(u32, f64), ModelError> {
+        let (done, result) = mpsc::channel();
+        let job = Job::Bare {
+            prompt: prompt.to_string(),
+            sampling: sampling.clone(),
+            done,
+        };
+        self.jobs.send(job).map_err(|_| thread_gone())?;
+        result.recv().map_err(|_| thread_gone())?
+    }
+
     pub fn info(&self) -> ModelInfo {
         let model = &self.shared.model;
         ModelInfo {
@@ -242,6 +259,12 @@ enum Job {
     },
     Close {
         id: u64,
+    },
+    /// `bench model`'s yardstick, run on this thread like every request.
+    Bare {
+        prompt: String,
+        sampling: Sampling,
+        done: mpsc::Sender<Result<(u32, f64), ModelError>>,
     },
 }
 
@@ -339,6 +362,13 @@ fn work(shared: &Shared, inbox: &mpsc::Receiver<Job>) {
             }
             Job::Close { id } => {
                 sessions.remove(&id);
+            }
+            Job::Bare {
+                prompt,
+                sampling,
+                done,
+            } => {
+                let _ = done.send(bare_decode(shared, &prompt, &sampling));
             }
         }
     }
@@ -653,16 +683,15 @@ fn take_utf8(pending: &mut Vec<u8>, text: &mut String) {
     }
 }
 
-/// A bare llama.cpp generation loop (tokenize, decode, greedy sample,
-/// decode), with none of the backend's machinery: the yardstick the
-/// benchmark holds the backend's decode speed against. Returns
-/// (tokens generated, decode milliseconds).
-pub fn bare_greedy_decode(
-    model: &EmbeddedModel,
+/// A bare llama-cpp-2 loop: decodes up to `max_tokens` after `prompt` with
+/// the sampler chain `sampling` describes (the one the backend builds), and
+/// returns (tokens, milliseconds) of the decode alone. It stops only at the
+/// end of text.
+fn bare_decode(
+    shared: &Shared,
     prompt: &str,
-    max_tokens: u32,
+    sampling: &Sampling,
 ) -> Result<(u32, f64), ModelError> {
-    let shared = &model.shared;
     let mut session = Session::new(shared)?;
     let tokens = shared
         .model
@@ -672,11 +701,13 @@ pub fn bare_greedy_decode(
     let mut logits_at = session.decode(&tokens)?;
     let decode_error = |e| ModelError::Backend(format!("llama.cpp decode failed: {e}"));
     let mut batch = LlamaBatch::new(1, 1);
-    let mut sampler = LlamaSampler::greedy();
+    let mut sampler = sampler_chain(sampling, shared.model.n_vocab());
+    let history = tokens.len().saturating_sub(PENALTY_WINDOW as usize);
+    sampler.accept_many(&tokens[history..]);
     let mut position = tokens.len() as i32;
     let mut generated = 0;
     let started = Instant::now();
-    while generated < max_tokens {
+    while generated < sampling.max_tokens {
         let token = sampler.sample(&session.ctx, logits_at);
         if shared.model.vocab().is_eog(token) {
             break;

@@ -114,6 +114,17 @@ fn bench_model_reports_kv_reuse_on_the_default_model() {
     let bench: Value = serde_json::from_str(&stdout).unwrap();
     assert!(bench["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(bench["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // The bare loop is measured with each sampler the backend is.
+    let bare = bench["decode_vs_bare"].as_array().unwrap();
+    let samplers: Vec<&str> = bare
+        .iter()
+        .map(|b| b["sampler"].as_str().unwrap())
+        .collect();
+    assert_eq!(samplers, ["greedy", "session"]);
+    for b in bare {
+        assert!(b["tokens"].as_u64().unwrap() > 0, "{b}");
+        assert!(b["ratio"].as_f64().unwrap() > 0.0, "{b}");
+    }
     let m = &bench["multi_turn"];
     assert_eq!(m["turns"], 20);
     assert!(m["transcript_tokens"].as_u64().unwrap() > 500);

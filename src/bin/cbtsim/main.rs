@@ -827,10 +827,14 @@ fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()
         "model: {}\nprefill: {:.1} tokens/s\ndecode: {:.1} tokens/s\n",
         report.model, report.prefill_tokens_per_s, report.decode_tokens_per_s
     );
-    if let Some(bare) = &report.decode_vs_bare {
+    for bare in &report.decode_vs_bare {
         out += &format!(
-            "decode vs bare llama.cpp loop ({} tokens, greedy): {:.1} vs {:.1} tokens/s, ratio {:.3}\n",
-            bare.tokens, bare.backend_tokens_per_s, bare.bare_tokens_per_s, bare.ratio
+            "decode vs bare llama.cpp loop ({} tokens, {} sampler): {:.1} vs {:.1} tokens/s, ratio {:.3}\n",
+            bare.tokens,
+            bare.sampler,
+            bare.backend_tokens_per_s,
+            bare.bare_tokens_per_s,
+            bare.ratio
         );
     }
     out += &format!(
