@@ -93,6 +93,11 @@ pub struct ModelBench {
     /// sampler (embedded models only; empty otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub decode_vs_bare: Vec<DecodeVsBare>,
+    /// Several continuations of one prompt decoded together in the bare
+    /// loop, one token of each per llama.cpp batch: what decoding several
+    /// sessions' replies at once would give (embedded models only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batched_decode: Vec<BatchedDecode>,
     pub multi_turn: MultiTurn,
 }
 
@@ -106,6 +111,16 @@ pub struct DecodeVsBare {
     pub bare_tokens_per_s: f64,
     /// backend / bare; 1.0 means no overhead.
     pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchedDecode {
+    pub sequences: u32,
+    /// Tokens of all sequences together.
+    pub tokens: u32,
+    pub tokens_per_s: f64,
+    /// tokens_per_s over that of one sequence, measured in the same run.
+    pub vs_one: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +200,9 @@ on homework, and asks for feedback. Nova never writes the patient's lines and ne
 placeholders.\n\n",
 ];
 
+/// The numbers of sequences decoded together in `batched_decode`.
+const BATCHED_SEQUENCES: [u32; 4] = [1, 2, 4, 8];
+
 /// Runs the model benchmark; `progress` is told each stage.
 pub fn bench_model(
     model: &dyn ChatModel,
@@ -218,7 +236,7 @@ pub fn bench_model(
     };
     let mut decode_tokens_per_s = 0.0;
     let mut decode_vs_bare = Vec::new();
-    for (label, sampling) in [("greedy", greedy), ("session", session)] {
+    for (label, sampling) in [("greedy", greedy), ("session", session.clone())] {
         let mut request = Request::text(decode_prompt.clone());
         request.sampling = sampling.clone();
         let done = model.conversation()?.complete(&request)?;
@@ -228,7 +246,7 @@ pub fn bench_model(
         }
         let Some(embedded) = embedded else { break };
         progress(&format!("bare llama.cpp loop, {label} sampler"));
-        let (tokens, ms) = embedded.bare_decode(&decode_prompt, &sampling)?;
+        let (tokens, ms) = embedded.bare_decode(&decode_prompt, &sampling, 1)?;
         let bare = per_second(tokens, ms);
         decode_vs_bare.push(DecodeVsBare {
             sampler: label,
@@ -237,6 +255,24 @@ pub fn bench_model(
             bare_tokens_per_s: bare,
             ratio: if bare > 0.0 { backend / bare } else { 0.0 },
         });
+    }
+
+    let mut batched_decode: Vec<BatchedDecode> = Vec::new();
+    if let Some(embedded) = embedded {
+        for sequences in BATCHED_SEQUENCES {
+            progress(&format!("bare loop, {sequences} sequences in one batch"));
+            let (tokens, ms) = embedded.bare_decode(&decode_prompt, &session, sequences)?;
+            let tokens_per_s = per_second(tokens, ms);
+            let one = batched_decode
+                .first()
+                .map_or(tokens_per_s, |b| b.tokens_per_s);
+            batched_decode.push(BatchedDecode {
+                sequences,
+                tokens,
+                tokens_per_s,
+                vs_one: if one > 0.0 { tokens_per_s / one } else { 0.0 },
+            });
+        }
     }
 
     progress("20 turns, cache kept");
@@ -253,6 +289,7 @@ pub fn bench_model(
         prefill_tokens_per_s,
         decode_tokens_per_s,
         decode_vs_bare,
+        batched_decode,
         multi_turn: MultiTurn {
             turns: TURNS,
             transcript_tokens,

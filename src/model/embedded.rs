@@ -164,16 +164,28 @@ impl EmbeddedModel {
     }
 
     /// The yardstick of `cbtsim bench model`: a bare llama-cpp-2 decoding
-    /// loop with the given sampler, with none of the backend's machinery.
+    /// loop with the given sampler, with none of the backend's machinery,
+    /// continuing `prompt` in `sequences` ways at once: one token of each
+    /// sequence per llama.cpp batch (1: the plain loop; more: what decoding
+    /// several sessions' replies together would give). Each sequence has
+    /// its own seed and stops at the end of text or `max_tokens`.
+    ///
     /// It runs on the model's thread, as requests do: on another thread it
     /// would bring a second OpenMP team, and two teams on the same cores
     /// slow each other down (that, not the loop, is what was measured at
-    /// first: half the backend's speed). Returns (tokens, milliseconds).
-    pub fn bare_decode(&self, prompt: &str, sampling: &Sampling) -> Result<(u32, f64), ModelError> {
+    /// first: half the backend's speed). Returns (tokens of all sequences,
+    /// milliseconds).
+    pub fn bare_decode(
+        &self,
+        prompt: &str,
+        sampling: &Sampling,
+        sequences: u32,
+    ) -> Result<(u32, f64), ModelError> {
         let (done, result) = mpsc::channel();
         let job = Job::Bare {
             prompt: prompt.to_string(),
             sampling: sampling.clone(),
+            sequences: sequences.max(1),
             done,
         };
         self.jobs.send(job).map_err(|_| thread_gone())?;
@@ -264,6 +276,7 @@ enum Job {
     Bare {
         prompt: String,
         sampling: Sampling,
+        sequences: u32,
         done: mpsc::Sender<Result<(u32, f64), ModelError>>,
     },
 }
@@ -366,9 +379,10 @@ fn work(shared: &Shared, inbox: &mpsc::Receiver<Job>) {
             Job::Bare {
                 prompt,
                 sampling,
+                sequences,
                 done,
             } => {
-                let _ = done.send(bare_decode(shared, &prompt, &sampling));
+                let _ = done.send(bare_decode(shared, &prompt, &sampling, sequences));
             }
         }
     }
@@ -683,45 +697,91 @@ fn take_utf8(pending: &mut Vec<u8>, text: &mut String) {
     }
 }
 
-/// A bare llama-cpp-2 loop: decodes up to `max_tokens` after `prompt` with
-/// the sampler chain `sampling` describes (the one the backend builds), and
-/// returns (tokens, milliseconds) of the decode alone. It stops only at the
-/// end of text.
+/// See [`EmbeddedModel::bare_decode`].
 fn bare_decode(
     shared: &Shared,
     prompt: &str,
     sampling: &Sampling,
+    sequences: u32,
 ) -> Result<(u32, f64), ModelError> {
-    let mut session = Session::new(shared)?;
-    let tokens = shared
-        .model
-        .vocab()
-        .tokenize(prompt.as_bytes(), true, false);
-    // Reading the prompt is not what is measured: the backend's own code does it.
-    let mut logits_at = session.decode(&tokens)?;
+    let config = &shared.config;
+    let width = config.batch_size.max(sequences);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.context_size))
+        .with_n_batch(width)
+        .with_n_ubatch(width)
+        .with_n_threads(config.threads as i32)
+        .with_n_threads_batch(config.threads as i32)
+        .with_n_seq_max(sequences)
+        // One cache for all sequences: the prompt is stored once.
+        .with_kv_unified(true);
+    let mut ctx = {
+        let _one_at_a_time = llama_lock();
+        shared.model.new_context(backend()?, params)
+    }
+    .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))?;
     let decode_error = |e| ModelError::Backend(format!("llama.cpp decode failed: {e}"));
-    let mut batch = LlamaBatch::new(1, 1);
-    let mut sampler = sampler_chain(sampling, shared.model.n_vocab());
+    let batch_error = |e| ModelError::Backend(format!("batch: {e}"));
+    let vocab = shared.model.vocab();
+    let tokens = vocab.tokenize(prompt.as_bytes(), true, false);
+    let all: Vec<i32> = (0..sequences as i32).collect();
+
+    // Reading the prompt is not what is measured: the backend's own code
+    // does it. Its tokens belong to every sequence.
+    let mut batch = LlamaBatch::new(width as usize, sequences as i32);
+    let mut last = 0;
+    for (i, chunk) in tokens.chunks(config.batch_size as usize).enumerate() {
+        batch.clear();
+        for (j, &token) in chunk.iter().enumerate() {
+            let position = i * config.batch_size as usize + j;
+            let wants_logits = position + 1 == tokens.len();
+            batch
+                .add(token, position as i32, &all, wants_logits)
+                .map_err(batch_error)?;
+        }
+        let _one_at_a_time = llama_lock();
+        ctx.decode(&mut batch).map_err(decode_error)?;
+        last = batch.n_tokens() - 1;
+    }
+
     let history = tokens.len().saturating_sub(PENALTY_WINDOW as usize);
-    sampler.accept_many(&tokens[history..]);
-    let mut position = tokens.len() as i32;
+    let mut chains: Vec<LlamaSampler> = (0..sequences)
+        .map(|i| {
+            let seeded = Sampling {
+                seed: sampling.seed.wrapping_add(i),
+                ..sampling.clone()
+            };
+            let mut chain = sampler_chain(&seeded, shared.model.n_vocab());
+            chain.accept_many(&tokens[history..]);
+            chain
+        })
+        .collect();
+    // (sequence, where its logits are in the last batch, tokens it has made)
+    let mut live: Vec<(usize, i32, u32)> = (0..sequences as usize).map(|s| (s, last, 0)).collect();
     let mut generated = 0;
     let started = Instant::now();
-    while generated < sampling.max_tokens {
-        let token = sampler.sample(&session.ctx, logits_at);
-        if shared.model.vocab().is_eog(token) {
+    while !live.is_empty() {
+        batch.clear();
+        let mut next = Vec::with_capacity(live.len());
+        for &(seq, logits_at, made) in &live {
+            let token = chains[seq].sample(&ctx, logits_at);
+            if made >= sampling.max_tokens || vocab.is_eog(token) {
+                continue;
+            }
+            let position = (tokens.len() as u32 + made) as i32;
+            batch
+                .add(token, position, &[seq as i32], true)
+                .map_err(batch_error)?;
+            next.push((seq, batch.n_tokens() - 1, made + 1));
+            generated += 1;
+        }
+        if next.is_empty() {
             break;
         }
-        generated += 1;
-        batch.clear();
-        batch
-            .add(token, position, &[0], true)
-            .map_err(|e| ModelError::Backend(format!("batch: {e}")))?;
         // The backend's decode takes this lock too: the same work.
         let _one_at_a_time = llama_lock();
-        session.ctx.decode(&mut batch).map_err(decode_error)?;
-        position += 1;
-        logits_at = 0;
+        ctx.decode(&mut batch).map_err(decode_error)?;
+        live = next;
     }
     Ok((generated, started.elapsed().as_secs_f64() * 1000.0))
 }

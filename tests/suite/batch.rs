@@ -33,12 +33,10 @@ fn stored_sessions(db: &std::path::Path) -> Vec<(i64, u32, Option<i64>, Vec<i64>
         .collect()
 }
 
-#[test]
-fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("batch.db");
-    // 3 personas x 2 repeats x 2 sessions of 6 turns, 2 courses at a time,
-    // each reply taking 30 ms: long enough to be killed mid-way.
+/// 3 personas x 2 repeats x 2 sessions of 6 turns, 2 courses at a time,
+/// each reply taking 30 ms: long enough to be stopped mid-way. Returns once
+/// at least `turns` turns are stored.
+fn start_a_slow_batch(db: &std::path::Path, turns: usize) -> std::process::Child {
     let mut child = cbtsim_process()
         .args([
             "batch",
@@ -56,28 +54,31 @@ fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
             "scripted?delay_ms=30",
             "--db",
         ])
-        .arg(&db)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .arg(db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let turns =
-        |db: &std::path::Path| -> usize { stored_sessions(db).iter().map(|s| s.3.len()).sum() };
-    while turns(&db) < 20 {
+    while stored_turns(db) < turns {
         assert!(Instant::now() < deadline, "no turns stored");
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the batch ended before it was killed"
+            "the batch ended before it was stopped"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = stored_sessions(&db);
-    let kept = turns(&db);
-    assert!(kept < 12 * 6, "killed before the end: {kept} turns");
+    child
+}
 
+fn stored_turns(db: &std::path::Path) -> usize {
+    stored_sessions(db).iter().map(|s| s.3.len()).sum()
+}
+
+/// `resume --all` after a stop: all 12 sessions of the slow batch, each
+/// once, turns contiguous, and what was stored before kept as it was.
+fn resume_finishes_the_slow_batch(db: &std::path::Path) {
+    let before = stored_sessions(db);
     let (code, stdout, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--all"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -85,7 +86,7 @@ fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
         "{stdout}"
     );
 
-    let after = stored_sessions(&db);
+    let after = stored_sessions(db);
     assert_eq!(after.len(), 12, "every session once: {after:?}");
     let mut seen = std::collections::BTreeSet::new();
     for (id, number, course, positions) in &after {
@@ -99,7 +100,6 @@ fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
             "session {id}: contiguous"
         );
     }
-    // What was stored before the kill is still there, as it was.
     for (id, number, course, positions) in &before {
         let now = after
             .iter()
@@ -108,12 +108,59 @@ fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
         assert_eq!((now.1, now.2), (*number, *course));
         assert_eq!(&now.3[..positions.len()], &positions[..]);
     }
-    let rows = listed(&db);
+    let rows = listed(db);
     let courses: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "course").collect();
     assert_eq!(courses.len(), 6);
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--all"]);
     assert_eq!(code, 0);
     assert!(stderr.contains("nothing to resume"), "{stderr}");
+}
+
+#[test]
+fn a_batch_killed_mid_way_finishes_with_resume_all_and_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("batch.db");
+    let mut child = start_a_slow_batch(&db, 20);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let kept = stored_turns(&db);
+    assert!(kept < 12 * 6, "killed before the end: {kept} turns");
+    resume_finishes_the_slow_batch(&db);
+}
+
+#[test]
+fn ctrl_c_stops_a_batch_from_starting_work_and_resume_all_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("batch.db");
+    let child = start_a_slow_batch(&db, 10);
+    let started = stored_sessions(&db).len();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stdout}{stderr}");
+    // The running courses stop after their turn and no new one starts: at
+    // most the 2 running courses had begun a session more when it landed.
+    let stored = stored_sessions(&db);
+    assert!(
+        stored.len() <= started + 2 && stored.len() < 12,
+        "{} sessions at the signal, {} after",
+        started,
+        stored.len()
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    // The stopped sessions say so in the store.
+    let rows = listed(&db);
+    assert!(
+        rows.iter()
+            .any(|r| r["termination_reason"] == "Interrupted"),
+        "{rows:?}"
+    );
+    resume_finishes_the_slow_batch(&db);
 }
 
 #[test]

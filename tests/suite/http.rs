@@ -320,6 +320,9 @@ impl RealServer {
                 "--port",
                 &port.to_string(),
             ])
+            // By default this server cuts a streamed reply short when the
+            // next request arrives; cbtsim sends several at once.
+            .args(["--interrupt_requests", "False"])
             .args(["--n_ctx", "2048", "--n_threads", "2", "--model"])
             .arg(model)
             .stdout(std::process::Stdio::null())

@@ -125,6 +125,20 @@ fn bench_model_reports_kv_reuse_on_the_default_model() {
         assert!(b["tokens"].as_u64().unwrap() > 0, "{b}");
         assert!(b["ratio"].as_f64().unwrap() > 0.0, "{b}");
     }
+    // Several sequences decoded together: every one of them made tokens.
+    let batched = bench["batched_decode"].as_array().unwrap();
+    let sequences: Vec<u64> = batched
+        .iter()
+        .map(|b| b["sequences"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 4, 8]);
+    for b in batched {
+        assert!(
+            b["tokens"].as_u64().unwrap() >= b["sequences"].as_u64().unwrap(),
+            "{b}"
+        );
+    }
+    assert_eq!(batched[0]["vs_one"], 1.0);
     let m = &bench["multi_turn"];
     assert_eq!(m["turns"], 20);
     assert!(m["transcript_tokens"].as_u64().unwrap() > 500);

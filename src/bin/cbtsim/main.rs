@@ -837,6 +837,12 @@ fn bench_model(spec: &ModelSpec, config: Option<&Path>, json: bool) -> Result<()
             bare.ratio
         );
     }
+    for b in &report.batched_decode {
+        out += &format!(
+            "bare loop, {} sequences decoded together: {:.1} tokens/s ({:.2}x one sequence)\n",
+            b.sequences, b.tokens_per_s, b.vs_one
+        );
+    }
     out += &format!(
         "{} turns, {} transcript tokens:\n  cache kept:    {} prompt tokens processed, {} ms\n  \
          cache dropped: {} prompt tokens processed, {} ms\n  speedup: {:.2}x (same text: {})\n",
