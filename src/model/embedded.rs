@@ -714,7 +714,9 @@ fn bare_decode(
         .with_n_threads_batch(config.threads as i32)
         .with_n_seq_max(sequences)
         // One cache for all sequences: the prompt is stored once.
-        .with_kv_unified(true);
+        .with_kv_unified(true)
+        // As the backend's contexts (`Session::new`): the same work.
+        .with_swa_full(true);
     let mut ctx = {
         let _one_at_a_time = llama_lock();
         shared.model.new_context(backend()?, params)
@@ -764,8 +766,11 @@ fn bare_decode(
         batch.clear();
         let mut next = Vec::with_capacity(live.len());
         for &(seq, logits_at, made) in &live {
+            if made >= sampling.max_tokens {
+                continue;
+            }
             let token = chains[seq].sample(&ctx, logits_at);
-            if made >= sampling.max_tokens || vocab.is_eog(token) {
+            if vocab.is_eog(token) {
                 continue;
             }
             let position = (tokens.len() as u32 + made) as i32;

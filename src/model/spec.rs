@@ -69,6 +69,10 @@ impl FromStr for ModelSpec {
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let (base_url, model) = spec.split_once('#').unwrap_or((spec, "default"));
+            // `?base` belongs after the model: `http://h/v1?base` is a typo.
+            if base_url.contains('?') {
+                return Err(bad());
+            }
             let (model, base) = match model.split_once('?') {
                 None => (model, false),
                 Some((model, "base")) => (model, true),
@@ -508,11 +512,31 @@ mod tests {
                 .is_err()
         );
         assert!("http://127.0.0.1:8080/v1#".parse::<ModelSpec>().is_err());
+        assert!(
+            "http://127.0.0.1:8080/v1?base"
+                .parse::<ModelSpec>()
+                .is_err()
+        );
         assert!("scripted?delay=5".parse::<ModelSpec>().is_err());
         assert!("scripted:".parse::<ModelSpec>().is_err());
         assert!("scriptedx".parse::<ModelSpec>().is_err());
         let error = "gguf:x".parse::<ModelSpec>().unwrap_err();
         assert!(error.to_string().contains("local:PATH.gguf"), "{error}");
+    }
+
+    #[test]
+    fn a_base_model_over_http_is_given_text_and_an_instruct_model_chat() {
+        // Opening an HTTP model asks no server; only its prompt kind differs.
+        let mut models = Models::new(Config::default());
+        let base = models
+            .open(&"http://127.0.0.1:9/v1#m?base".parse().unwrap())
+            .unwrap();
+        let chat = models
+            .open(&"http://127.0.0.1:9/v1#m".parse().unwrap())
+            .unwrap();
+        assert!(!base.chat());
+        assert!(chat.chat());
+        assert_eq!(base.describe(), "http://127.0.0.1:9/v1#m?base");
     }
 
     #[test]

@@ -139,6 +139,13 @@ fn bench_model_reports_kv_reuse_on_the_default_model() {
         );
     }
     assert_eq!(batched[0]["vs_one"], 1.0);
+    // Every sequence decodes, not only the first: 4 and 8 sequences make
+    // more tokens than one does (each may make up to 128).
+    let tokens = |i: usize| batched[i]["tokens"].as_u64().unwrap();
+    assert!(
+        tokens(2) > tokens(0) && tokens(3) > tokens(2),
+        "{batched:?}"
+    );
     let m = &bench["multi_turn"];
     assert_eq!(m["turns"], 20);
     assert!(m["transcript_tokens"].as_u64().unwrap() > 500);
