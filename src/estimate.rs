@@ -3,7 +3,7 @@
 //! and a fixed average turn length. An upper bound in turns (every session
 //! is taken to run to `max_turns`), a rough figure in tokens.
 
-use crate::model::spec::AgentRole;
+use crate::model::spec::{AgentRole, ModelSpec};
 use crate::plan::{PlanError, RunPlan};
 use crate::session::prompt::{self, PromptContext};
 use crate::speaker::Speaker;
@@ -52,9 +52,10 @@ pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
     for (spec, roles) in plan.models.distinct() {
         let mut prompt_tokens = 0;
         let mut completion_tokens = 0;
-        // Base models (the embedded default, scripted) sample several
-        // candidates per turn; chat servers one.
-        let local = spec.starts_with("local") || spec.starts_with("scripted");
+        // Base models (the embedded default, scripted, a server's model
+        // named with `?base`) are given text and sample several candidates
+        // per turn; chat models are given messages and reply once.
+        let local = takes_text(&spec);
         let replies = if local {
             u64::from(plan.session.candidates.max(1))
         } else {
@@ -122,11 +123,57 @@ pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
     })
 }
 
+/// Whether the model a spec names is taken to be a base model. A
+/// `local:PATH` with a chat template is a chat model once loaded; before
+/// it is, the estimate takes it to be a base model like the default.
+fn takes_text(spec: &str) -> bool {
+    match spec.parse::<ModelSpec>() {
+        Ok(ModelSpec::Local(_) | ModelSpec::Scripted { .. }) => true,
+        Ok(ModelSpec::Http { base, .. }) => base,
+        Ok(ModelSpec::OpenAi(_)) | Err(_) => false,
+    }
+}
+
 fn prompt_chars(prompt: &crate::model::Prompt) -> u64 {
     match prompt {
         crate::model::Prompt::Text(text) => text.len() as u64,
         crate::model::Prompt::Chat(messages) => {
             messages.iter().map(|m| m.content.len() as u64).sum()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PlanKind, PlanModels, SessionPlan};
+
+    fn plan_on(spec: &str) -> RunPlan {
+        let models = PlanModels {
+            therapist: spec.into(),
+            patient: spec.into(),
+            summarizer: spec.into(),
+            safety: None,
+        };
+        let planned_at = jiff::civil::date(2026, 11, 26).at(10, 0, 0, 0);
+        let mut session = SessionPlan::new("Nova", planned_at);
+        session.candidates = 3;
+        RunPlan::new(
+            PlanKind::Run,
+            vec!["alicia-rodriguez".into()],
+            models,
+            session,
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn a_base_model_on_a_server_is_estimated_like_the_embedded_one() {
+        let tokens = |spec: &str| estimate(&plan_on(spec)).unwrap().models[0].completion_tokens;
+        // Three candidates a turn for base models, one for chat models.
+        assert_eq!(tokens("http://127.0.0.1:9/v1#m?base"), tokens("local"));
+        assert!(tokens("http://127.0.0.1:9/v1#m") * 2 < tokens("local"));
+        assert!(takes_text("scripted?delay_ms=5"));
+        assert!(!takes_text("openai:gpt-4o-mini"));
     }
 }
