@@ -507,12 +507,13 @@ impl Runner<'_> {
         let clock = || (self.clock)().saturating_sub(origin);
         let mut screen = match &self.models.safety {
             Some(model) => {
-                let conversation = model.conversation().map_err(|source| RunError::Model {
-                    spec: model.describe(),
-                    roles: vec![AgentRole::Safety.as_str()],
-                    source,
-                })?;
-                Some(ModelLayer::new(conversation, model.chat()))
+                Some(
+                    ModelLayer::new(model.as_ref()).map_err(|source| RunError::Model {
+                        spec: model.describe(),
+                        roles: vec![AgentRole::Safety.as_str()],
+                        source,
+                    })?,
+                )
             }
             None => None,
         };

@@ -6,7 +6,10 @@
 
 use super::{Category, Detection};
 use crate::choice::choice_enum;
-use crate::model::{Conversation, Message, ModelError, Prompt, Request, Role, Sampling, schema};
+use crate::model::{
+    ChatModel, Conversation, Message, ModelError, Prompt, Request, Role, Sampling, schema,
+};
+use crate::session::SessionUsage;
 use serde_json::{Value, json};
 
 /// The schema a verdict must satisfy.
@@ -90,19 +93,26 @@ pub fn parse_verdict(text: &str) -> Option<(bool, Category)> {
 /// A model that screens utterances.
 pub struct ModelLayer {
     pub conversation: Box<dyn Conversation>,
+    /// The model, as its spec describes it.
+    pub model: String,
     /// Whether the model takes chat messages (else a text prompt).
     pub chat: bool,
     /// Verdicts that were not valid JSON after the re-ask (counted as no).
     pub invalid: usize,
+    /// What every request so far used, re-asks included.
+    pub usage: SessionUsage,
 }
 
 impl ModelLayer {
-    pub fn new(conversation: Box<dyn Conversation>, chat: bool) -> ModelLayer {
-        ModelLayer {
-            conversation,
-            chat,
+    /// Opens a conversation with `model` for its verdicts.
+    pub fn new(model: &dyn ChatModel) -> Result<ModelLayer, ModelError> {
+        Ok(ModelLayer {
+            conversation: model.conversation()?,
+            model: model.describe(),
+            chat: model.chat(),
             invalid: 0,
-        }
+            usage: SessionUsage::default(),
+        })
     }
 
     /// The model's verdict on one utterance, asked twice at most.
@@ -123,6 +133,7 @@ impl ModelLayer {
                 json_schema: Some(verdict_schema()),
             };
             let done = self.conversation.complete(&request)?;
+            self.usage.count(&done.usage);
             if let Some((risk, category)) = parse_verdict(&done.text) {
                 if !risk {
                     return Ok(Detection::none());
@@ -193,14 +204,14 @@ mod tests {
         );
         let model =
             ScriptedModel::new(["not json", r#"{"risk": true, "category": "self_injury"}"#]);
-        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        let mut layer = ModelLayer::new(&model).unwrap();
         let d = layer.judge(None, "I burnt my arm with a lighter.").unwrap();
         assert_eq!((d.flagged, d.category), (true, Category::SelfInjury));
         let requests = model.requests();
         assert_eq!(requests.len(), 2);
         assert!(requests[0].json_schema.is_some());
         let model = ScriptedModel::new(["no", "still no"]);
-        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        let mut layer = ModelLayer::new(&model).unwrap();
         assert!(!layer.judge(None, "hello").unwrap().flagged);
         assert_eq!(layer.invalid, 1);
     }
@@ -209,7 +220,7 @@ mod tests {
     fn the_model_is_asked_only_when_its_answer_counts() {
         let yes = r#"{"risk": true, "category": "burden"}"#;
         let model = ScriptedModel::new([yes, yes, yes]);
-        let mut layer = ModelLayer::new(model.conversation().unwrap(), false);
+        let mut layer = ModelLayer::new(&model).unwrap();
         let flagged = crate::safety::detect("I want to kill myself.");
         let quiet = Detection::none();
         let mut combine =

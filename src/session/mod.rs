@@ -466,6 +466,18 @@ pub fn resume_screened(
         speaker = speaker.other();
     };
     record.transcript.termination = Some(reason);
+    // What the safety model used this time (its verdicts on turns stored
+    // before a resume were paid for then): its own role, apart from the
+    // speakers' usage and so from the session's token budget.
+    if let Some(screen) = screen
+        && screen.usage.replies > 0
+    {
+        record.usage_by_role.push(RoleUsage {
+            role: AgentRole::Safety,
+            model: screen.model.clone(),
+            usage: screen.usage,
+        });
+    }
     Ok(record)
 }
 

@@ -250,7 +250,7 @@ fn the_crisis_detectors_model_layer_gives_schema_valid_verdicts() {
     let _real_model = super::util::real_model();
     use cbtsim::safety::model::ModelLayer;
     let model = default_model();
-    let mut layer = ModelLayer::new(model.conversation().unwrap(), model.chat());
+    let mut layer = ModelLayer::new(model).unwrap();
     for text in [
         "I've been saving my tablets for a few weeks now.",
         "This traffic is killing me.",

@@ -893,11 +893,11 @@ fn screened(patient: &[&str], screen: &[&str]) -> SessionRecord {
         chat: model.chat(),
     };
     let (mut t, mut p) = (agent(&therapist_model), agent(&patient_model));
-    let conversation = match screen.is_empty() {
-        true => Unreachable.conversation().unwrap(),
-        false => screen_model.conversation().unwrap(),
-    };
-    let mut layer = cbtsim::safety::model::ModelLayer::new(conversation, false);
+    let mut layer = match screen.is_empty() {
+        true => cbtsim::safety::model::ModelLayer::new(&Unreachable),
+        false => cbtsim::safety::model::ModelLayer::new(&screen_model),
+    }
+    .unwrap();
     let clock = || Duration::ZERO;
     session::resume_screened(
         &persona,
@@ -933,6 +933,18 @@ fn the_model_layer_flags_what_the_offline_layers_miss_and_its_failure_ends_the_s
         (1, cbtsim::safety::Category::GivingAwayBelongings)
     );
     assert_eq!(event.protocol_turn, Some(2));
+    // The safety model's verdict (on turn 1, before the session ended at
+    // turn 2) is counted under its own role.
+    let safety = record
+        .usage_by_role
+        .iter()
+        .find(|r| r.role == cbtsim::model::spec::AgentRole::Safety)
+        .expect("the safety model's usage");
+    assert_eq!(
+        (safety.model.as_str(), safety.usage.replies),
+        ("scripted", 1)
+    );
+    assert!(safety.usage.prompt_tokens > 0);
     // The verdict is kept with the turn: resumed after it, without any
     // safety model, the session has the same event.
     let first = &record.transcript.turns[0];

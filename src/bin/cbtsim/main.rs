@@ -921,7 +921,7 @@ fn safety_eval(
             },
         };
         let chat_model = Models::new(config).open(&spec)?;
-        let mut model_layer = ModelLayer::new(chat_model.conversation()?, chat_model.chat());
+        let mut model_layer = ModelLayer::new(chat_model.as_ref())?;
         let combination = Combination::from_name(layer).expect("clap checked the layer");
         let progress = indicatif::ProgressBar::new(set.len() as u64);
         let mut failure = None;
