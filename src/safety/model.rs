@@ -183,7 +183,6 @@ impl ModelLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ChatModel;
     use crate::model::scripted::ScriptedModel;
 
     #[test]
