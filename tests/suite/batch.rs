@@ -134,12 +134,7 @@ fn ctrl_c_stops_a_batch_from_starting_work_and_resume_all_finishes_it() {
     let db = dir.path().join("batch.db");
     let child = start_a_slow_batch(&db, 10);
     let started = stored_sessions(&db).len();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = super::util::interrupt(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stdout}{stderr}");

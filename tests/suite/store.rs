@@ -828,12 +828,7 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
         assert!(started.elapsed().as_secs() < 60, "no turns stored");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = super::util::interrupt(child);
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("stopping after this turn"), "{stderr}");

@@ -94,3 +94,13 @@ pub fn real_model() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Sends SIGINT (what Ctrl-C sends) to a running cbtsim and waits for it.
+pub fn interrupt(child: std::process::Child) -> std::process::Output {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -INT {}", child.id());
+    child.wait_with_output().expect("cbtsim exits")
+}
