@@ -45,6 +45,24 @@ fn the_frozen_test_split_does_not_get_worse() {
     assert!(lowest_category_recall(&e) >= 0.66, "{:#?}", e.per_category);
 }
 
+/// The second, harder test split (1,440 lines by three writers of its own,
+/// never tuned on: the quiet forms, safeguarding said sideways). Floors at
+/// the figures measured when it was committed (recall 0.647, false
+/// positives 0.096, lowest category 0.375: child abuse), rounded: a guard
+/// against getting worse, far from the targets.
+#[test]
+fn the_hard_test_split_does_not_get_worse() {
+    let e = evaluated("crisis/test-hard.tsv");
+    assert_eq!((e.risk, e.safe), (720, 720), "the test split is frozen");
+    assert!(e.recall >= 0.64, "recall {}", e.recall);
+    assert!(
+        e.false_positive_rate <= 0.10,
+        "false positives {}",
+        e.false_positive_rate
+    );
+    assert!(lowest_category_recall(&e) >= 0.37, "{:#?}", e.per_category);
+}
+
 /// Ordinary session talk, never tuned on: how often a session would be
 /// interrupted for nothing (measured 0.050).
 #[test]
