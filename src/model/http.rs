@@ -136,10 +136,15 @@ impl HttpModel {
 }
 
 impl ChatModel for HttpModel {
+    /// The spec that names this model (`BASE_URL#MODEL[?base]`).
     fn describe(&self) -> String {
         let config = &self.inner.config;
-        let base = if config.chat { "" } else { "?base" };
-        format!("{}#{}{base}", config.base_url, config.model)
+        super::spec::ModelSpec::Http {
+            base_url: config.base_url.clone(),
+            model: config.model.clone(),
+            base: !config.chat,
+        }
+        .to_string()
     }
 
     fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {

@@ -33,16 +33,7 @@ fn lowest_category_recall(e: &Evaluation) -> f64 {
 /// docs/safety.md (0.95 and 0.05), which the detector does not reach yet.
 #[test]
 fn the_frozen_test_split_does_not_get_worse() {
-    let e = evaluated("crisis/test.tsv");
-    assert_eq!((e.risk, e.safe), (252, 252), "the test split is frozen");
-    let misses: Vec<_> = e.misses.iter().map(|m| (&m.kind, &m.text)).collect();
-    assert!(e.recall >= 0.88, "recall {} misses {misses:#?}", e.recall);
-    assert!(
-        e.false_positive_rate <= 0.08,
-        "false positives {}",
-        e.false_positive_rate
-    );
-    assert!(lowest_category_recall(&e) >= 0.66, "{:#?}", e.per_category);
+    holds_its_floors("crisis/test.tsv", (252, 252), 0.88, 0.08, 0.66);
 }
 
 /// The second, harder test split (1,440 lines by three writers of its own,
@@ -52,15 +43,32 @@ fn the_frozen_test_split_does_not_get_worse() {
 /// against getting worse, far from the targets.
 #[test]
 fn the_hard_test_split_does_not_get_worse() {
-    let e = evaluated("crisis/test-hard.tsv");
-    assert_eq!((e.risk, e.safe), (720, 720), "the test split is frozen");
-    assert!(e.recall >= 0.64, "recall {}", e.recall);
+    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.64, 0.10, 0.37);
+}
+
+/// A frozen test split: its size (risk, safe) unchanged, and recall, false
+/// positives and the lowest category's recall no worse than the floors.
+fn holds_its_floors(
+    file: &str,
+    size: (usize, usize),
+    recall: f64,
+    false_positives: f64,
+    lowest: f64,
+) {
+    let e = evaluated(file);
+    assert_eq!((e.risk, e.safe), size, "the test split is frozen");
+    let misses: Vec<_> = e.misses.iter().map(|m| (&m.kind, &m.text)).collect();
+    assert!(e.recall >= recall, "recall {} misses {misses:#?}", e.recall);
     assert!(
-        e.false_positive_rate <= 0.10,
+        e.false_positive_rate <= false_positives,
         "false positives {}",
         e.false_positive_rate
     );
-    assert!(lowest_category_recall(&e) >= 0.37, "{:#?}", e.per_category);
+    assert!(
+        lowest_category_recall(&e) >= lowest,
+        "{:#?}",
+        e.per_category
+    );
 }
 
 /// Ordinary session talk, never tuned on: how often a session would be
