@@ -264,4 +264,9 @@ fn the_crisis_detectors_model_layer_gives_schema_valid_verdicts() {
     }
     // Constrained decoding: the 270M model's answers always fit the schema.
     assert_eq!(layer.invalid, 0);
+    // What it used is counted, as the embedded tokenizer counts it.
+    assert_eq!(layer.usage.replies, 2);
+    assert!(layer.usage.prompt_tokens > 0 && layer.usage.completion_tokens > 0);
+    assert_eq!(layer.usage.estimated_replies, 0);
+    assert!(layer.model.starts_with("local:"), "{}", layer.model);
 }
