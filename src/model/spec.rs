@@ -261,6 +261,7 @@ pub struct EmbeddedSettings {
     pub threads: Option<u32>,
     pub chat_template: Option<String>,
     pub exact_reuse: Option<bool>,
+    pub parallel: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -343,6 +344,7 @@ impl Config {
             threads: e.threads.unwrap_or(defaults.threads),
             chat_template: e.chat_template.clone().or(defaults.chat_template),
             exact_reuse: e.exact_reuse.unwrap_or(defaults.exact_reuse),
+            parallel: e.parallel.unwrap_or(defaults.parallel),
         }
     }
 

@@ -166,25 +166,21 @@ fn full_reuse_skips_the_whole_previous_prompt_and_reply_and_is_reproducible() {
 #[test]
 fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let _real_model = super::util::real_model();
-    let path = default_model::locate().unwrap();
-    let small = EmbeddedModel::load(
-        &path,
-        EmbeddedConfig {
-            context_size: 256,
-            ..EmbeddedConfig::default()
-        },
-    )
-    .unwrap();
-    let long = "I keep thinking about work. ".repeat(200);
-    let error = small
-        .conversation()
-        .unwrap()
-        .complete(&request(&long, 10, 0))
-        .unwrap_err();
-    assert!(
-        matches!(error, ModelError::ContextTooLong { context: 256, .. }),
-        "{error}"
-    );
+    // One conversation's context, whether requests run one at a time or
+    // batched in a shared cache.
+    for parallel in [1, 2] {
+        let small = batched(parallel, 256);
+        let long = "I keep thinking about work. ".repeat(200);
+        let error = small
+            .conversation()
+            .unwrap()
+            .complete(&request(&long, 10, 0))
+            .unwrap_err();
+        assert!(
+            matches!(error, ModelError::ContextTooLong { context: 256, .. }),
+            "parallel {parallel}: {error}"
+        );
+    }
 }
 
 #[test]
@@ -269,4 +265,130 @@ fn the_crisis_detectors_model_layer_gives_schema_valid_verdicts() {
     assert!(layer.usage.prompt_tokens > 0 && layer.usage.completion_tokens > 0);
     assert_eq!(layer.usage.estimated_replies, 0);
     assert!(layer.model.starts_with("local:"), "{}", layer.model);
+}
+
+/// The default model in batched mode: `parallel` replies decoded together.
+fn batched(parallel: u32, context_size: u32) -> EmbeddedModel {
+    let path = default_model::locate().unwrap();
+    let config = EmbeddedConfig {
+        parallel,
+        context_size,
+        ..EmbeddedConfig::default()
+    };
+    EmbeddedModel::load(&path, config).unwrap()
+}
+
+#[test]
+fn batched_mode_decodes_concurrent_replies_together() {
+    let _real_model = super::util::real_model();
+    let model = batched(2, 2048);
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["mood"],
+        "additionalProperties": false,
+        "properties": {"mood": {"type": "integer", "minimum": 0, "maximum": 10}}
+    });
+    let mut structured = request(
+        "Patient: I feel about a 4 out of 10 today.\nMood as JSON:",
+        40,
+        3,
+    );
+    structured.json_schema = Some(schema.clone());
+    let start = std::sync::Barrier::new(2);
+    let (plain, streamed, json) = std::thread::scope(|s| {
+        let plain = s.spawn(|| {
+            let mut conversation = model.conversation().unwrap();
+            start.wait();
+            let mut streamed = String::new();
+            let done = conversation
+                .stream(&request(SESSION, 48, 7), &mut |piece| {
+                    streamed.push_str(piece)
+                })
+                .unwrap();
+            (done, streamed)
+        });
+        let json = s.spawn(|| {
+            let mut conversation = model.conversation().unwrap();
+            start.wait();
+            conversation.complete(&structured).unwrap()
+        });
+        let (plain, streamed) = plain.join().unwrap();
+        (plain, streamed, json.join().unwrap())
+    });
+    assert!(plain.usage.completion_tokens > 0, "{plain:?}");
+    assert_eq!(
+        streamed, plain.text,
+        "the streamed pieces add up to the text"
+    );
+    let value: serde_json::Value = serde_json::from_str(&json.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", json.text));
+    schema::validate(&schema, &value).unwrap();
+    // Both replies were being written at once, in the same batches.
+    let batching = model.batching();
+    assert_eq!(batching.widest, 2, "{batching:?}");
+    assert!(batching.reply_tokens > batching.batches, "{batching:?}");
+    // The serial default never batches replies.
+    assert_eq!(default_model().batching().widest, 0);
+}
+
+/// A text prompt of at least `tokens` tokens.
+fn long_prompt(model: &EmbeddedModel, tokens: usize) -> String {
+    let mut text = String::from("Patient:");
+    while model.count_tokens(&text) < tokens {
+        text.push_str(" I keep going over what my manager said.");
+    }
+    text
+}
+
+#[test]
+fn batched_mode_reuses_a_conversations_cache_until_others_need_the_room() {
+    let _real_model = super::util::real_model();
+    // Two conversations of 512 tokens fit in the shared cache.
+    let model = batched(2, 512);
+    let mut first = model.conversation().unwrap();
+    let opening = first.complete(&request(SESSION, 16, 5)).unwrap();
+    let extended = format!("{SESSION}{} Go on.\n\nPatient:", opening.text);
+    let again = first.complete(&request(&extended, 8, 6)).unwrap();
+    // The whole previous prompt and reply come from the cache.
+    assert!(
+        again.usage.cached_prompt_tokens
+            >= opening.usage.prompt_tokens + opening.usage.completion_tokens - 1,
+        "{:?} after {:?}",
+        again.usage,
+        opening.usage
+    );
+
+    // Two long conversations need the room the first one holds.
+    let long = long_prompt(&model, 490);
+    let mut others = Vec::new();
+    for seed in 0..2 {
+        let mut conversation = model.conversation().unwrap();
+        let done = conversation.complete(&request(&long, 8, seed)).unwrap();
+        assert!(done.usage.completion_tokens > 0);
+        others.push(conversation);
+    }
+    let after = first.complete(&request(&extended, 8, 6)).unwrap();
+    assert_eq!(
+        after.usage.cached_prompt_tokens, 0,
+        "its cache was given up"
+    );
+    assert!(after.usage.completion_tokens > 0);
+
+    // More conversations than sequences (4 per request in flight): the
+    // ones idle longest give theirs up, and every one still gets replies.
+    let many: Vec<_> = (0..8)
+        .map(|seed| {
+            let mut conversation = model.conversation().unwrap();
+            let done = conversation.complete(&request(SESSION, 4, seed)).unwrap();
+            assert!(done.usage.completion_tokens > 0);
+            conversation
+        })
+        .collect();
+    assert_eq!(many.len(), 8);
+    let back = others[0].complete(&request(&long, 4, 9)).unwrap();
+    assert_eq!(
+        back.usage.cached_prompt_tokens, 0,
+        "its sequence was given up"
+    );
+    assert!(back.usage.completion_tokens > 0);
 }

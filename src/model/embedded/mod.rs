@@ -1,35 +1,44 @@
 //! The embedded backend: llama.cpp in-process through `llama-cpp-2`.
 //!
-//! The weights are loaded once per [`EmbeddedModel`] and shared. Each
-//! conversation has a llama.cpp context, owned by the model's one thread
-//! (contexts are tied to it by design: requests and streamed text go over
-//! channels), and keeps the tokens its KV cache holds. A request
-//! decodes only what follows the longest common prefix of its prompt and
-//! those tokens; from the first difference on, the cache is dropped and
-//! re-decoded. Results do not depend on the cache: sampling state is built
-//! afresh for every request from the prompt and the seed.
+//! The weights are loaded once per [`EmbeddedModel`] and shared. One thread
+//! per model owns every llama.cpp context (contexts are tied to it by
+//! design: requests and streamed text go over channels). A conversation
+//! keeps the tokens its KV cache holds, and a request decodes only what
+//! follows the longest common prefix of its prompt and those tokens.
+//!
+//! - `serial`: the default. Each conversation has a context of its own and
+//!   requests run one at a time; a conversation's text does not depend on
+//!   its cache or on other conversations.
+//! - `batched`: `parallel` of 2 or more. One context shared by the
+//!   conversations, whose replies are decoded together; faster for
+//!   concurrent sessions, not reproducible run to run.
+//! - `reply`: sampling one reply, a token at a time, for both.
+//! - `bare`: the bare loop `bench model` compares the backend with.
 
-use super::{
-    ChatModel, Completion, Conversation, FinishReason, ModelError, Prompt, Request, Sampling,
-    Usage, find_stop, safe_prefix_len,
-};
+mod bare;
+mod batched;
+mod reply;
+mod serial;
+
+pub use batched::MAX_PARALLEL;
+
+use super::{ChatModel, Completion, Conversation, ModelError, Prompt, Request, Sampling};
+use bare::BareJob;
+use llama_cpp_2::DecodeError;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::token::data::LlamaTokenData;
-use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use serde::Serialize;
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 /// How conversations on an embedded model are set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +65,13 @@ pub struct EmbeddedConfig {
     /// A built-in llama.cpp chat template by name (`chatml`, `gemma`,
     /// `llama3`, ...), for models whose GGUF has none or a wrong one.
     pub chat_template: Option<String>,
+    /// Requests decoded together in one llama.cpp batch: 1 (the default)
+    /// runs them one at a time, each conversation in a context of its own,
+    /// reproducibly; 2 or more shares one context among the conversations
+    /// and decodes up to this many replies at once (see `batched`), which
+    /// is faster when sessions run side by side but makes a session's text
+    /// depend on what else was decoding. `exact_reuse` does not apply then.
+    pub parallel: u32,
 }
 
 impl Default for EmbeddedConfig {
@@ -66,6 +82,7 @@ impl Default for EmbeddedConfig {
             exact_reuse: true,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             chat_template: None,
+            parallel: 1,
         }
     }
 }
@@ -102,6 +119,26 @@ struct Shared {
     path: PathBuf,
     config: EmbeddedConfig,
     template: Option<LlamaChatTemplate>,
+    batching: BatchCounts,
+}
+
+/// What batched mode did, for `bench batch` and the tests.
+#[derive(Default)]
+struct BatchCounts {
+    /// llama.cpp batches decoded.
+    batches: AtomicU64,
+    /// Reply tokens in them, over all batches.
+    replies: AtomicU64,
+    /// The most replies in one batch.
+    widest: AtomicU64,
+}
+
+/// How many replies batched mode decoded together (all zero in serial mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Batching {
+    pub batches: u64,
+    pub reply_tokens: u64,
+    pub widest: u64,
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -153,12 +190,16 @@ impl EmbeddedModel {
             path: path.to_path_buf(),
             config,
             template,
+            batching: BatchCounts::default(),
         });
         let (jobs, inbox) = mpsc::channel();
         let owned = shared.clone();
         std::thread::Builder::new()
             .name("cbtsim-llama".into())
-            .spawn(move || work(&owned, &inbox))
+            .spawn(move || match owned.config.parallel {
+                0 | 1 => serial::work(&owned, &inbox),
+                parallel => batched::work(&owned, &inbox, parallel.min(MAX_PARALLEL)),
+            })
             .map_err(|e| ModelError::Backend(format!("cannot start the model's thread: {e}")))?;
         Ok(EmbeddedModel { shared, jobs })
     }
@@ -182,14 +223,24 @@ impl EmbeddedModel {
         sequences: u32,
     ) -> Result<(u32, f64), ModelError> {
         let (done, result) = mpsc::channel();
-        let job = Job::Bare {
+        let job = Job::Bare(BareJob {
             prompt: prompt.to_string(),
             sampling: sampling.clone(),
             sequences: sequences.max(1),
             done,
-        };
+        });
         self.jobs.send(job).map_err(|_| thread_gone())?;
         result.recv().map_err(|_| thread_gone())?
+    }
+
+    /// How many replies were decoded together so far (batched mode).
+    pub fn batching(&self) -> Batching {
+        let counts = &self.shared.batching;
+        Batching {
+            batches: counts.batches.load(Ordering::Relaxed),
+            reply_tokens: counts.replies.load(Ordering::Relaxed),
+            widest: counts.widest.load(Ordering::Relaxed),
+        }
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -273,12 +324,7 @@ enum Job {
         id: u64,
     },
     /// `bench model`'s yardstick, run on this thread like every request.
-    Bare {
-        prompt: String,
-        sampling: Sampling,
-        sequences: u32,
-        done: mpsc::Sender<Result<(u32, f64), ModelError>>,
-    },
+    Bare(BareJob),
 }
 
 enum Event {
@@ -286,7 +332,7 @@ enum Event {
     Done(Result<Completion, ModelError>),
 }
 
-/// A conversation: a llama.cpp context on the model's thread.
+/// A conversation: its cache lives on the model's thread.
 struct EmbeddedConversation {
     id: u64,
     jobs: mpsc::Sender<Job>,
@@ -298,8 +344,8 @@ fn thread_gone() -> ModelError {
 
 impl EmbeddedConversation {
     fn open(jobs: mpsc::Sender<Job>) -> Result<EmbeddedConversation, ModelError> {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let (ready, started) = mpsc::channel();
         jobs.send(Job::Open { id, ready })
             .map_err(|_| thread_gone())?;
@@ -341,109 +387,33 @@ impl Drop for EmbeddedConversation {
     }
 }
 
-/// The model's thread: every conversation's context, one request at a time.
-fn work(shared: &Shared, inbox: &mpsc::Receiver<Job>) {
-    let mut sessions: std::collections::HashMap<u64, Session<'_>> = Default::default();
-    for job in inbox {
-        match job {
-            Job::Open { id, ready } => match Session::new(shared) {
-                Ok(session) => {
-                    sessions.insert(id, session);
-                    let _ = ready.send(Ok(()));
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-            },
-            Job::Run {
-                id,
-                request,
-                events,
-            } => {
-                let result = match sessions.get_mut(&id) {
-                    Some(session) => session.run(&request, &mut |text| {
-                        let _ = events.send(Event::Delta(text.to_string()));
-                    }),
-                    None => Err(ModelError::Backend(format!("no conversation {id}"))),
-                };
-                let _ = events.send(Event::Done(result));
-            }
-            Job::Forget { id } => {
-                if let Some(session) = sessions.get_mut(&id) {
-                    session.forget();
-                }
-            }
-            Job::Close { id } => {
-                sessions.remove(&id);
-            }
-            Job::Bare {
-                prompt,
-                sampling,
-                sequences,
-                done,
-            } => {
-                let _ = done.send(bare_decode(shared, &prompt, &sampling, sequences));
-            }
+impl Shared {
+    /// A request's prompt as tokens, checked against the context size.
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, ModelError> {
+        let tokens = self.tokenize(prompt)?;
+        let context = self.config.context_size;
+        if tokens.is_empty() {
+            return Err(ModelError::Backend("the prompt is empty".into()));
         }
-    }
-}
-
-/// The state of one conversation on its thread.
-struct Session<'m> {
-    shared: &'m Shared,
-    ctx: LlamaContext<'m>,
-    batch: LlamaBatch<'static>,
-    /// The tokens whose keys and values are in the context, in order.
-    cached: Vec<LlamaToken>,
-    /// How many of `cached` were read as whole aligned chunks of a prompt,
-    /// and so can be reused exactly (the rest: a prompt's last partial chunk
-    /// and the reply, decoded one token at a time). See `exact_reuse`.
-    reusable: usize,
-}
-
-impl<'m> Session<'m> {
-    fn new(shared: &'m Shared) -> Result<Session<'m>, ModelError> {
-        let config = &shared.config;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(config.context_size))
-            .with_n_batch(config.batch_size)
-            .with_n_ubatch(config.batch_size)
-            .with_n_threads(config.threads as i32)
-            .with_n_threads_batch(config.threads as i32)
-            // Keep the full cache for sliding-window layers too, so that the
-            // cache can be cut back to any common prefix.
-            .with_swa_full(true);
-
-        let ctx = {
-            let _one_at_a_time = llama_lock();
-            shared.model.new_context(backend()?, params)
+        if tokens.len() >= context as usize {
+            return Err(ModelError::ContextTooLong {
+                prompt_tokens: tokens.len() as u32,
+                context,
+            });
         }
-        .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))?;
-        Ok(Session {
-            shared,
-            ctx,
-            batch: LlamaBatch::new(config.batch_size as usize, 1),
-            cached: Vec::new(),
-            reusable: 0,
-        })
-    }
-
-    fn forget(&mut self) {
-        self.ctx.clear_kv_cache();
-        self.cached.clear();
-        self.reusable = 0;
+        Ok(tokens)
     }
 
     fn tokenize(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, ModelError> {
-        let vocab = self.shared.model.vocab();
+        let vocab = self.model.vocab();
         match prompt {
             Prompt::Text(text) => Ok(vocab.tokenize(text.as_bytes(), true, false)),
             Prompt::Chat(messages) => {
-                let template = self.shared.template.as_ref().ok_or_else(|| {
+                let template = self.template.as_ref().ok_or_else(|| {
                     ModelError::Backend(format!(
                         "{} has no chat template: use a completion (text) prompt, or name a \
                          built-in template such as chatml or gemma",
-                        self.shared.path.display()
+                        self.path.display()
                     ))
                 })?;
                 let chat = messages
@@ -454,7 +424,6 @@ impl<'m> Session<'m> {
                 // llama.cpp's built-in templates fold system messages into the
                 // first user turn for formats without a system role (gemma).
                 let text = self
-                    .shared
                     .model
                     .apply_chat_template(template, &chat, true)
                     .map_err(|e| {
@@ -464,348 +433,64 @@ impl<'m> Session<'m> {
             }
         }
     }
-
-    fn run(
-        &mut self,
-        request: &Request,
-        on_delta: &mut dyn FnMut(&str),
-    ) -> Result<Completion, ModelError> {
-        let prompt = self.tokenize(&request.prompt)?;
-        let context = self.ctx.n_ctx();
-        if prompt.is_empty() {
-            return Err(ModelError::Backend("the prompt is empty".into()));
-        }
-        if prompt.len() >= context as usize {
-            return Err(ModelError::ContextTooLong {
-                prompt_tokens: prompt.len() as u32,
-                context,
-            });
-        }
-
-        // Reuse the longest common prefix (only its whole chunks, with
-        // exact reuse), but always decode at least the prompt's last token:
-        // its logits start the reply.
-        let exact = self.shared.config.exact_reuse;
-        let chunk = self.shared.config.batch_size.max(1) as usize;
-        let common = self
-            .cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let mut keep = common.min(prompt.len() - 1);
-        if exact {
-            keep = keep.min(self.reusable) / chunk * chunk;
-        }
-        if keep < self.cached.len() {
-            let cut = self
-                .ctx
-                .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
-                .unwrap_or(false);
-            if !cut {
-                self.forget();
-                keep = 0;
-            }
-            self.cached.truncate(keep);
-        }
-
-        let started = Instant::now();
-        let mut logits_at = self.decode(&prompt[keep..])?;
-        self.reusable = prompt.len() / chunk * chunk;
-        let prefill_ms = started.elapsed().as_millis() as u64;
-
-        let vocab = self.shared.model.vocab();
-        let mut chain = sampler_chain(&request.sampling, self.shared.model.n_vocab());
-        let history = prompt.len().saturating_sub(PENALTY_WINDOW as usize);
-        chain.accept_many(&prompt[history..]);
-        let mut grammar = match &request.json_schema {
-            Some(schema) => Some(self.grammar(schema)?),
-            None => None,
-        };
-
-        let started = Instant::now();
-        let mut text = String::new();
-        let mut pending = Vec::new();
-        let mut shown = 0;
-        let mut completion_tokens = 0u32;
-        let mut finish_reason = FinishReason::Length;
-        while completion_tokens < request.sampling.max_tokens {
-            if self.cached.len() >= context as usize {
-                break;
-            }
-            let token = self.next_token(&mut chain, grammar.as_mut(), logits_at);
-            if vocab.is_eog(token) {
-                finish_reason = FinishReason::Stop;
-                break;
-            }
-            completion_tokens += 1;
-            vocab.token_to_piece_into(token, &mut pending, false, None);
-            take_utf8(&mut pending, &mut text);
-            if let Some((at, _)) = find_stop(&text, &request.sampling.stop) {
-                text.truncate(at);
-                finish_reason = FinishReason::StopSequence;
-                break;
-            }
-            let safe = safe_prefix_len(&text, &request.sampling.stop);
-            if safe > shown {
-                on_delta(&text[shown..safe]);
-                shown = safe;
-            }
-            logits_at = self.decode(&[token])?;
-        }
-        if finish_reason != FinishReason::StopSequence && !pending.is_empty() {
-            text.push_str(&String::from_utf8_lossy(&pending));
-        }
-        if text.len() > shown {
-            on_delta(&text[shown..]);
-        }
-        Ok(Completion {
-            text,
-            finish_reason,
-            usage: Usage {
-                prompt_tokens: prompt.len() as u32,
-                cached_prompt_tokens: keep as u32,
-                completion_tokens,
-                estimated: false,
-            },
-            prefill_ms,
-            decode_ms: started.elapsed().as_millis() as u64,
-        })
-    }
-
-    /// Decodes `tokens` after the cached ones, in chunks of `batch_size`
-    /// (aligned, when the cached tokens are a whole number of chunks);
-    /// returns the batch index of the last token's logits.
-    fn decode(&mut self, tokens: &[LlamaToken]) -> Result<i32, ModelError> {
-        let chunk_size = self.shared.config.batch_size as usize;
-        let mut last = 0;
-        for (i, chunk) in tokens.chunks(chunk_size).enumerate() {
-            let final_chunk = (i + 1) * chunk_size >= tokens.len();
-            self.batch.clear();
-            for (j, &token) in chunk.iter().enumerate() {
-                let position = (self.cached.len() + j) as i32;
-                let wants_logits = final_chunk && j + 1 == chunk.len();
-                self.batch
-                    .add(token, position, &[0], wants_logits)
-                    .map_err(|e| ModelError::Backend(format!("batch: {e}")))?;
-            }
-            let _one_at_a_time = llama_lock();
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| ModelError::Backend(format!("llama.cpp decode failed: {e}")))?;
-            self.cached.extend_from_slice(chunk);
-            last = self.batch.n_tokens() - 1;
-        }
-        Ok(last)
-    }
-
-    /// Picks the next token and records it in the samplers' state.
-    ///
-    /// With a grammar, it samples without the grammar first and checks only
-    /// the chosen token against it; only when that token is rejected is the
-    /// grammar applied to the whole vocabulary (as llama.cpp's own common
-    /// sampler does: a grammar over all 262,144 entries at every step is
-    /// several times slower).
-    fn next_token(
-        &self,
-        chain: &mut LlamaSampler,
-        grammar: Option<&mut LlamaSampler>,
-        logits_at: i32,
-    ) -> LlamaToken {
-        let Some(grammar) = grammar else {
-            // `sample` applies the chain and also accepts the token: accepting
-            // it again would advance the sampler state twice.
-            return chain.sample(&self.ctx, logits_at);
-        };
-        let mut candidates = self.ctx.token_data_array_ith(logits_at);
-        candidates.apply_sampler(chain);
-        let mut token = selected(&candidates);
-        let mut single =
-            LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
-        single.apply_sampler(grammar);
-        if !single.data.first().is_some_and(|d| d.logit().is_finite()) {
-            let mut candidates = self.ctx.token_data_array_ith(logits_at);
-            candidates.apply_sampler(grammar);
-            candidates.apply_sampler(chain);
-            token = selected(&candidates);
-        }
-        chain.accept(token);
-        grammar.accept(token);
-        token
-    }
-
-    fn grammar(&self, schema: &serde_json::Value) -> Result<LlamaSampler, ModelError> {
-        let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-            ModelError::Backend(format!("cannot turn the JSON schema into a grammar: {e}"))
-        })?;
-        LlamaSampler::grammar(&self.shared.model, &gbnf, "root")
-            .map_err(|e| ModelError::Backend(format!("invalid grammar: {e}")))
-    }
 }
 
-/// Tokens of recent history the repetition penalty looks at.
-const PENALTY_WINDOW: i32 = 64;
-
-fn sampler_chain(sampling: &Sampling, n_vocab: i32) -> LlamaSampler {
-    let mut samplers = Vec::new();
-    // The penalty sampler visits the whole vocabulary at every step; at
-    // 1.0 it changes nothing, so it is left out.
-    if sampling.repeat_penalty != 1.0 {
-        samplers.push(LlamaSampler::penalties(
-            n_vocab,
-            PENALTY_WINDOW,
-            sampling.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-    }
-    if sampling.temperature <= 0.0 {
-        samplers.push(LlamaSampler::greedy());
-    } else {
-        samplers.push(LlamaSampler::top_k(sampling.top_k as i32));
-        samplers.push(LlamaSampler::top_p(sampling.top_p, 1));
-        samplers.push(LlamaSampler::temp(sampling.temperature));
-        samplers.push(LlamaSampler::dist(sampling.seed));
-    }
-    LlamaSampler::chain_simple(samplers)
-}
-
-fn selected(candidates: &LlamaTokenDataArray) -> LlamaToken {
-    candidates
-        .selected_token()
-        .or_else(|| candidates.data.first().map(|d| d.id()))
-        .expect("a sampler chain ending in greedy or dist selects a token")
-}
-
-/// Moves the complete UTF-8 characters at the start of `pending` into
-/// `text`; a character split across tokens waits for its next bytes.
-fn take_utf8(pending: &mut Vec<u8>, text: &mut String) {
-    match std::str::from_utf8(pending) {
-        Ok(s) => {
-            text.push_str(s);
-            pending.clear();
-        }
-        Err(e) if e.error_len().is_none() => {
-            let valid = e.valid_up_to();
-            text.push_str(std::str::from_utf8(&pending[..valid]).expect("checked valid"));
-            pending.drain(..valid);
-        }
-        Err(_) => {
-            text.push_str(&String::from_utf8_lossy(pending));
-            pending.clear();
-        }
-    }
-}
-
-/// See [`EmbeddedModel::bare_decode`].
-fn bare_decode(
+/// A llama.cpp context of `cells` tokens of cache shared by `sequences`
+/// sequences, read in batches of up to `batch` tokens.
+fn new_context(
     shared: &Shared,
-    prompt: &str,
-    sampling: &Sampling,
+    cells: u32,
+    batch: u32,
     sequences: u32,
-) -> Result<(u32, f64), ModelError> {
-    let config = &shared.config;
-    let width = config.batch_size.max(sequences);
+) -> Result<LlamaContext<'_>, ModelError> {
+    let threads = shared.config.threads as i32;
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.context_size))
-        .with_n_batch(width)
-        .with_n_ubatch(width)
-        .with_n_threads(config.threads as i32)
-        .with_n_threads_batch(config.threads as i32)
+        .with_n_ctx(NonZeroU32::new(cells))
+        .with_n_batch(batch)
+        .with_n_ubatch(batch)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
         .with_n_seq_max(sequences)
-        // One cache for all sequences: the prompt is stored once.
-        .with_kv_unified(true)
-        // As the backend's contexts (`Session::new`): the same work.
+        // One cache for all sequences, so that it holds whatever mix of
+        // long and short conversations there is.
+        .with_kv_unified(sequences > 1)
+        // Keep the full cache for sliding-window layers too, so that a
+        // cache can be cut back to any common prefix.
         .with_swa_full(true);
-    let mut ctx = {
-        let _one_at_a_time = llama_lock();
-        shared.model.new_context(backend()?, params)
-    }
-    .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))?;
-    let decode_error = |e| ModelError::Backend(format!("llama.cpp decode failed: {e}"));
-    let batch_error = |e| ModelError::Backend(format!("batch: {e}"));
-    let vocab = shared.model.vocab();
-    let tokens = vocab.tokenize(prompt.as_bytes(), true, false);
-    let all: Vec<i32> = (0..sequences as i32).collect();
-
-    // Reading the prompt is not what is measured: the backend's own code
-    // does it. Its tokens belong to every sequence.
-    let mut batch = LlamaBatch::new(width as usize, sequences as i32);
-    let mut last = 0;
-    for (i, chunk) in tokens.chunks(config.batch_size as usize).enumerate() {
-        batch.clear();
-        for (j, &token) in chunk.iter().enumerate() {
-            let position = i * config.batch_size as usize + j;
-            let wants_logits = position + 1 == tokens.len();
-            batch
-                .add(token, position as i32, &all, wants_logits)
-                .map_err(batch_error)?;
-        }
-        let _one_at_a_time = llama_lock();
-        ctx.decode(&mut batch).map_err(decode_error)?;
-        last = batch.n_tokens() - 1;
-    }
-
-    let history = tokens.len().saturating_sub(PENALTY_WINDOW as usize);
-    let mut chains: Vec<LlamaSampler> = (0..sequences)
-        .map(|i| {
-            let seeded = Sampling {
-                seed: sampling.seed.wrapping_add(i),
-                ..sampling.clone()
-            };
-            let mut chain = sampler_chain(&seeded, shared.model.n_vocab());
-            chain.accept_many(&tokens[history..]);
-            chain
-        })
-        .collect();
-    // (sequence, where its logits are in the last batch, tokens it has made)
-    let mut live: Vec<(usize, i32, u32)> = (0..sequences as usize).map(|s| (s, last, 0)).collect();
-    let mut generated = 0;
-    let started = Instant::now();
-    while !live.is_empty() {
-        batch.clear();
-        let mut next = Vec::with_capacity(live.len());
-        for &(seq, logits_at, made) in &live {
-            if made >= sampling.max_tokens {
-                continue;
-            }
-            let token = chains[seq].sample(&ctx, logits_at);
-            if vocab.is_eog(token) {
-                continue;
-            }
-            let position = (tokens.len() as u32 + made) as i32;
-            batch
-                .add(token, position, &[seq as i32], true)
-                .map_err(batch_error)?;
-            next.push((seq, batch.n_tokens() - 1, made + 1));
-            generated += 1;
-        }
-        if next.is_empty() {
-            break;
-        }
-        // The backend's decode takes this lock too: the same work.
-        let _one_at_a_time = llama_lock();
-        ctx.decode(&mut batch).map_err(decode_error)?;
-        live = next;
-    }
-    Ok((generated, started.elapsed().as_secs_f64() * 1000.0))
+    let _one_at_a_time = llama_lock();
+    shared
+        .model
+        .new_context(backend()?, params)
+        .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::take_utf8;
+/// Computes a batch, holding the process's llama.cpp lock.
+fn decode(ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>) -> Result<(), DecodeError> {
+    let _one_at_a_time = llama_lock();
+    ctx.decode(batch)
+}
 
-    #[test]
-    fn characters_split_across_tokens_wait_for_their_bytes() {
-        let mut pending = Vec::new();
-        let mut text = String::new();
-        let bytes = "é!".as_bytes();
-        pending.extend_from_slice(&bytes[..1]);
-        take_utf8(&mut pending, &mut text);
-        assert_eq!(text, "");
-        pending.extend_from_slice(&bytes[1..]);
-        take_utf8(&mut pending, &mut text);
-        assert_eq!(text, "é!");
-        assert!(pending.is_empty());
+fn decode_failed(e: DecodeError) -> ModelError {
+    ModelError::Backend(format!("llama.cpp decode failed: {e}"))
+}
+
+/// How many of `cached` to keep for `prompt`: the longest common prefix,
+/// but never the prompt's last token (its logits start the reply). With
+/// `exactly = Some((reusable, chunk))`, only whole chunks of the first
+/// `reusable` tokens (see `exact_reuse`).
+fn reused_prefix(
+    cached: &[LlamaToken],
+    prompt: &[LlamaToken],
+    exactly: Option<(usize, usize)>,
+) -> usize {
+    let common = cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let keep = common.min(prompt.len().saturating_sub(1));
+    match exactly {
+        Some((reusable, chunk)) => keep.min(reusable) / chunk * chunk,
+        None => keep,
     }
 }
