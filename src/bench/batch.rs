@@ -1,19 +1,29 @@
 //! `bench batch`: the same batch of sessions at several concurrency
 //! levels, side by side in one run: sessions per hour and tokens per second
-//! at each, so that where a backend saturates shows.
+//! at each, so that where a backend saturates shows. On the embedded model
+//! each level can also run in batched mode (`[embedded] parallel` set to
+//! the level), to compare decoding sessions together with one at a time.
 
 use super::BenchSessions;
-use crate::model::spec::Models;
-use crate::plan::PlanKind;
+use crate::model::ModelError;
+use crate::model::default_model;
+use crate::model::embedded::EmbeddedModel;
+use crate::model::spec::{ModelSpec, Models};
+use crate::plan::{PlanKind, RunPlan};
 use crate::runner::{CourseStatus, RoleModels, RunError};
 use crate::store::Store;
 use serde::Serialize;
+use std::sync::Arc;
 
 pub struct BatchBenchSettings {
     pub each: BenchSessions,
     /// Sessions at each level.
     pub sessions: u32,
     pub levels: Vec<u32>,
+    /// The modes to run each level in: `false` one request at a time (the
+    /// embedded default, or whatever the model is), `true` batched
+    /// (embedded only).
+    pub batched: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +39,11 @@ pub struct BatchBench {
 #[derive(Debug, Clone, Serialize)]
 pub struct Level {
     pub concurrency: u32,
+    /// Run with `[embedded] parallel` = the concurrency (2 at least).
+    pub batched: bool,
+    /// Replies decoded together, on average: reply tokens per llama.cpp
+    /// batch that decoded any (batched mode).
+    pub replies_per_batch: Option<f64>,
     pub wall_s: f64,
     pub sessions_per_hour: f64,
     /// Tokens generated per second, over all sessions.
@@ -46,33 +61,54 @@ pub fn bench_batch(
 ) -> Result<BatchBench, RunError> {
     let mut plan = settings.each.plan(PlanKind::Batch);
     plan.repeats = settings.sessions;
-    // Loaded once, shared by every level.
+    let batched_path = match (&settings.each.model, settings.batched.contains(&true)) {
+        (_, false) => None,
+        (ModelSpec::Local(Some(path)), true) => Some(path.clone()),
+        (ModelSpec::Local(None), true) => Some(default_model::locate().map_err(|e| {
+            model_error(
+                &settings.each.model,
+                ModelError::ModelMissing(e.to_string()),
+            )
+        })?),
+        (spec, true) => {
+            let why = "batched decoding is a setting of the embedded model (local)";
+            return Err(model_error(spec, ModelError::Backend(why.into())));
+        }
+    };
+    // Loaded once, shared by every level run one request at a time.
     let roles = RoleModels::open(&plan, &mut Models::new(settings.each.config.clone()))?;
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
-        progress(&format!(
-            "{} sessions, {concurrency} at a time",
-            settings.sessions
-        ));
         plan.concurrency = concurrency.max(1);
-        let (outcome, wall) = super::run_timed(Store::in_memory()?, &plan, &roles)?;
-        let wall = wall.as_secs_f64();
-        let sum = |f: fn(&crate::store::TokenTotal) -> i64| {
-            outcome.tokens.iter().map(f).sum::<i64>() as f64
-        };
-        levels.push(Level {
-            concurrency: plan.concurrency,
-            wall_s: wall,
-            sessions_per_hour: f64::from(settings.sessions) * 3600.0 / wall,
-            completion_tokens_per_s: sum(|t| t.completion_tokens) / wall,
-            prompt_tokens_per_s: sum(|t| t.prompt_tokens) / wall,
-            estimated: outcome.tokens.iter().any(|t| t.estimated),
-            failed_courses: outcome
-                .courses
-                .iter()
-                .filter(|c| c.status != CourseStatus::Finished)
-                .count(),
-        });
+        for &batched in &settings.batched {
+            progress(&format!(
+                "{} sessions, {} at a time{}",
+                settings.sessions,
+                plan.concurrency,
+                if batched { ", batched" } else { "" }
+            ));
+            let level = match &batched_path {
+                Some(path) if batched => {
+                    let mut config = settings.each.config.embedded_config();
+                    // Batched mode needs 2 at least; at concurrency 1 it shows
+                    // what the shared context costs a session alone.
+                    config.parallel = plan.concurrency.max(2);
+                    let model = EmbeddedModel::load(path, config)
+                        .map_err(|e| model_error(&settings.each.model, e))?;
+                    let mut models = Models::new(settings.each.config.clone());
+                    models.insert(settings.each.model.clone(), Arc::new(model.clone()));
+                    let roles = RoleModels::open(&plan, &mut models)?;
+                    let mut level = run_level(&plan, &roles, settings.sessions)?;
+                    let counts = model.batching();
+                    level.batched = true;
+                    level.replies_per_batch = (counts.batches > 0)
+                        .then(|| counts.reply_tokens as f64 / counts.batches as f64);
+                    level
+                }
+                _ => run_level(&plan, &roles, settings.sessions)?,
+            };
+            levels.push(level);
+        }
     }
     Ok(BatchBench {
         model: roles.therapist.describe(),
@@ -81,4 +117,60 @@ pub fn bench_batch(
         levels,
         peak_rss_mb: super::session::peak_rss_mb(),
     })
+}
+
+/// Runs `plan` (its `repeats` are the sessions) once and measures it.
+fn run_level(plan: &RunPlan, roles: &RoleModels, sessions: u32) -> Result<Level, RunError> {
+    let (outcome, wall) = super::run_timed(Store::in_memory()?, plan, roles)?;
+    let wall = wall.as_secs_f64();
+    let sum =
+        |f: fn(&crate::store::TokenTotal) -> i64| outcome.tokens.iter().map(f).sum::<i64>() as f64;
+    Ok(Level {
+        concurrency: plan.concurrency,
+        batched: false,
+        replies_per_batch: None,
+        wall_s: wall,
+        sessions_per_hour: f64::from(sessions) * 3600.0 / wall,
+        completion_tokens_per_s: sum(|t| t.completion_tokens) / wall,
+        prompt_tokens_per_s: sum(|t| t.prompt_tokens) / wall,
+        estimated: outcome.tokens.iter().any(|t| t.estimated),
+        failed_courses: outcome
+            .courses
+            .iter()
+            .filter(|c| c.status != CourseStatus::Finished)
+            .count(),
+    })
+}
+
+fn model_error(spec: &ModelSpec, source: ModelError) -> RunError {
+    RunError::Model {
+        spec: spec.to_string(),
+        roles: vec!["therapist", "patient"],
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::spec::Config;
+
+    #[test]
+    fn batched_mode_is_refused_for_a_model_other_than_the_embedded_one() {
+        let settings = BatchBenchSettings {
+            each: BenchSessions {
+                model: "scripted".parse().unwrap(),
+                persona: "alicia-rodriguez".into(),
+                turns: 2,
+                max_tokens: 8,
+                candidates: 1,
+                config: Config::default(),
+            },
+            sessions: 1,
+            levels: vec![1],
+            batched: vec![false, true],
+        };
+        let error = bench_batch(&settings, &mut |_| {}).err().unwrap();
+        assert!(error.to_string().contains("embedded model"), "{error}");
+    }
 }

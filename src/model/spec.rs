@@ -3,7 +3,7 @@
 //! the `cbtsim.toml` config file that names a model per role.
 
 use super::default_model;
-use super::embedded::{EmbeddedConfig, EmbeddedModel};
+use super::embedded::{EmbeddedConfig, EmbeddedModel, MAX_PARALLEL};
 use super::http::{HttpConfig, HttpModel, StructuredOutput};
 use super::scripted::ScriptedModel;
 use super::{ChatModel, ModelError};
@@ -299,10 +299,22 @@ impl Config {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path,
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
             message: e.to_string().trim().to_string(),
-        })
+        })?;
+        if let Some(parallel) = config.embedded.parallel
+            && !(1..=MAX_PARALLEL).contains(&parallel)
+        {
+            return Err(ConfigError::Invalid {
+                path,
+                message: format!(
+                    "[embedded] parallel = {parallel}: it must be from 1 (one request at a \
+                     time) to {MAX_PARALLEL}"
+                ),
+            });
+        }
+        Ok(config)
     }
 
     /// The spec the config names for a role, if any.
@@ -569,6 +581,22 @@ mod tests {
         );
         let error = toml::from_str::<Config>("[models]\ntherapy = \"local\"\n").unwrap_err();
         assert!(error.to_string().contains("therapy"), "{error}");
+    }
+
+    #[test]
+    fn parallel_is_read_and_checked_when_the_config_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, "[embedded]\nparallel = 4\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.embedded_config().parallel, 4);
+        assert_eq!(Config::default().embedded_config().parallel, 1);
+        for bad in [0, MAX_PARALLEL + 1] {
+            std::fs::write(&path, format!("[embedded]\nparallel = {bad}\n")).unwrap();
+            let error = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(error.contains(CONFIG_FILE), "{error}");
+            assert!(error.contains(&format!("parallel = {bad}")), "{error}");
+        }
     }
 
     #[test]

@@ -341,7 +341,7 @@ fn long_prompt(model: &EmbeddedModel, tokens: usize) -> String {
 }
 
 #[test]
-fn batched_mode_reuses_a_conversations_cache_until_others_need_the_room() {
+fn batched_mode_reuses_and_shares_caches_until_others_need_the_room() {
     let _real_model = super::util::real_model();
     // Two conversations of 512 tokens fit in the shared cache.
     let model = batched(2, 512);
@@ -358,7 +358,18 @@ fn batched_mode_reuses_a_conversations_cache_until_others_need_the_room() {
         opening.usage
     );
 
-    // Two long conversations need the room the first one holds.
+    // Another conversation with the same prompt shares those cells.
+    let twin = model
+        .conversation()
+        .unwrap()
+        .complete(&request(&extended, 8, 7))
+        .unwrap();
+    assert_eq!(
+        twin.usage.cached_prompt_tokens,
+        twin.usage.prompt_tokens - 1
+    );
+
+    // Two long conversations need the room the first two hold.
     let long = long_prompt(&model, 490);
     let mut others = Vec::new();
     for seed in 0..2 {
@@ -391,4 +402,39 @@ fn batched_mode_reuses_a_conversations_cache_until_others_need_the_room() {
         "its sequence was given up"
     );
     assert!(back.usage.completion_tokens > 0);
+}
+
+#[test]
+fn bench_batch_compares_batched_sessions_with_one_request_at_a_time() {
+    let _real_model = super::util::real_model();
+    use cbtsim::bench::BenchSessions;
+    use cbtsim::bench::batch::{BatchBenchSettings, bench_batch};
+    let settings = BatchBenchSettings {
+        each: BenchSessions {
+            model: "local".parse().unwrap(),
+            persona: "alicia-rodriguez".into(),
+            turns: 2,
+            max_tokens: 24,
+            candidates: 1,
+            config: cbtsim::model::spec::Config::default(),
+        },
+        sessions: 2,
+        levels: vec![2],
+        batched: vec![false, true],
+    };
+    let report = bench_batch(&settings, &mut |_| {}).unwrap();
+    let modes: Vec<(u32, bool)> = report
+        .levels
+        .iter()
+        .map(|l| (l.concurrency, l.batched))
+        .collect();
+    assert_eq!(modes, [(2, false), (2, true)]);
+    for level in &report.levels {
+        assert_eq!(level.failed_courses, 0, "{level:?}");
+        assert!(level.completion_tokens_per_s > 0.0, "{level:?}");
+    }
+    assert_eq!(report.levels[0].replies_per_batch, None);
+    // Two sessions side by side: more than one reply per batch on average.
+    let mean = report.levels[1].replies_per_batch.unwrap();
+    assert!(mean > 1.0, "{mean}");
 }

@@ -579,3 +579,45 @@ fn a_summary_lost_to_a_server_gone_away_is_written_on_resume() {
         "session 1 was read back, not run again"
     );
 }
+
+#[test]
+fn sessions_side_by_side_on_the_default_model_in_batched_mode() {
+    let _real_model = super::util::real_model();
+    use cbtsim::model::default_model;
+    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+    let config = EmbeddedConfig {
+        parallel: 2,
+        ..EmbeddedConfig::default()
+    };
+    let model = EmbeddedModel::load(&default_model::locate().unwrap(), config).unwrap();
+    let mut plan = plan(
+        PlanKind::Batch,
+        &["alicia-rodriguez", "samuel-okafor"],
+        "local",
+    );
+    plan.concurrency = 2;
+    plan.summaries = false;
+    plan.session.max_turns = 4;
+    plan.session.candidates = 1;
+    let (store, run) = new_run(&plan);
+    let roles = models(&plan, Arc::new(model.clone()));
+    let outcome = execute(
+        &store,
+        run,
+        &plan,
+        &roles,
+        &AtomicBool::new(false),
+        &Unobserved,
+    );
+    assert!(outcome.finished, "{:?}", outcome.courses);
+    let sessions = stored(&store);
+    assert_eq!(sessions.len(), 2);
+    for (_, transcript) in &sessions {
+        assert!(transcript.turns.len() >= 2, "{transcript:?}");
+        assert!(transcript.termination.is_some());
+        assert!(transcript.turns.iter().all(|t| !t.text.trim().is_empty()));
+    }
+    // The two sessions' replies were decoded in the same batches.
+    let batching = model.batching();
+    assert_eq!(batching.widest, 2, "{batching:?}");
+}

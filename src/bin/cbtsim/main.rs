@@ -254,11 +254,23 @@ enum BenchCommand {
         /// Sessions at each level.
         #[arg(long, default_value_t = 8)]
         sessions: u32,
+        /// On the embedded model: run each level one request at a time
+        /// (off), with replies decoded together (on: `[embedded] parallel`
+        /// = the level), or both, side by side.
+        #[arg(long, value_enum, default_value_t = Batching::Off)]
+        batching: Batching,
         #[command(flatten)]
         each: BenchSessionArgs,
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Batching {
+    Off,
+    On,
+    Both,
 }
 
 /// The sessions a benchmark runs.
@@ -434,6 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Batch {
             concurrency,
             sessions,
+            batching,
             each,
             json,
         }) => {
@@ -441,6 +454,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 each: each.settings(config.as_deref())?,
                 sessions,
                 levels: concurrency,
+                batched: match batching {
+                    Batching::Off => vec![false],
+                    Batching::On => vec![true],
+                    Batching::Both => vec![false, true],
+                },
             };
             let report = cbtsim::bench::batch::bench_batch(&settings, &mut |stage| {
                 eprintln!("cbtsim: bench: {stage}")
@@ -449,11 +467,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 let mut out = format!(
-                    "model: {}\n{} sessions of {} turns at each level\n{:>11} {:>9} {:>15} {:>16} {:>14}\n",
+                    "model: {}\n{} sessions of {} turns at each level\n{:>11} {:>8} {:>9} {:>15} {:>16} {:>14}\n",
                     report.model,
                     report.sessions,
                     report.turns,
                     "concurrency",
+                    "batched",
                     "wall s",
                     "sessions/hour",
                     "completion tok/s",
@@ -461,8 +480,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 for l in &report.levels {
                     out += &format!(
-                        "{:>11} {:>9.1} {:>15.1} {:>16.1} {:>14.1}{}\n",
+                        "{:>11} {:>8} {:>9.1} {:>15.1} {:>16.1} {:>14.1}{}\n",
                         l.concurrency,
+                        match l.replies_per_batch {
+                            Some(mean) => format!("{mean:.2}/b"),
+                            None if l.batched => "yes".into(),
+                            None => "no".into(),
+                        },
                         l.wall_s,
                         l.sessions_per_hour,
                         l.completion_tokens_per_s,
@@ -473,6 +497,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             ""
                         }
                     );
+                }
+                if report.levels.iter().any(|l| l.batched) {
+                    out += "batched: replies decoded together, on average\n";
                 }
                 out += &format!("peak memory: {:.0} MB\n", report.peak_rss_mb);
                 emit(&out)?;

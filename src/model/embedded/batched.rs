@@ -261,6 +261,7 @@ impl<'m> Scheduler<'m> {
             }
             cached.tokens.truncate(kept);
         }
+        let kept = self.share(waiting.id, seq, &prompt)?.unwrap_or(kept);
         Ok(Active {
             id: waiting.id,
             seq,
@@ -272,6 +273,40 @@ impl<'m> Scheduler<'m> {
             reply: None,
             next: None,
         })
+    }
+
+    /// When another conversation's cache holds more of `prompt` than
+    /// conversation `id` does (the sessions of a batch often open with the
+    /// same prompt), its cells are shared with `id`'s sequence instead of
+    /// being read again. Returns how many prompt tokens `id` then holds.
+    fn share(
+        &mut self,
+        id: u64,
+        seq: i32,
+        prompt: &[LlamaToken],
+    ) -> Result<Option<usize>, ModelError> {
+        let held = self.conversations[&id].tokens.len();
+        let donor = self
+            .conversations
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .filter_map(|(_, c)| Some((c.seq?, reused_prefix(&c.tokens, prompt, None))))
+            .max_by_key(|&(_, common)| common);
+        // Less than a chunk is not worth it (every prompt shares the BOS).
+        let worth = held + self.shared.config.batch_size as usize;
+        let Some((donor, common)) = donor.filter(|&(_, common)| common >= worth) else {
+            return Ok(None);
+        };
+        let ctx = self
+            .ctx
+            .as_mut()
+            .expect("requests run after a conversation opened");
+        let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        ctx.kv_cache_seq_cp(donor, seq, Some(0), Some(common as u32))
+            .map_err(|e| ModelError::Backend(format!("cannot share a cache: {e}")))?;
+        let cached = self.conversations.get_mut(&id).expect("looked up above");
+        cached.tokens = prompt[..common].to_vec();
+        Ok(Some(common))
     }
 
     /// The conversation's sequence id, taking a free one or the one of the
@@ -308,6 +343,20 @@ impl<'m> Scheduler<'m> {
             return;
         }
         self.clock += 1;
+        // A prompt waiting for its turn to be read may meanwhile have been
+        // read by another conversation.
+        for i in 0..self.active.len() {
+            let active = &self.active[i];
+            if active.reply.is_some() {
+                continue;
+            }
+            let (id, seq, prompt) = (active.id, active.seq, active.prompt.clone());
+            match self.share(id, seq, &prompt) {
+                Ok(Some(common)) => self.active[i].kept = common,
+                Ok(None) => {}
+                Err(e) => return self.fail_all(e),
+            }
+        }
         let decoding = self.active.iter().filter(|a| a.next.is_some()).count();
         let prefill: usize = self
             .active
@@ -462,7 +511,12 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// Counts a batch that decoded replies (a batch that only read a
+    /// prompt says nothing of how many replies were written together).
     fn record(&self, decoding: usize) {
+        if decoding == 0 {
+            return;
+        }
         let stats = &self.shared.batching;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.replies.fetch_add(decoding as u64, Ordering::Relaxed);

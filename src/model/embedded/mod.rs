@@ -125,7 +125,7 @@ struct Shared {
 /// What batched mode did, for `bench batch` and the tests.
 #[derive(Default)]
 struct BatchCounts {
-    /// llama.cpp batches decoded.
+    /// llama.cpp batches that decoded reply tokens.
     batches: AtomicU64,
     /// Reply tokens in them, over all batches.
     replies: AtomicU64,
@@ -136,8 +136,11 @@ struct BatchCounts {
 /// How many replies batched mode decoded together (all zero in serial mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Batching {
+    /// llama.cpp batches that decoded reply tokens.
     pub batches: u64,
+    /// Reply tokens in those batches.
     pub reply_tokens: u64,
+    /// The most reply tokens in one batch.
     pub widest: u64,
 }
 
