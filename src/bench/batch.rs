@@ -75,8 +75,15 @@ pub fn bench_batch(
             return Err(model_error(spec, ModelError::Backend(why.into())));
         }
     };
-    // Loaded once, shared by every level run one request at a time.
-    let roles = RoleModels::open(&plan, &mut Models::new(settings.each.config.clone()))?;
+    // Loaded once, shared by every level run one request at a time (a
+    // batched level loads a model of its own, with its `parallel`).
+    let roles = match settings.batched.contains(&false) {
+        true => Some(RoleModels::open(
+            &plan,
+            &mut Models::new(settings.each.config.clone()),
+        )?),
+        false => None,
+    };
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
         plan.concurrency = concurrency.max(1);
@@ -105,13 +112,21 @@ pub fn bench_batch(
                         .then(|| counts.reply_tokens as f64 / counts.batches as f64);
                     level
                 }
-                _ => run_level(&plan, &roles, settings.sessions)?,
+                _ => {
+                    let roles = roles.as_ref().expect("opened for levels run unbatched");
+                    run_level(&plan, roles, settings.sessions)?
+                }
             };
             levels.push(level);
         }
     }
+    let model = match (&roles, &batched_path) {
+        (Some(roles), _) => roles.therapist.describe(),
+        (None, Some(path)) => format!("local:{}", path.display()),
+        (None, None) => settings.each.model.to_string(),
+    };
     Ok(BatchBench {
-        model: roles.therapist.describe(),
+        model,
         sessions: settings.sessions,
         turns: settings.each.turns,
         levels,

@@ -438,3 +438,49 @@ fn bench_batch_compares_batched_sessions_with_one_request_at_a_time() {
     let mean = report.levels[1].replies_per_batch.unwrap();
     assert!(mean > 1.0, "{mean}");
 }
+
+#[test]
+fn batched_mode_never_shares_a_prefix_whose_sliding_window_cells_were_reused() {
+    let _real_model = super::util::real_model();
+    // gemma-3's sliding-window layers attend to the last 512 positions.
+    let model = batched(2, 2048);
+    assert_eq!(model.info().sliding_window, 512);
+    let long = long_prompt(&model, 1500);
+    let short = long_prompt(&model, 300);
+    // A first conversation holds the first cells; a second, long one the
+    // cells after them.
+    let mut first = model.conversation().unwrap();
+    first
+        .complete(&request(&format!("Session Number: 7\n\n{short}"), 4, 1))
+        .unwrap();
+    let mut holder = model.conversation().unwrap();
+    holder.complete(&request(&long, 4, 2)).unwrap();
+    // The first goes away: llama.cpp looks for free cells from the start
+    // again, and a third conversation's tokens fill those, then the cells of
+    // the long one's positions that fell out of its window (in the
+    // sliding-window layers only).
+    drop(first);
+    model
+        .conversation()
+        .unwrap()
+        .complete(&request(&long_prompt(&model, 600).replace("Patient", "Doctor"), 4, 3))
+        .unwrap();
+    // A prompt that begins like the long one for 400 tokens and then
+    // differs would need those lost positions: it is read, not shared.
+    let mut opening: String = long.chars().take(long.len() / 4).collect();
+    opening.push_str(" Then something else happened entirely.\n\nTherapist:");
+    let diverging = model
+        .conversation()
+        .unwrap()
+        .complete(&request(&opening, 8, 4))
+        .unwrap();
+    assert!(diverging.usage.prompt_tokens > 300);
+    assert_eq!(diverging.usage.cached_prompt_tokens, 0, "{:?}", diverging.usage);
+    // The whole long prompt is still whole in the window: that is shared.
+    let same = model
+        .conversation()
+        .unwrap()
+        .complete(&request(&long, 8, 5))
+        .unwrap();
+    assert_eq!(same.usage.cached_prompt_tokens, same.usage.prompt_tokens - 1);
+}

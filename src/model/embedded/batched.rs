@@ -77,6 +77,8 @@ struct Cached {
     /// The tokens its sequence holds, in order.
     tokens: Vec<LlamaToken>,
     used_at: u64,
+    /// Asked to forget: its next prompt is read, not shared.
+    forgotten: bool,
 }
 
 struct Waiting {
@@ -91,8 +93,10 @@ struct Active {
     seq: i32,
     request: Request,
     prompt: Vec<LlamaToken>,
-    /// Prompt tokens found in the cache.
+    /// Prompt tokens found in the cache, its own or shared.
     kept: usize,
+    /// Whether it may take another conversation's cache.
+    shares: bool,
     started: Instant,
     events: mpsc::Sender<Event>,
     /// None while the prompt is being read.
@@ -141,6 +145,7 @@ impl<'m> Scheduler<'m> {
                         seq: None,
                         tokens: Vec::new(),
                         used_at: self.clock,
+                        forgotten: false,
                     };
                     self.conversations.insert(id, cached);
                 }
@@ -163,7 +168,12 @@ impl<'m> Scheduler<'m> {
                 }
             }
             // A conversation asks only between its own requests.
-            Job::Forget { id } => self.drop_cache(id),
+            Job::Forget { id } => {
+                self.drop_cache(id);
+                if let Some(cached) = self.conversations.get_mut(&id) {
+                    cached.forgotten = true;
+                }
+            }
             Job::Close { id } => {
                 self.waiting.retain(|w| w.id != id);
                 self.active.retain(|a| a.id != id);
@@ -200,12 +210,18 @@ impl<'m> Scheduler<'m> {
         cached.tokens.clear();
     }
 
-    /// The conversations not in flight that hold a cache, longest idle first.
+    /// Whether a request of conversation `id` is in flight or waiting (a
+    /// waiting one is about to need its cache).
+    fn in_use(&self, id: u64) -> bool {
+        self.active.iter().any(|a| a.id == id) || self.waiting.iter().any(|w| w.id == id)
+    }
+
+    /// The conversations not in use that hold a cache, longest idle first.
     fn idle_conversations(&self) -> Vec<u64> {
         let mut idle: Vec<(u64, u64)> = self
             .conversations
             .iter()
-            .filter(|(id, c)| c.seq.is_some() && !self.active.iter().any(|a| a.id == **id))
+            .filter(|(id, c)| c.seq.is_some() && !self.in_use(**id))
             .map(|(id, c)| (c.used_at, *id))
             .collect();
         idle.sort_unstable();
@@ -245,29 +261,21 @@ impl<'m> Scheduler<'m> {
         let prompt = self.shared.prompt_tokens(&waiting.request.prompt)?;
         let seq = self.sequence_for(waiting.id)?;
         self.context()?;
-        let ctx = self.ctx.as_mut().expect("just made sure of it");
-        let cached = self
-            .conversations
-            .get_mut(&waiting.id)
-            .expect("admitted requests have a conversation");
-        let mut kept = reused_prefix(&cached.tokens, &prompt, None);
-        if kept < cached.tokens.len() {
-            let cut = ctx
-                .clear_kv_cache_seq(Some(seq as u32), Some(kept as u32), None)
-                .unwrap_or(false);
-            if !cut {
-                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                kept = 0;
-            }
-            cached.tokens.truncate(kept);
-        }
-        let kept = self.share(waiting.id, seq, &prompt)?.unwrap_or(kept);
+        let kept = self.cut_back(waiting.id, seq, &prompt);
+        let cached = self.conversations.get_mut(&waiting.id).expect("admitted");
+        // After `forget`, a conversation reads its next prompt itself.
+        let shares = !std::mem::take(&mut cached.forgotten);
+        let kept = match shares {
+            true => self.share(waiting.id, seq, &prompt)?.unwrap_or(kept),
+            false => kept,
+        };
         Ok(Active {
             id: waiting.id,
             seq,
             request: waiting.request.clone(),
             prompt,
             kept,
+            shares,
             started: Instant::now(),
             events: waiting.events.clone(),
             reply: None,
@@ -275,32 +283,55 @@ impl<'m> Scheduler<'m> {
         })
     }
 
+    /// Cuts conversation `id`'s cache back to the longest prefix `prompt`
+    /// shares with it; returns how many tokens it keeps.
+    fn cut_back(&mut self, id: u64, seq: i32, prompt: &[LlamaToken]) -> usize {
+        let ctx = self.ctx.as_mut().expect("made before requests start");
+        let cached = self.conversations.get_mut(&id).expect("admitted");
+        let mut kept = reused_prefix(&cached.tokens, prompt, None);
+        if kept < cached.tokens.len()
+            && !ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(kept as u32), None)
+                .unwrap_or(false)
+        {
+            kept = 0;
+        }
+        if !holds(ctx, seq, kept, self.shared.sliding_window) {
+            kept = 0;
+        }
+        if kept == 0 {
+            let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        }
+        cached.tokens.truncate(kept);
+        kept
+    }
+
     /// When another conversation's cache holds more of `prompt` than
     /// conversation `id` does (the sessions of a batch often open with the
     /// same prompt), its cells are shared with `id`'s sequence instead of
-    /// being read again. Returns how many prompt tokens `id` then holds.
+    /// being read again. Returns how many prompt tokens `id` then holds,
+    /// when it took a share.
     fn share(
         &mut self,
         id: u64,
         seq: i32,
         prompt: &[LlamaToken],
     ) -> Result<Option<usize>, ModelError> {
+        let ctx = self.ctx.as_mut().expect("made before requests start");
         let held = self.conversations[&id].tokens.len();
+        // Less than a chunk is not worth it (every prompt shares the BOS).
+        let worth = held + self.shared.config.batch_size as usize;
+        let window = self.shared.sliding_window;
         let donor = self
             .conversations
             .iter()
             .filter(|(other, _)| **other != id)
             .filter_map(|(_, c)| Some((c.seq?, reused_prefix(&c.tokens, prompt, None))))
+            .filter(|&(donor, common)| common >= worth && holds(ctx, donor, common, window))
             .max_by_key(|&(_, common)| common);
-        // Less than a chunk is not worth it (every prompt shares the BOS).
-        let worth = held + self.shared.config.batch_size as usize;
-        let Some((donor, common)) = donor.filter(|&(_, common)| common >= worth) else {
+        let Some((donor, common)) = donor else {
             return Ok(None);
         };
-        let ctx = self
-            .ctx
-            .as_mut()
-            .expect("requests run after a conversation opened");
         let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
         ctx.kv_cache_seq_cp(donor, seq, Some(0), Some(common as u32))
             .map_err(|e| ModelError::Backend(format!("cannot share a cache: {e}")))?;
@@ -347,12 +378,13 @@ impl<'m> Scheduler<'m> {
         // read by another conversation.
         for i in 0..self.active.len() {
             let active = &self.active[i];
-            if active.reply.is_some() {
+            if active.reply.is_some() || !active.shares {
                 continue;
             }
             let (id, seq, prompt) = (active.id, active.seq, active.prompt.clone());
+            let held = self.conversations[&id].tokens.len();
             match self.share(id, seq, &prompt) {
-                Ok(Some(common)) => self.active[i].kept = common,
+                Ok(Some(common)) => self.active[i].kept += common - held,
                 Ok(None) => {}
                 Err(e) => return self.fail_all(e),
             }
@@ -522,4 +554,21 @@ impl<'m> Scheduler<'m> {
         stats.replies.fetch_add(decoding as u64, Ordering::Relaxed);
         stats.widest.fetch_max(decoding as u64, Ordering::Relaxed);
     }
+}
+
+/// Whether sequence `seq` can go on after its first `kept` tokens: the
+/// cache still holds every position the next token attends to. In a cache
+/// shared by several sequences, llama.cpp gives the cells of positions that
+/// fell out of a sequence's sliding window (`window` tokens; 0 when the
+/// model has none) to other sequences' tokens, so the sliding-window layers
+/// may have lost positions that cutting back to `kept`, or sharing the first
+/// `kept`, would need again. Positions held are contiguous, so the lowest
+/// tells.
+fn holds(ctx: &LlamaContext<'_>, seq: i32, kept: usize, window: u32) -> bool {
+    if kept == 0 {
+        return true;
+    }
+    let first_needed = (kept + 1).saturating_sub(window as usize);
+    let lowest = ctx.kv_cache_seq_pos_min(seq);
+    lowest >= 0 && lowest as usize <= first_needed
 }

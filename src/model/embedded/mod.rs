@@ -46,7 +46,8 @@ pub struct EmbeddedConfig {
     /// Tokens of context per conversation.
     pub context_size: u32,
     /// Tokens per llama.cpp batch while reading a prompt; prompts are read
-    /// in chunks aligned to multiples of this.
+    /// in chunks aligned to multiples of this (in batched mode: at most
+    /// this many prompt tokens go into each batch).
     pub batch_size: u32,
     /// Reuse only what gives bit-for-bit the result of a fresh read.
     ///
@@ -97,15 +98,18 @@ pub struct ModelInfo {
     pub context_length: u32,
     /// Whether the GGUF carries its own chat template.
     pub chat_template: bool,
+    /// Positions a sliding-window attention layer sees (0: none).
+    pub sliding_window: u32,
 }
 
 /// A GGUF model loaded into memory, shared by its conversations.
 ///
 /// One thread per model owns every conversation's llama.cpp context and
-/// runs their requests one at a time. With a thread per conversation (as
-/// before), each had its own OpenMP team: more threads than cores, so
-/// OpenMP let its workers sleep between tokens and a session decoded at
-/// 25 tokens/s where one conversation alone decoded at 38.
+/// runs their requests (one at a time, or batched: see `parallel`). With a
+/// thread per conversation (as before), each had its own OpenMP team: more
+/// threads than cores, so OpenMP let its workers sleep between tokens and
+/// a session decoded at 25 tokens/s where one conversation alone decoded
+/// at 38.
 #[derive(Clone)]
 pub struct EmbeddedModel {
     shared: Arc<Shared>,
@@ -119,6 +123,8 @@ struct Shared {
     path: PathBuf,
     config: EmbeddedConfig,
     template: Option<LlamaChatTemplate>,
+    /// Tokens a sliding-window layer attends to (0: the model has none).
+    sliding_window: u32,
     batching: BatchCounts,
 }
 
@@ -189,6 +195,7 @@ impl EmbeddedModel {
             None => model.chat_template(None).ok(),
         };
         let shared = Arc::new(Shared {
+            sliding_window: sliding_window(&model),
             model,
             path: path.to_path_buf(),
             config,
@@ -257,6 +264,7 @@ impl EmbeddedModel {
             parameters: model.n_params(),
             context_length: model.n_ctx_train(),
             chat_template: model.chat_template(None).is_ok(),
+            sliding_window: self.shared.sliding_window,
         }
     }
 
@@ -465,6 +473,16 @@ fn new_context(
         .model
         .new_context(backend()?, params)
         .map_err(|e| ModelError::Backend(format!("cannot create a llama.cpp context: {e}")))
+}
+
+/// The model's sliding attention window, from its GGUF metadata.
+fn sliding_window(model: &LlamaModel) -> u32 {
+    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    model
+        .meta_val_str(&format!("{architecture}.attention.sliding_window"))
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Computes a batch, holding the process's llama.cpp lock.

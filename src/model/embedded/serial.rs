@@ -114,7 +114,7 @@ impl<'m> Session<'m> {
 
         let model = &self.shared.model;
         let mut reply = Reply::new(model, request, &prompt, keep, prefill_ms)?;
-        let context = self.ctx.n_ctx() as usize;
+        let context = self.shared.config.context_size as usize;
         while let Some(token) = reply.advance(
             model,
             &self.ctx,
