@@ -463,7 +463,11 @@ fn batched_mode_never_shares_a_prefix_whose_sliding_window_cells_were_reused() {
     model
         .conversation()
         .unwrap()
-        .complete(&request(&long_prompt(&model, 600).replace("Patient", "Doctor"), 4, 3))
+        .complete(&request(
+            &long_prompt(&model, 600).replace("Patient", "Doctor"),
+            4,
+            3,
+        ))
         .unwrap();
     // A prompt that begins like the long one for 400 tokens and then
     // differs would need those lost positions: it is read, not shared.
@@ -475,12 +479,19 @@ fn batched_mode_never_shares_a_prefix_whose_sliding_window_cells_were_reused() {
         .complete(&request(&opening, 8, 4))
         .unwrap();
     assert!(diverging.usage.prompt_tokens > 300);
-    assert_eq!(diverging.usage.cached_prompt_tokens, 0, "{:?}", diverging.usage);
+    assert_eq!(
+        diverging.usage.cached_prompt_tokens, 0,
+        "{:?}",
+        diverging.usage
+    );
     // The whole long prompt is still whole in the window: that is shared.
     let same = model
         .conversation()
         .unwrap()
         .complete(&request(&long, 8, 5))
         .unwrap();
-    assert_eq!(same.usage.cached_prompt_tokens, same.usage.prompt_tokens - 1);
+    assert_eq!(
+        same.usage.cached_prompt_tokens,
+        same.usage.prompt_tokens - 1
+    );
 }

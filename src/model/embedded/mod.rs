@@ -477,7 +477,9 @@ fn new_context(
 
 /// The model's sliding attention window, from its GGUF metadata.
 fn sliding_window(model: &LlamaModel) -> u32 {
-    let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
     model
         .meta_val_str(&format!("{architecture}.attention.sliding_window"))
         .ok()
