@@ -9,6 +9,7 @@ mod choice;
 pub mod bench;
 pub mod course;
 pub mod estimate;
+pub mod eval;
 pub mod export;
 pub mod lint;
 pub mod markdown;

@@ -3,7 +3,7 @@
 use super::{Store, StoreError, sql};
 
 /// The schema version this build writes; see `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration N takes the schema from version N-1 to N.
 pub const MIGRATIONS: &[&str] = &[
@@ -94,6 +94,19 @@ ALTER TABLE token_usage ADD COLUMN estimated_replies INTEGER NOT NULL DEFAULT 0;
 -- A course holds each session number once (runs are claimed, too).
 CREATE UNIQUE INDEX sessions_by_course ON sessions(course_id, session_number) WHERE course_id IS NOT NULL;
 CREATE INDEX courses_by_run ON courses(run_id);
+"#,
+    // Evaluations: the metrics and each judge's scores of a session, by
+    // rubric version.
+    r#"
+CREATE TABLE evaluations (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    kind TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    rubric_version TEXT NOT NULL,
+    result TEXT NOT NULL,
+    evaluated_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, kind, judge, rubric_version)
+);
 "#,
 ];
 

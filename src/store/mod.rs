@@ -9,14 +9,17 @@
 //! - `sessions.rs`: writing sessions as they happen, and their state;
 //! - `read.rs`: reading sessions back (lossless: a row that does not
 //!   decode is an error naming it) and listing;
-//! - `import.rs`: transcripts from files.
+//! - `import.rs`: transcripts from files;
+//! - `evaluations.rs`: sessions' metrics and judges' scores.
 
+mod evaluations;
 mod import;
 mod migrate;
 mod read;
 mod runs;
 mod sessions;
 
+pub use evaluations::SessionScope;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use read::{Listed, StoredSession, TokenTotal};
 pub use runs::{RunClaim, StoredCourse, StoredPlan};

@@ -165,9 +165,9 @@ impl Store {
         )
     }
 
-    /// Opens a stopped session again for more turns: its ending, usage and
-    /// safety events are cleared (they are recorded anew when it ends);
-    /// its turns stay.
+    /// Opens a stopped session again for more turns: its ending, usage,
+    /// safety events and evaluations are cleared (they are recorded anew
+    /// when it ends, and it can be evaluated again); its turns stay.
     pub fn reopen_session(&mut self, session: i64) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute(
@@ -178,6 +178,8 @@ impl Store {
         tx.execute("DELETE FROM token_usage WHERE session_id = ?1", [session])
             .map_err(|e| sql(&self.path, e))?;
         tx.execute("DELETE FROM safety_events WHERE session_id = ?1", [session])
+            .map_err(|e| sql(&self.path, e))?;
+        tx.execute("DELETE FROM evaluations WHERE session_id = ?1", [session])
             .map_err(|e| sql(&self.path, e))?;
         tx.commit().map_err(|e| sql(&self.path, e))
     }

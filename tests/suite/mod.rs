@@ -2,6 +2,7 @@ mod batch;
 mod cli;
 mod course;
 mod embedded;
+mod eval;
 mod fault_server;
 mod http;
 mod lint;

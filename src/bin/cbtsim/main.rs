@@ -1,5 +1,6 @@
 //! The `cbtsim` command: argument parsing and output over the library.
 
+mod evaluate;
 mod progress;
 mod sessions;
 
@@ -85,6 +86,10 @@ enum Command {
         #[arg(required_unless_present_any = ["last", "all"])]
         run: Option<i64>,
     },
+    /// Evaluate stored sessions: deterministic metrics and a judge
+    /// model's CTRS scores, stored with each session. A meaningful CTRS
+    /// needs a capable judge; the default 270M model only exercises it.
+    Eval(Box<evaluate::EvalArgs>),
     /// List the courses and sessions in a store.
     List {
         /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
@@ -407,6 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return sessions::resume(db, target, false);
         }
         Command::List { db, json } => list(db, json)?,
+        Command::Eval(args) => evaluate::run(*args, config.as_deref())?,
         Command::Export {
             db,
             course,

@@ -1,0 +1,122 @@
+//! Evaluations of sessions: one row per session, kind (`ctrs`, `metrics`),
+//! judge and rubric version, holding the result as JSON. Scores of another
+//! judge or rubric version are kept beside, never overwritten or mixed.
+
+use super::{Store, StoreError, now};
+use rusqlite::{OptionalExtension, params};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Which stored sessions to evaluate or report on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    One(i64),
+    Course(i64),
+    Run(i64),
+    All,
+}
+
+impl Store {
+    /// Stores an evaluation, replacing one of the same kind, judge and
+    /// rubric version.
+    pub fn set_evaluation(
+        &self,
+        session: i64,
+        kind: &str,
+        judge: &str,
+        rubric_version: &str,
+        result: &Value,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO evaluations (session_id, kind, judge, rubric_version, result, evaluated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![session, kind, judge, rubric_version, result.to_string(), now()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// A stored evaluation, if there is one of that kind, judge and rubric
+    /// version; one that does not read as `T` is an error naming it.
+    pub fn evaluation<T: DeserializeOwned>(
+        &self,
+        session: i64,
+        kind: &str,
+        judge: &str,
+        rubric_version: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT result FROM evaluations
+                 WHERE session_id = ?1 AND kind = ?2 AND judge = ?3 AND rubric_version = ?4",
+                params![session, kind, judge, rubric_version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                table: "evaluations",
+                row: format!("session {session}, {kind}"),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Every stored evaluation of a kind and rubric version, as (session,
+    /// judge, result), by session.
+    pub fn evaluations_of<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        rubric_version: &str,
+    ) -> Result<Vec<(i64, String, T)>, StoreError> {
+        let rows: Vec<(i64, String, String)> = self.rows(
+            "SELECT session_id, judge, result FROM evaluations
+             WHERE kind = ?1 AND rubric_version = ?2 ORDER BY session_id, judge",
+            params![kind, rubric_version],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        rows.into_iter()
+            .map(|(session, judge, text)| {
+                let result = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "evaluations",
+                    row: format!("session {session}, {kind}, {judge}"),
+                    message: e.to_string(),
+                })?;
+                Ok((session, judge, result))
+            })
+            .collect()
+    }
+
+    /// The ids of the sessions in `scope`, oldest first; a session, course
+    /// or run that does not exist is an error naming it.
+    pub fn session_ids(&self, scope: SessionScope) -> Result<Vec<i64>, StoreError> {
+        let (query, id) = match scope {
+            SessionScope::One(id) => ("SELECT id FROM sessions WHERE id = ?1", id),
+            SessionScope::Course(id) => (
+                "SELECT id FROM sessions WHERE course_id = ?1 ORDER BY session_number, id",
+                id,
+            ),
+            SessionScope::Run(id) => (
+                "SELECT id FROM sessions WHERE run_id = ?1 ORDER BY course_id, session_number, id",
+                id,
+            ),
+            SessionScope::All => ("SELECT id FROM sessions WHERE ?1 = ?1 ORDER BY id", 0),
+        };
+        let ids = self.rows(query, [id], |r| r.get(0))?;
+        let path = self.path.clone();
+        match scope {
+            SessionScope::One(id) if ids.is_empty() => Err(StoreError::NoSuchSession { path, id }),
+            SessionScope::Course(id) if ids.is_empty() => {
+                Err(StoreError::NoSuchCourse { path, id })
+            }
+            SessionScope::Run(id) if ids.is_empty() => Err(StoreError::NoSuchRun { path, id }),
+            _ => Ok(ids),
+        }
+    }
+}

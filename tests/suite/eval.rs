@@ -1,0 +1,402 @@
+//! Evaluation: the deterministic metrics and the CTRS judge, on transcripts
+//! written for this project and under the scripted model; and once on the
+//! real default model.
+
+use cbtsim::eval::ctrs::{self, ITEMS, JudgeError, RUBRIC_VERSION};
+use cbtsim::eval::metrics::measure;
+use cbtsim::eval::{EvalError, EvalSettings, evaluate};
+use cbtsim::model::ChatModel;
+use cbtsim::model::scripted::ScriptedModel;
+use cbtsim::store::{SessionScope, Store};
+use cbtsim::text_format;
+use cbtsim::transcript::Transcript;
+use serde_json::{Value, json};
+
+fn transcript(name: &str) -> Transcript {
+    let path = format!(
+        "{}/tests/data/transcripts/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    text_format::parse(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .transcript
+}
+
+#[test]
+fn metrics_of_a_structured_session() {
+    let metrics = measure(&transcript("structured-cbt-session.txt"), 0);
+    insta::assert_snapshot!(serde_json::to_string_pretty(&metrics).unwrap());
+}
+
+#[test]
+fn metrics_of_a_short_session_find_what_is_there_and_no_more() {
+    let metrics = measure(&transcript("clean-natural-end.txt"), 2);
+    insta::assert_snapshot!(serde_json::to_string_pretty(&metrics).unwrap());
+}
+
+#[test]
+fn metrics_of_an_empty_session_are_zero_not_a_division_by_zero() {
+    let metrics = measure(&Transcript::new(1), 0);
+    assert_eq!(metrics.turns, 0);
+    assert_eq!(metrics.therapist_words_per_turn, 0.0);
+    assert_eq!(metrics.therapist_talk_ratio, 0.0);
+    assert!(metrics.elements.iter().all(|e| !e.present));
+}
+
+/// A judge's answer with every item scored `score`, its evidence `quote`.
+fn answer(score: u32, quote: &str) -> String {
+    let items: serde_json::Map<String, Value> = ITEMS
+        .iter()
+        .map(|i| {
+            let item = json!({"score": score, "justification": format!("{} seen", i.name), "evidence": quote});
+            (i.key.to_string(), item)
+        })
+        .collect();
+    Value::Object(items).to_string()
+}
+
+const QUOTE: &str = "What is the evidence for it, and what is the evidence against it?";
+
+#[test]
+fn the_judge_is_asked_again_for_valid_json_and_for_real_quotes() {
+    let session = transcript("structured-cbt-session.txt");
+    let judge = ScriptedModel::new([
+        "{\"agenda\": 3".to_string(),
+        answer(4, "You are doing great, Maya."),
+        answer(4, QUOTE),
+    ]);
+    let score = ctrs::judge(&judge, &session).unwrap();
+    assert_eq!(score.total, 44);
+    assert_eq!(score.invalid_answers, 1);
+    assert!(score.dropped_quotes.is_empty());
+    assert!(score.items.iter().all(|i| i.evidence == QUOTE));
+    assert_eq!(score.rubric_version, RUBRIC_VERSION);
+    assert_eq!(score.usage.replies, 3);
+    // Each request asked for the schema, and the re-asks said what was wrong.
+    let requests = judge.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.json_schema == Some(ctrs::schema()))
+    );
+    let prompt = |i: usize| format!("{:?}", requests[i].prompt);
+    assert!(prompt(1).contains("was not valid"));
+    assert!(prompt(2).contains("not copied exactly"));
+    assert!(prompt(0).contains("Maya") && prompt(0).contains("guided_discovery"));
+}
+
+#[test]
+fn quotes_still_made_up_after_asking_again_are_dropped_and_recorded() {
+    let session = transcript("structured-cbt-session.txt");
+    let judge = ScriptedModel::new([answer(2, "Not said."), answer(2, "Not said either.")]);
+    let score = ctrs::judge(&judge, &session).unwrap();
+    assert_eq!(score.total, 22);
+    assert_eq!(score.dropped_quotes.len(), ITEMS.len());
+    assert!(score.items.iter().all(|i| i.evidence.is_empty()));
+}
+
+#[test]
+fn a_judge_that_never_answers_validly_is_an_error_and_scores_stay_bounded() {
+    let session = transcript("structured-cbt-session.txt");
+    // 7 is out of the scale: the schema rejects it.
+    let judge = ScriptedModel::new([answer(7, ""), "not json".to_string()]);
+    let error = ctrs::judge(&judge, &session).unwrap_err();
+    assert!(
+        matches!(error, JudgeError::Invalid { tries: 2, .. }),
+        "{error}"
+    );
+    assert!(ctrs::parse(&answer(7, "")).is_none());
+    assert_eq!(ctrs::parse(&answer(6, "")).unwrap().len(), 11);
+}
+
+#[test]
+fn quotes_are_checked_against_the_turns_spacing_and_quotation_marks_aside() {
+    let session = transcript("structured-cbt-session.txt");
+    assert!(ctrs::quoted(&session, ""));
+    assert!(ctrs::quoted(
+        &session,
+        "\"What is the evidence for it,   and what\""
+    ));
+    assert!(ctrs::quoted(
+        &session,
+        "how has your mood been this week..."
+    ));
+    assert!(!ctrs::quoted(&session, "What is the proof for it"));
+}
+
+fn store_with(names: &[&str]) -> (Store, Vec<i64>) {
+    let mut store = Store::in_memory().unwrap();
+    let ids = names
+        .iter()
+        .map(|n| store.import(&transcript(n), n).unwrap())
+        .collect();
+    (store, ids)
+}
+
+const BOTH: EvalSettings = EvalSettings {
+    metrics: true,
+    ctrs: true,
+    force: false,
+};
+
+#[test]
+fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
+    let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
+    let judge = ScriptedModel::new([answer(3, QUOTE), answer(1, "")]);
+    let first = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].ctrs.as_ref().unwrap().total, 33);
+    assert_eq!(first[1].ctrs.as_ref().unwrap().total, 11);
+    assert!(first.iter().all(|e| e.reused.is_empty()));
+    assert_eq!(judge.requests().len(), 2);
+
+    // Again: read from the store, the judge not asked.
+    let again = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    assert_eq!(judge.requests().len(), 2);
+    assert!(again.iter().all(|e| e.reused == ["metrics", "ctrs"]));
+    // (What the judge used is not stored: it was counted when it was asked.)
+    let items = |e: &cbtsim::eval::SessionEvaluation| e.ctrs.as_ref().unwrap().items.clone();
+    assert_eq!(items(&again[0]), items(&first[0]));
+    assert_eq!(again[1].metrics, first[1].metrics);
+
+    // Forced: asked again (the script now gives minimal valid answers).
+    let forced = EvalSettings {
+        force: true,
+        ..BOTH
+    };
+    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &mut |_, _| {}).unwrap();
+    assert_eq!(judge.requests().len(), 3);
+    assert!(redone[0].reused.is_empty());
+    let stored: ctrs::CtrsScore = store
+        .evaluation(ids[0], "ctrs", &judge.describe(), RUBRIC_VERSION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, redone[0].ctrs.as_ref().unwrap().total);
+
+    // The metrics alone need no judge.
+    assert_eq!(store.session_ids(SessionScope::All).unwrap(), ids);
+    let metrics_only = EvalSettings {
+        ctrs: false,
+        ..BOTH
+    };
+    let none = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {}).unwrap();
+    assert!(none.iter().all(|e| e.ctrs.is_none() && e.metrics.is_some()));
+}
+
+#[test]
+fn the_ctrs_without_a_judge_and_a_missing_session_are_clear_errors() {
+    let (store, ids) = store_with(&["clean-natural-end.txt"]);
+    let error = evaluate(&store, &ids, None, BOTH, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(error, EvalError::NoJudge), "{error}");
+    let error = store.session_ids(SessionScope::One(99)).unwrap_err();
+    assert!(error.to_string().contains("no session 99"), "{error}");
+    let error = store.session_ids(SessionScope::Course(5)).unwrap_err();
+    assert!(error.to_string().contains("no course 5"), "{error}");
+}
+
+#[test]
+fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
+    let _real_model = super::util::real_model();
+    use cbtsim::model::default_model;
+    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+    let model =
+        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let (store, ids) = store_with(&["structured-cbt-session.txt"]);
+    let done = evaluate(&store, &ids, Some(&model), BOTH, &mut |_, _| {}).unwrap();
+    let score = done[0].ctrs.as_ref().unwrap();
+    assert_eq!(score.items.len(), 11);
+    assert!(score.items.iter().all(|i| i.score <= 6));
+    assert_eq!(
+        score.total,
+        score.items.iter().map(|i| i.score).sum::<u32>()
+    );
+    assert!(score.judge.starts_with("local:"), "{}", score.judge);
+    // Every quote kept is in the transcript.
+    let session = transcript("structured-cbt-session.txt");
+    assert!(
+        score
+            .items
+            .iter()
+            .all(|i| ctrs::quoted(&session, &i.evidence))
+    );
+    let stored: ctrs::CtrsScore = store
+        .evaluation(ids[0], "ctrs", &score.judge, RUBRIC_VERSION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&stored.items, &score.items);
+}
+
+/// Two raters' scores, paired.
+fn paired(a: &[u32], b: &[u32]) -> Vec<(f64, f64)> {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x.into(), y.into()))
+        .collect()
+}
+
+fn close(found: Option<f64>, expected: f64) {
+    let found = found.unwrap_or_else(|| panic!("undefined, expected {expected}"));
+    assert!((found - expected).abs() < 1e-9, "{found} != {expected}");
+}
+
+// Reference values from scikit-learn 1.x (`cohen_kappa_score(a, b,
+// weights="quadratic", labels=range(7))`), SciPy (`spearmanr`) and
+// pingouin 0.7.0 (`intraclass_corr`, the ICC(A,1) row: two-way random,
+// absolute agreement, single rater, which is ICC(2,1)).
+
+#[test]
+fn agreement_figures_match_the_reference_with_ties() {
+    use cbtsim::eval::agreement::{icc2_1, quadratic_weighted_kappa, spearman};
+    let d1 = paired(
+        &[0, 1, 2, 3, 4, 5, 6, 3, 2, 4],
+        &[1, 1, 2, 4, 4, 6, 5, 3, 3, 2],
+    );
+    close(quadratic_weighted_kappa(&d1, 0, 6), 0.8363636363636364);
+    close(spearman(&d1), 0.8359173188630292);
+    close(icc2_1(&d1), 0.8502772643253237);
+    let d4 = paired(&[2, 4, 6, 1], &[1, 3, 6, 0]);
+    close(quadratic_weighted_kappa(&d4, 0, 6), 0.9210526315789473);
+    close(spearman(&d4), 1.0);
+    close(icc2_1(&d4), 0.9395973154362416);
+}
+
+#[test]
+fn a_rater_who_gives_the_same_score_everywhere_has_no_rank_correlation() {
+    use cbtsim::eval::agreement::{icc2_1, quadratic_weighted_kappa, spearman};
+    let d2 = paired(&[3, 3, 3, 3, 3], &[2, 3, 4, 3, 5]);
+    close(quadratic_weighted_kappa(&d2, 0, 6), 0.0);
+    assert_eq!(spearman(&d2), None);
+    close(icc2_1(&d2), 0.0);
+    // Both constant and equal: nothing is defined.
+    let d3 = paired(&[4, 4, 4], &[4, 4, 4]);
+    assert_eq!(quadratic_weighted_kappa(&d3, 0, 6), None);
+    assert_eq!(spearman(&d3), None);
+    assert_eq!(icc2_1(&d3), None);
+}
+
+#[test]
+fn people_and_the_judge_are_paired_by_session_and_item() {
+    let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
+    let judge = ScriptedModel::new([answer(4, ""), answer(2, "")]);
+    evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ratings.csv");
+    let mut rows = String::from("session_id,item,rater,score\n");
+    for (i, item) in ITEMS.iter().enumerate() {
+        rows += &format!("{},{},ana,{}\n", ids[0], item.key, 3 + i % 2);
+        rows += &format!("{},{},ana,{}\n", ids[1], item.key, 2);
+        rows += &format!("{},{},ben,{}\n", ids[0], item.key, 4);
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let ratings = cbtsim::eval::agreement::read_csv(&csv).unwrap();
+    let pairs = cbtsim::eval::agreement(&store, ratings).unwrap();
+    let names: Vec<(&str, &str, usize)> = pairs
+        .iter()
+        .map(|p| (p.a.as_str(), p.b.as_str(), p.overall.n))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ana", "ben", 11),
+            ("ana", "judge", 22),
+            ("ben", "judge", 11)
+        ]
+    );
+    // Ben and the judge agree exactly on every item of session 1.
+    let ben_judge = &pairs[2];
+    assert_eq!(ben_judge.per_item.len(), 11);
+    assert_eq!(ben_judge.overall.quadratic_weighted_kappa, None);
+    let json = serde_json::to_value(&pairs[1]).unwrap();
+    for key in [
+        "a",
+        "b",
+        "n",
+        "quadratic_weighted_kappa",
+        "icc2_1",
+        "spearman",
+        "per_item",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in {json}");
+    }
+}
+
+#[test]
+fn a_bad_ratings_file_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ratings.csv");
+    for (rows, expected) in [
+        ("session,item,rater,score\n", ":1: the first line must be"),
+        (
+            "session_id,item,rater,score\n1,agenda,ana,7\n",
+            ":2: score \"7\"",
+        ),
+        (
+            "session_id,item,rater,score\n1,agenda,ana,3\n1,warmth,ana,3\n",
+            ":3: \"warmth\" is not a CTRS item",
+        ),
+        (
+            "session_id,item,rater,score\n1,agenda,3\n",
+            ":2: expected 4 fields",
+        ),
+    ] {
+        std::fs::write(&csv, rows).unwrap();
+        let error = cbtsim::eval::agreement::read_csv(&csv)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ratings.csv") && error.contains(expected),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn eval_and_agreement_through_the_command_line() {
+    use super::util::{data, run};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("eval.db");
+    let db = db.to_str().unwrap();
+    let session = data("transcripts/structured-cbt-session.txt");
+    let (code, _, stderr) = run(&["import", "--db", db, session.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    // The scripted judge answers the minimal valid instance: every item 0.
+    let (code, stdout, stderr) =
+        run(&["eval", "--db", db, "--all", "--judge", "scripted", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let evaluations: Value = serde_json::from_str(&stdout).unwrap();
+    let first = &evaluations[0];
+    assert_eq!(first["session_id"], 1);
+    assert_eq!(first["metrics"]["turns"], 14);
+    assert_eq!(first["ctrs"]["items"].as_array().unwrap().len(), 11);
+    assert_eq!(first["ctrs"]["rubric_version"], RUBRIC_VERSION);
+    assert_eq!(first["ctrs"]["judge"], "scripted");
+    // Again: from the store.
+    let (_, stdout, _) = run(&["eval", "--db", db, "1", "--judge", "scripted"]);
+    assert!(stdout.contains("(stored: metrics, ctrs)"), "{stdout}");
+
+    let csv = dir.path().join("ratings.csv");
+    let rows: String = ITEMS
+        .iter()
+        .enumerate()
+        .map(|(i, item)| format!("1,{},ana,{}\n", item.key, i % 3))
+        .collect();
+    std::fs::write(&csv, format!("session_id,item,rater,score\n{rows}")).unwrap();
+    let (code, stdout, stderr) = run(&[
+        "eval",
+        "agreement",
+        "--db",
+        db,
+        "--ratings",
+        csv.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pairs"][0]["a"], "ana");
+    assert_eq!(report["pairs"][0]["b"], "judge");
+    assert_eq!(report["pairs"][0]["n"], 11);
+
+    let (code, _, stderr) = run(&["eval", "--db", db, "99", "--only", "metrics"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no session 99"), "{stderr}");
+}
