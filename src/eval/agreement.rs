@@ -35,7 +35,8 @@ pub enum RatingsError {
 }
 
 /// Reads ratings from a CSV file with the header `session_id,item,rater,score`
-/// (items by their CTRS keys, scores 0 to 6; fields hold no commas). Every
+/// (items by their CTRS keys, scores 0 to 6; fields may be in double quotes
+/// but hold no commas; a rater scores each item of a session once). Every
 /// problem names the file and line.
 pub fn read_csv(path: &Path) -> Result<Vec<Rating>, RatingsError> {
     let shown = path.display().to_string();
@@ -50,12 +51,14 @@ pub fn read_csv(path: &Path) -> Result<Vec<Rating>, RatingsError> {
     };
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
     match lines.next() {
-        Some((_, header)) if header.trim_start_matches('\u{feff}') == CSV_HEADER => {}
+        Some((_, header))
+            if header.trim_start_matches('\u{feff}').replace('"', "") == CSV_HEADER => {}
         _ => return Err(invalid(1, format!("the first line must be {CSV_HEADER}"))),
     }
     let mut ratings = Vec::new();
+    let mut seen = std::collections::HashMap::new();
     for (line, row) in lines.filter(|(_, l)| !l.is_empty()) {
-        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        let fields: Vec<&str> = row.split(',').map(|f| f.trim().trim_matches('"')).collect();
         let [session, item, rater, score] = fields[..] else {
             return Err(invalid(
                 line,
@@ -77,6 +80,12 @@ pub fn read_csv(path: &Path) -> Result<Vec<Rating>, RatingsError> {
                 format!("score {score:?} is not a whole number 0 to 6"),
             )
         })?;
+        if let Some(first) = seen.insert((session, item.to_string(), rater.to_string()), line) {
+            return Err(invalid(
+                line,
+                format!("{rater} already scored {item} of session {session} on line {first}"),
+            ));
+        }
         ratings.push(Rating {
             session,
             item: item.to_string(),

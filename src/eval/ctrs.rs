@@ -227,12 +227,23 @@ fn rubric() -> String {
     out
 }
 
+/// The session as the judge reads it: the dialogue only, without the
+/// model-written summary or the ending, which say nothing of what the
+/// therapist did.
+fn dialogue(transcript: &Transcript) -> String {
+    let turns = Transcript {
+        termination: None,
+        summary: None,
+        ..transcript.clone()
+    };
+    crate::text_format::render(&turns)
+}
+
 fn prompt(chat: bool, transcript: &Transcript, correction: Option<&str>) -> Prompt {
-    let session = crate::text_format::render(transcript);
     let task = format!(
         "{INSTRUCTION}\n\nItems:\n{}\nThe session:\n\n{}\n",
         rubric(),
-        session.trim_end()
+        dialogue(transcript).trim_end()
     );
     let correction = correction.map(|c| format!("\n{c}\n")).unwrap_or_default();
     if chat {
@@ -267,37 +278,46 @@ pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore
             },
             json_schema: Some(schema()),
         };
-        let done = conversation.complete(&request)?;
+        let done = match conversation.complete(&request) {
+            Ok(done) => done,
+            // A valid answer is kept (its made-up quotes dropped) when
+            // asking again fails.
+            Err(_) if answer.is_some() => break,
+            Err(e) => return Err(e.into()),
+        };
         usage.count(&done.usage);
         match parse(&done.text) {
-            None => {
+            Err(why) => {
                 invalid_answers += 1;
                 if invalid_answers == 2 {
                     break;
                 }
-                correction = Some(
-                    "Your last answer was not valid: answer with one JSON object holding \
-                     every item, each with an integer score from 0 to 6, a justification \
-                     and evidence."
-                        .into(),
-                );
+                correction = Some(format!(
+                    "An earlier answer was not valid ({why}). Answer with one JSON object \
+                     holding every item, each with an integer score from 0 to 6, a \
+                     justification and evidence."
+                ));
             }
-            Some(items) => {
-                let unquoted: Vec<String> = items
+            Ok(items) => {
+                let unquoted: Vec<&ItemScore> = items
                     .iter()
                     .filter(|i| !quoted(transcript, &i.evidence))
-                    .map(|i| i.item.clone())
                     .collect();
-                let asked_before = answer.is_some();
-                if unquoted.is_empty() || asked_before {
+                if unquoted.is_empty() || answer.is_some() {
+                    let unquoted = unquoted.iter().map(|i| i.item.clone()).collect();
                     answer = Some((items, unquoted));
                     break;
                 }
+                let listed: Vec<String> = unquoted
+                    .iter()
+                    .map(|i| format!("{}: {:?}", i.item, i.evidence))
+                    .collect();
                 correction = Some(format!(
-                    "In your last answer, the evidence for {} is not copied exactly from the \
-                     transcript. Quote the transcript word for word, or give an empty string.",
-                    unquoted.join(", ")
+                    "An earlier answer quoted words that are not in the transcript ({}). \
+                     Quote the transcript word for word, or give an empty string.",
+                    listed.join("; ")
                 ));
+                let unquoted = unquoted.iter().map(|i| i.item.clone()).collect();
                 answer = Some((items, unquoted));
             }
         }
@@ -309,7 +329,7 @@ pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore
         });
     };
     for item in &mut items {
-        if unquoted.contains(&item.item) {
+        if unquoted.contains(&item.item) || trimmed(&item.evidence).is_empty() {
             item.evidence.clear();
         }
     }
@@ -324,37 +344,58 @@ pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore
     })
 }
 
-/// Reads an answer: `None` unless it is valid against the schema.
-pub fn parse(text: &str) -> Option<Vec<ItemScore>> {
-    let value: Value = serde_json::from_str(text.trim()).ok()?;
-    schema::validate(&schema(), &value).ok()?;
-    ITEMS
+/// Reads an answer valid against the schema, or says why it is not.
+pub fn parse(text: &str) -> Result<Vec<ItemScore>, String> {
+    let value: Value = serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    schema::validate(&schema(), &value).map_err(|e| e.to_string())?;
+    Ok(ITEMS
         .iter()
         .map(|item| {
             let answer = &value[item.key];
-            Some(ItemScore {
+            ItemScore {
                 item: item.key.to_string(),
-                score: u32::try_from(answer["score"].as_u64()?).ok()?,
-                justification: answer["justification"].as_str()?.trim().to_string(),
-                evidence: answer["evidence"].as_str()?.trim().to_string(),
-            })
+                score: answer["score"].as_u64().unwrap_or(0) as u32,
+                justification: answer["justification"].as_str().unwrap_or("").trim().into(),
+                evidence: answer["evidence"].as_str().unwrap_or("").trim().into(),
+            }
         })
-        .collect()
+        .collect())
 }
 
-/// Whether `quote` is empty or copied from one of the transcript's turns
-/// (spacing and surrounding quotation marks aside).
+/// Whether `quote` is empty or copied from one of the transcript's turns.
+/// A speaker's label, quotation marks, ellipses at either end, spacing and
+/// curly apostrophes are not held against it.
 pub fn quoted(transcript: &Transcript, quote: &str) -> bool {
-    let quote = squeeze(quote.trim_matches(|c: char| c.is_whitespace() || "\"'“”‘’".contains(c)));
-    let quote = quote.trim_end_matches("...").trim_end_matches('…').trim();
+    let quote = trimmed(quote);
     quote.is_empty()
         || transcript
             .turns
             .iter()
-            .any(|t| squeeze(&t.text).contains(quote))
+            .any(|t| plain(&t.text).contains(&quote))
 }
 
-/// `text` with every run of whitespace made one space.
-fn squeeze(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// A quote without what surrounds it (see `quoted`), in plain form.
+fn trimmed(quote: &str) -> String {
+    let mut quote = plain(quote);
+    for label in ["Therapist:", "Patient:"] {
+        if let Some(rest) = quote.strip_prefix(label) {
+            quote = rest.trim_start().to_string();
+        }
+    }
+    let edges = |c: char| c.is_whitespace() || "\"'.…".contains(c);
+    quote.trim_matches(edges).to_string()
+}
+
+/// `text` with straight quotation marks and apostrophes, and every run of
+/// whitespace made one space.
+fn plain(text: &str) -> String {
+    let straight: String = text
+        .chars()
+        .map(|c| match c {
+            '‘' | '’' => '\'',
+            '“' | '”' => '"',
+            other => other,
+        })
+        .collect();
+    straight.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -324,12 +324,18 @@ pub fn measure(transcript: &Transcript, safety_events: usize) -> SessionMetrics 
         .map(|t| t.text.matches('?').count())
         .sum();
 
-    // The therapist's turns in lower case, each with its place (0 to 1).
+    // The therapist's turns in lower case with straight apostrophes, each
+    // with its place (0 to 1).
     let therapist: Vec<(f64, String)> = turns
         .iter()
         .enumerate()
         .filter(|(_, t)| t.speaker == Speaker::Therapist)
-        .map(|(i, t)| (i as f64 / turns.len() as f64, t.text.to_lowercase()))
+        .map(|(i, t)| {
+            (
+                i as f64 / turns.len() as f64,
+                t.text.to_lowercase().replace('’', "'"),
+            )
+        })
         .collect();
     let said_in = |part: Part, phrases: &[&str]| {
         therapist.iter().any(|(at, text)| {

@@ -45,24 +45,42 @@ pub enum EvalError {
     Judge { session: i64, source: JudgeError },
     #[error("the CTRS needs a judge model (--judge SPEC, or `judge` in [models])")]
     NoJudge,
+    #[error(
+        "a person's ratings are under the rater name {0:?}, which names the judge model: rename the rater"
+    )]
+    ReservedRater(String),
 }
 
-/// Evaluates each of `sessions` and stores the results as each is done (a
-/// failure keeps what was stored before it). `progress` hears of each
-/// session as it starts.
+/// What `evaluate` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluated {
+    pub sessions: Vec<SessionEvaluation>,
+    /// Sessions left out because they have not ended (still running, or
+    /// stopped to be resumed): their scores would go stale.
+    pub not_ended: Vec<i64>,
+}
+
+/// Evaluates each of `sessions` that has ended and stores the results as
+/// each is done (a failure keeps what was stored before it). `progress`
+/// hears of each session as it starts.
 pub fn evaluate(
     store: &Store,
     sessions: &[i64],
     judge: Option<&dyn ChatModel>,
     settings: EvalSettings,
     progress: &mut dyn FnMut(usize, i64),
-) -> Result<Vec<SessionEvaluation>, EvalError> {
+) -> Result<Evaluated, EvalError> {
     if settings.ctrs && judge.is_none() {
         return Err(EvalError::NoJudge);
     }
     let mut done = Vec::new();
+    let mut not_ended = Vec::new();
     for (index, &session) in sessions.iter().enumerate() {
         progress(index, session);
+        if !store.session_ended(session)? {
+            not_ended.push(session);
+            continue;
+        }
         let transcript = store.transcript(session)?;
         let mut evaluation = SessionEvaluation {
             session_id: session,
@@ -105,7 +123,10 @@ pub fn evaluate(
         }
         done.push(evaluation);
     }
-    Ok(done)
+    Ok(Evaluated {
+        sessions: done,
+        not_ended,
+    })
 }
 
 /// A stored evaluation, unless forced to evaluate again.
@@ -130,7 +151,13 @@ fn stored<T: serde::de::DeserializeOwned>(
 pub fn agreement(
     store: &Store,
     mut ratings: Vec<agreement::Rating>,
-) -> Result<Vec<agreement::PairAgreement>, StoreError> {
+) -> Result<Vec<agreement::PairAgreement>, EvalError> {
+    if let Some(r) = ratings
+        .iter()
+        .find(|r| r.rater == "judge" || r.rater.starts_with("judge:"))
+    {
+        return Err(EvalError::ReservedRater(r.rater.clone()));
+    }
     let scores: Vec<(i64, String, CtrsScore)> = store.evaluations_of("ctrs", RUBRIC_VERSION)?;
     let judges: std::collections::BTreeSet<&str> =
         scores.iter().map(|(_, judge, _)| judge.as_str()).collect();

@@ -93,6 +93,23 @@ impl Store {
             .collect()
     }
 
+    /// Whether a session has ended (an imported one always has): one still
+    /// running, or stopped to be resumed, may yet get more turns.
+    pub fn session_ended(&self, session: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT finished_at IS NOT NULL FROM sessions WHERE id = ?1",
+                [session],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or_else(|| StoreError::NoSuchSession {
+                path: self.path.clone(),
+                id: session,
+            })
+    }
+
     /// The ids of the sessions in `scope`, oldest first; a session, course
     /// or run that does not exist is an error naming it.
     pub fn session_ids(&self, scope: SessionScope) -> Result<Vec<i64>, StoreError> {

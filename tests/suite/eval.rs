@@ -80,8 +80,10 @@ fn the_judge_is_asked_again_for_valid_json_and_for_real_quotes() {
             .all(|r| r.json_schema == Some(ctrs::schema()))
     );
     let prompt = |i: usize| format!("{:?}", requests[i].prompt);
-    assert!(prompt(1).contains("was not valid"));
-    assert!(prompt(2).contains("not copied exactly"));
+    assert!(prompt(1).contains("was not valid (not JSON"));
+    assert!(
+        prompt(2).contains("not in the transcript (agenda: \\\"You are doing great, Maya.\\\"")
+    );
     assert!(prompt(0).contains("Maya") && prompt(0).contains("guided_discovery"));
 }
 
@@ -105,7 +107,7 @@ fn a_judge_that_never_answers_validly_is_an_error_and_scores_stay_bounded() {
         matches!(error, JudgeError::Invalid { tries: 2, .. }),
         "{error}"
     );
-    assert!(ctrs::parse(&answer(7, "")).is_none());
+    assert!(ctrs::parse(&answer(7, "")).is_err());
     assert_eq!(ctrs::parse(&answer(6, "")).unwrap().len(), 11);
 }
 
@@ -143,7 +145,9 @@ const BOTH: EvalSettings = EvalSettings {
 fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
     let judge = ScriptedModel::new([answer(3, QUOTE), answer(1, "")]);
-    let first = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    let first = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {})
+        .unwrap()
+        .sessions;
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].ctrs.as_ref().unwrap().total, 33);
     assert_eq!(first[1].ctrs.as_ref().unwrap().total, 11);
@@ -151,7 +155,9 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     assert_eq!(judge.requests().len(), 2);
 
     // Again: read from the store, the judge not asked.
-    let again = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    let again = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {})
+        .unwrap()
+        .sessions;
     assert_eq!(judge.requests().len(), 2);
     assert!(again.iter().all(|e| e.reused == ["metrics", "ctrs"]));
     // (What the judge used is not stored: it was counted when it was asked.)
@@ -164,7 +170,9 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
         force: true,
         ..BOTH
     };
-    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &mut |_, _| {}).unwrap();
+    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &mut |_, _| {})
+        .unwrap()
+        .sessions;
     assert_eq!(judge.requests().len(), 3);
     assert!(redone[0].reused.is_empty());
     let stored: ctrs::CtrsScore = store
@@ -179,8 +187,27 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
         ctrs: false,
         ..BOTH
     };
-    let none = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {}).unwrap();
+    let none = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {})
+        .unwrap()
+        .sessions;
     assert!(none.iter().all(|e| e.ctrs.is_none() && e.metrics.is_some()));
+}
+
+#[test]
+fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
+    let (mut store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
+    store.reopen_session(ids[1]).unwrap();
+    let metrics_only = EvalSettings {
+        ctrs: false,
+        ..BOTH
+    };
+    let evaluated = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {}).unwrap();
+    assert_eq!(evaluated.not_ended, [ids[1]]);
+    assert_eq!(evaluated.sessions.len(), 1);
+    let stored: Option<Value> = store
+        .evaluation(ids[1], "metrics", "", cbtsim::eval::METRICS_VERSION)
+        .unwrap();
+    assert_eq!(stored, None);
 }
 
 #[test]
@@ -202,7 +229,9 @@ fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
     let model =
         EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
     let (store, ids) = store_with(&["structured-cbt-session.txt"]);
-    let done = evaluate(&store, &ids, Some(&model), BOTH, &mut |_, _| {}).unwrap();
+    let done = evaluate(&store, &ids, Some(&model), BOTH, &mut |_, _| {})
+        .unwrap()
+        .sessions;
     let score = done[0].ctrs.as_ref().unwrap();
     assert_eq!(score.items.len(), 11);
     assert!(score.items.iter().all(|i| i.score <= 6));

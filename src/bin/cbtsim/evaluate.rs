@@ -7,7 +7,7 @@ use cbtsim::store::{SessionScope, Store};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(subcommand_negates_reqs = true)]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: Option<EvalCommand>,
@@ -59,7 +59,8 @@ enum EvalCommand {
 
 pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
     if let Some(EvalCommand::Agreement { db, ratings, json }) = args.command {
-        return agreement(db, &ratings, json);
+        // `eval --db X agreement` and `eval agreement --db X` both name it.
+        return agreement(db.or(args.db), &ratings, json);
     }
     let path = super::existing_store(args.db)?;
     let store = Store::open(&path)?;
@@ -100,11 +101,23 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
         },
     );
     progress.finish_and_clear();
-    let evaluations = evaluations?;
-    if args.json {
-        return super::print_json(&evaluations);
+    let evaluated = evaluations?;
+    if !evaluated.not_ended.is_empty() {
+        eprintln!(
+            "cbtsim: left out {} session(s) that have not ended (still running, or to be resumed): {}",
+            evaluated.not_ended.len(),
+            evaluated
+                .not_ended
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    super::emit(&describe(&evaluations))
+    if args.json {
+        return super::print_json(&evaluated.sessions);
+    }
+    super::emit(&describe(&evaluated.sessions))
 }
 
 fn describe(evaluations: &[SessionEvaluation]) -> String {
