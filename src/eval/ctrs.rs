@@ -8,7 +8,9 @@
 //! again once, then dropped and recorded. Meaningful scores need a capable
 //! judge model: the default 270M model only exercises the machinery.
 
-use crate::model::{ChatModel, Message, ModelError, Prompt, Request, Role, Sampling, schema};
+pub use super::judge::{JudgeError, quoted};
+use super::judge::{Rubric, ask, trimmed};
+use crate::model::{ChatModel, schema};
 use crate::session::SessionUsage;
 use crate::transcript::Transcript;
 use serde::{Deserialize, Serialize};
@@ -197,15 +199,6 @@ pub struct CtrsScore {
     pub usage: SessionUsage,
 }
 
-/// Why the judge gave no scores.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JudgeError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error("the judge ({judge}) gave no answer valid against the CTRS schema in {tries} tries")]
-    Invalid { judge: String, tries: u32 },
-}
-
 const INSTRUCTION: &str = "You are an expert rater of cognitive behavioural therapy. Rate the \
 THERAPIST in the session below on the Cognitive Therapy Rating Scale. Score each item from 0 \
 to 6 (odd scores fall between the anchors). Be strict: most sessions land in the middle of \
@@ -227,109 +220,26 @@ fn rubric() -> String {
     out
 }
 
-/// The session as the judge reads it: the dialogue only, without the
-/// model-written summary or the ending, which say nothing of what the
-/// therapist did.
-fn dialogue(transcript: &Transcript) -> String {
-    let turns = Transcript {
-        termination: None,
-        summary: None,
-        ..transcript.clone()
-    };
-    crate::text_format::render(&turns)
-}
-
-fn prompt(chat: bool, transcript: &Transcript, correction: Option<&str>) -> Prompt {
-    let task = format!(
-        "{INSTRUCTION}\n\nItems:\n{}\nThe session:\n\n{}\n",
-        rubric(),
-        dialogue(transcript).trim_end()
-    );
-    let correction = correction.map(|c| format!("\n{c}\n")).unwrap_or_default();
-    if chat {
-        Prompt::Chat(vec![
-            Message::new(Role::System, INSTRUCTION),
-            Message::new(Role::User, format!("{task}{correction}")),
-        ])
-    } else {
-        Prompt::Text(format!("{task}{correction}\nRatings as JSON:"))
-    }
-}
-
 /// Scores `transcript`'s therapist with `judge`.
 pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore, JudgeError> {
-    let mut conversation = judge.conversation()?;
-    let name = judge.describe();
-    let mut usage = SessionUsage::default();
-    let mut invalid_answers = 0;
-    let mut correction: Option<String> = None;
-    // The last valid answer, and the items whose quotes it made up.
-    let mut answer: Option<(Vec<ItemScore>, Vec<String>)> = None;
-    // Three tries at most: an invalid answer is asked for again once, and
-    // made-up quotes once.
-    for attempt in 0..3u32 {
-        let request = Request {
-            prompt: prompt(judge.chat(), transcript, correction.as_deref()),
-            sampling: Sampling {
-                temperature: 0.0,
-                max_tokens: 2048,
-                seed: attempt,
-                ..Sampling::default()
-            },
-            json_schema: Some(schema()),
-        };
-        let done = match conversation.complete(&request) {
-            Ok(done) => done,
-            // A valid answer is kept (its made-up quotes dropped) when
-            // asking again fails.
-            Err(_) if answer.is_some() => break,
-            Err(e) => return Err(e.into()),
-        };
-        usage.count(&done.usage);
-        match parse(&done.text) {
-            Err(why) => {
-                invalid_answers += 1;
-                if invalid_answers == 2 {
-                    break;
-                }
-                correction = Some(format!(
-                    "An earlier answer was not valid ({why}). Answer with one JSON object \
-                     holding every item, each with an integer score from 0 to 6, a \
-                     justification and evidence."
-                ));
-            }
-            Ok(items) => {
-                let unquoted: Vec<&ItemScore> = items
-                    .iter()
-                    .filter(|i| !quoted(transcript, &i.evidence))
-                    .collect();
-                if unquoted.is_empty() || answer.is_some() {
-                    let unquoted = unquoted.iter().map(|i| i.item.clone()).collect();
-                    answer = Some((items, unquoted));
-                    break;
-                }
-                let listed: Vec<String> = unquoted
-                    .iter()
-                    .map(|i| format!("{}: {:?}", i.item, i.evidence))
-                    .collect();
-                correction = Some(format!(
-                    "An earlier answer quoted words that are not in the transcript ({}). \
-                     Quote the transcript word for word, or give an empty string.",
-                    listed.join("; ")
-                ));
-                let unquoted = unquoted.iter().map(|i| i.item.clone()).collect();
-                answer = Some((items, unquoted));
-            }
-        }
-    }
-    let Some((mut items, unquoted)) = answer else {
-        return Err(JudgeError::Invalid {
-            judge: name,
-            tries: invalid_answers,
-        });
+    let quotes = |items: &Vec<ItemScore>| {
+        items
+            .iter()
+            .map(|i| (i.item.clone(), i.evidence.clone()))
+            .collect()
     };
+    let rubric = Rubric {
+        name: "CTRS",
+        instruction: INSTRUCTION,
+        items: &rubric(),
+        schema: schema(),
+        parse: &parse,
+        quotes: &quotes,
+    };
+    let asked = ask(judge, transcript, &rubric)?;
+    let mut items = asked.answer;
     for item in &mut items {
-        if unquoted.contains(&item.item) || trimmed(&item.evidence).is_empty() {
+        if asked.unquoted.contains(&item.item) || trimmed(&item.evidence).is_empty() {
             item.evidence.clear();
         }
     }
@@ -337,10 +247,10 @@ pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore
         total: items.iter().map(|i| i.score).sum(),
         items,
         rubric_version: RUBRIC_VERSION.into(),
-        judge: name,
-        dropped_quotes: unquoted,
-        invalid_answers,
-        usage,
+        judge: judge.describe(),
+        dropped_quotes: asked.unquoted,
+        invalid_answers: asked.invalid_answers,
+        usage: asked.usage,
     })
 }
 
@@ -360,42 +270,4 @@ pub fn parse(text: &str) -> Result<Vec<ItemScore>, String> {
             }
         })
         .collect())
-}
-
-/// Whether `quote` is empty or copied from one of the transcript's turns.
-/// A speaker's label, quotation marks, ellipses at either end, spacing and
-/// curly apostrophes are not held against it.
-pub fn quoted(transcript: &Transcript, quote: &str) -> bool {
-    let quote = trimmed(quote);
-    quote.is_empty()
-        || transcript
-            .turns
-            .iter()
-            .any(|t| plain(&t.text).contains(&quote))
-}
-
-/// A quote without what surrounds it (see `quoted`), in plain form.
-fn trimmed(quote: &str) -> String {
-    let mut quote = plain(quote);
-    for label in ["Therapist:", "Patient:"] {
-        if let Some(rest) = quote.strip_prefix(label) {
-            quote = rest.trim_start().to_string();
-        }
-    }
-    let edges = |c: char| c.is_whitespace() || "\"'.…".contains(c);
-    quote.trim_matches(edges).to_string()
-}
-
-/// `text` with straight quotation marks and apostrophes, and every run of
-/// whitespace made one space.
-fn plain(text: &str) -> String {
-    let straight: String = text
-        .chars()
-        .map(|c| match c {
-            '‘' | '’' => '\'',
-            '“' | '”' => '"',
-            other => other,
-        })
-        .collect();
-    straight.split_whitespace().collect::<Vec<_>>().join(" ")
 }

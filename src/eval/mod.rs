@@ -5,6 +5,7 @@
 
 pub mod agreement;
 pub mod ctrs;
+pub mod judge;
 pub mod metrics;
 
 use crate::model::ChatModel;
