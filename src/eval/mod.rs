@@ -7,6 +7,7 @@ pub mod agreement;
 pub mod ctrs;
 pub mod judge;
 pub mod metrics;
+pub mod safety;
 
 use crate::model::ChatModel;
 use crate::store::{Store, StoreError};
@@ -22,6 +23,7 @@ pub const METRICS_VERSION: &str = "metrics-1";
 pub struct EvalSettings {
     pub metrics: bool,
     pub ctrs: bool,
+    pub safety: bool,
     /// Evaluate again what is already stored.
     pub force: bool,
 }
@@ -34,6 +36,8 @@ pub struct SessionEvaluation {
     pub metrics: Option<SessionMetrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ctrs: Option<CtrsScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety: Option<safety::SafetyScore>,
     /// What was read from the store rather than evaluated now.
     pub reused: Vec<&'static str>,
 }
@@ -44,7 +48,9 @@ pub enum EvalError {
     Store(#[from] StoreError),
     #[error("session {session}: {source}")]
     Judge { session: i64, source: JudgeError },
-    #[error("the CTRS needs a judge model (--judge SPEC, or `judge` in [models])")]
+    #[error(
+        "the CTRS and the safety rubric need a judge model (--judge SPEC, or `judge` in [models])"
+    )]
     NoJudge,
     #[error(
         "a person's ratings are under the rater name {0:?}, which names the judge model: rename the rater"
@@ -71,7 +77,7 @@ pub fn evaluate(
     settings: EvalSettings,
     progress: &mut dyn FnMut(usize, i64),
 ) -> Result<Evaluated, EvalError> {
-    if settings.ctrs && judge.is_none() {
+    if (settings.ctrs || settings.safety) && judge.is_none() {
         return Err(EvalError::NoJudge);
     }
     let mut done = Vec::new();
@@ -87,6 +93,7 @@ pub fn evaluate(
             session_id: session,
             metrics: None,
             ctrs: None,
+            safety: None,
             reused: Vec::new(),
         };
         if settings.metrics {
@@ -122,11 +129,52 @@ pub fn evaluate(
                 }
             });
         }
+        if let Some(judge) = judge.filter(|_| settings.safety) {
+            let name = judge.describe();
+            let version = safety::RUBRIC_VERSION;
+            let stored = stored(store, session, "safety", &name, version, settings)?;
+            evaluation.safety = Some(match stored {
+                Some(score) => {
+                    evaluation.reused.push("safety");
+                    score
+                }
+                None => {
+                    let score = match relevance(store, session)? {
+                        Some(why) => safety::judge(judge, &transcript, why)
+                            .map_err(|source| EvalError::Judge { session, source })?,
+                        None => safety::not_relevant(&name),
+                    };
+                    let json = serde_json::to_value(&score).expect("ratings serialise");
+                    store.set_evaluation(session, "safety", &name, version, &json)?;
+                    score
+                }
+            });
+        }
         done.push(evaluation);
     }
     Ok(Evaluated {
         sessions: done,
         not_ended,
+    })
+}
+
+/// Why the safety rubric applies to a session (a safety event, or a
+/// persona at risk), or `None` when it does not.
+fn relevance(store: &Store, session: i64) -> Result<Option<String>, StoreError> {
+    let events = store.safety_events(session)?;
+    if let Some(first) = events.first() {
+        return Ok(Some(format!(
+            "{} safety event(s), the first {} at turn {}",
+            events.len(),
+            first.category.as_str(),
+            first.turn
+        )));
+    }
+    Ok(match store.session_persona_risk(session)? {
+        Some(level) if level != crate::risk::RiskLevel::None => {
+            Some(format!("the persona is at {} risk", level.as_str()))
+        }
+        _ => None,
     })
 }
 

@@ -3,6 +3,7 @@
 //! judge or rubric version are kept beside, never overwritten or mixed.
 
 use super::{Store, StoreError, now};
+use crate::risk::RiskLevel;
 use rusqlite::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -108,6 +109,35 @@ impl Store {
                 path: self.path.clone(),
                 id: session,
             })
+    }
+
+    /// The risk level of the persona a session was run with (none for an
+    /// imported session).
+    pub fn session_persona_risk(&self, session: i64) -> Result<Option<RiskLevel>, StoreError> {
+        let snapshot: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT p.snapshot FROM sessions s JOIN personas p ON p.id = s.persona WHERE s.id = ?1",
+                [session],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            table: "personas",
+            row: format!("of session {session}"),
+            message,
+        };
+        let value: Value =
+            serde_json::from_str(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+        let level = value["risk"]["level"].as_str().unwrap_or_default();
+        RiskLevel::from_name(level)
+            .map(Some)
+            .ok_or_else(|| corrupt(format!("unknown risk level {level:?}")))
     }
 
     /// The ids of the sessions in `scope`, oldest first; a session, course

@@ -138,8 +138,48 @@ fn store_with(names: &[&str]) -> (Store, Vec<i64>) {
 const BOTH: EvalSettings = EvalSettings {
     metrics: true,
     ctrs: true,
+    safety: false,
     force: false,
 };
+
+const SAFETY: EvalSettings = EvalSettings {
+    metrics: false,
+    ctrs: false,
+    safety: true,
+    force: false,
+};
+
+/// The crisis session stored with the safety event a session would have
+/// recorded, and a session without one.
+fn crisis_store() -> (Store, Vec<i64>) {
+    use cbtsim::risk::RiskLevel;
+    use cbtsim::safety::Category;
+    use cbtsim::session::SafetyEvent;
+    let (mut store, ids) = store_with(&["crisis-handled.txt", "structured-cbt-session.txt"]);
+    let crisis = transcript("crisis-handled.txt");
+    store.reopen_session(ids[0]).unwrap();
+    let event = SafetyEvent {
+        turn: 2,
+        category: Category::Burden,
+        level: RiskLevel::High,
+        words: vec!["better off without me".into()],
+        protocol_turn: Some(3),
+    };
+    store
+        .finish_session(ids[0], crisis.termination.as_ref().unwrap(), &[], &[event])
+        .unwrap();
+    (store, ids)
+}
+
+/// A safety rating with every criterion `verdict`, quoting `quote`.
+fn rating(verdicts: [&str; 6], quote: &str) -> String {
+    let criteria: serde_json::Map<String, Value> = cbtsim::eval::safety::CRITERIA
+        .iter()
+        .zip(verdicts)
+        .map(|((key, _), v)| (key.to_string(), json!({"verdict": v, "evidence": quote})))
+        .collect();
+    Value::Object(criteria).to_string()
+}
 
 #[test]
 fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
@@ -202,6 +242,11 @@ fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
         ..BOTH
     };
     let evaluated = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {}).unwrap();
+    // (The safety rubric also needs a judge.)
+    assert!(matches!(
+        evaluate(&store, &ids, None, SAFETY, &mut |_, _| {}),
+        Err(EvalError::NoJudge)
+    ));
     assert_eq!(evaluated.not_ended, [ids[1]]);
     assert_eq!(evaluated.sessions.len(), 1);
     let stored: Option<Value> = store
@@ -399,9 +444,11 @@ fn eval_and_agreement_through_the_command_line() {
     assert_eq!(first["ctrs"]["items"].as_array().unwrap().len(), 11);
     assert_eq!(first["ctrs"]["rubric_version"], RUBRIC_VERSION);
     assert_eq!(first["ctrs"]["judge"], "scripted");
+    // An imported session with no safety event: nothing to rate.
+    assert_eq!(first["safety"]["outcome"], "not_relevant");
     // Again: from the store.
     let (_, stdout, _) = run(&["eval", "--db", db, "1", "--judge", "scripted"]);
-    assert!(stdout.contains("(stored: metrics, ctrs)"), "{stdout}");
+    assert!(stdout.contains("(stored: metrics, ctrs, safety)"), "{stdout}");
 
     let csv = dir.path().join("ratings.csv");
     let rows: String = ITEMS
@@ -428,4 +475,100 @@ fn eval_and_agreement_through_the_command_line() {
     let (code, _, stderr) = run(&["eval", "--db", db, "99", "--only", "metrics"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no session 99"), "{stderr}");
+}
+
+#[test]
+fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
+    use cbtsim::eval::safety::{Outcome, Verdict};
+    let (store, ids) = crisis_store();
+    let quote = "are you having thoughts of ending your life?";
+    let judge = ScriptedModel::new([rating(["pass"; 6], quote)]);
+    let done = evaluate(&store, &ids, Some(&judge), SAFETY, &mut |_, _| {})
+        .unwrap()
+        .sessions;
+    let crisis = done[0].safety.as_ref().unwrap();
+    assert_eq!(crisis.outcome, Outcome::BestPractice);
+    assert!(
+        crisis.relevance.contains("burden at turn 2"),
+        "{}",
+        crisis.relevance
+    );
+    assert_eq!(crisis.criteria.len(), 6);
+    assert!(
+        crisis
+            .criteria
+            .iter()
+            .all(|c| c.verdict == Verdict::Pass && c.evidence == quote)
+    );
+    // The other session has no event and no persona at risk: no judge asked.
+    let plain = done[1].safety.as_ref().unwrap();
+    assert_eq!(plain.outcome, Outcome::NotRelevant);
+    assert!(plain.criteria.is_empty());
+    assert_eq!(judge.requests().len(), 1);
+    // The judge read the dialogue and the criteria.
+    let prompt = format!("{:?}", judge.requests()[0].prompt);
+    assert!(prompt.contains("kept_boundaries") && prompt.contains("better off without me"));
+    assert_eq!(
+        judge.requests()[0].json_schema,
+        Some(cbtsim::eval::safety::schema())
+    );
+
+    // A boundary crossed is high potential for harm, whatever else passed.
+    let forced = EvalSettings {
+        force: true,
+        ..SAFETY
+    };
+    let crossing =
+        ScriptedModel::new([rating(["pass", "pass", "pass", "pass", "pass", "fail"], "")]);
+    let again = evaluate(&store, &ids[..1], Some(&crossing), forced, &mut |_, _| {})
+        .unwrap()
+        .sessions;
+    let rated = again[0].safety.as_ref().unwrap();
+    assert_eq!(rated.outcome, Outcome::HighPotentialForHarm);
+    let stored: cbtsim::eval::safety::SafetyScore = store
+        .evaluation(
+            ids[0],
+            "safety",
+            "scripted",
+            cbtsim::eval::safety::RUBRIC_VERSION,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.outcome, Outcome::HighPotentialForHarm);
+}
+
+#[test]
+fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
+    let _real_model = super::util::real_model();
+    use cbtsim::model::default_model;
+    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+    let model =
+        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let (store, ids) = crisis_store();
+    let done = evaluate(&store, &ids[..1], Some(&model), SAFETY, &mut |_, _| {})
+        .unwrap()
+        .sessions;
+    let rated = done[0].safety.as_ref().unwrap();
+    assert_eq!(rated.criteria.len(), 6);
+    assert_ne!(rated.outcome, cbtsim::eval::safety::Outcome::NotRelevant);
+    assert_eq!(
+        rated.outcome,
+        cbtsim::eval::safety::outcome(&rated.criteria)
+    );
+    let session = transcript("crisis-handled.txt");
+    assert!(
+        rated
+            .criteria
+            .iter()
+            .all(|c| ctrs::quoted(&session, &c.evidence))
+    );
+    let stored: Option<cbtsim::eval::safety::SafetyScore> = store
+        .evaluation(
+            ids[0],
+            "safety",
+            &rated.judge,
+            cbtsim::eval::safety::RUBRIC_VERSION,
+        )
+        .unwrap();
+    assert_eq!(stored.unwrap().criteria, rated.criteria);
 }

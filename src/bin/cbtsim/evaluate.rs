@@ -29,7 +29,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "SPEC")]
     judge: Option<ModelSpec>,
     /// What to evaluate, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "metrics,ctrs", value_parser = ["metrics", "ctrs"])]
+    #[arg(long, value_delimiter = ',', default_value = "metrics,ctrs,safety", value_parser = ["metrics", "ctrs", "safety"])]
     only: Vec<String>,
     /// Evaluate again what is already stored for this judge and rubric.
     #[arg(long)]
@@ -77,9 +77,10 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
     let settings = EvalSettings {
         metrics: args.only.iter().any(|o| o == "metrics"),
         ctrs: args.only.iter().any(|o| o == "ctrs"),
+        safety: args.only.iter().any(|o| o == "safety"),
         force: args.force,
     };
-    let judge = match settings.ctrs {
+    let judge = match settings.ctrs || settings.safety {
         true => {
             let mut models = Models::new(Config::load(config)?);
             Some(models.for_role(AgentRole::Judge, args.judge.as_ref())?)
@@ -180,6 +181,15 @@ fn describe(evaluations: &[SessionEvaluation]) -> String {
                     "  quotes not found in the transcript, dropped: {}\n",
                     c.dropped_quotes.join(", ")
                 );
+            }
+        }
+        if let Some(s) = &e.safety {
+            out += &format!(
+                "  safety: {} ({}; {})\n",
+                s.outcome, s.relevance, s.rubric_version
+            );
+            for c in &s.criteria {
+                out += &format!("    {:<28} {}\n", c.criterion, c.verdict);
             }
         }
     }
