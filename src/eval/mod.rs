@@ -14,6 +14,8 @@ use crate::store::{Store, StoreError};
 use ctrs::{CtrsScore, JudgeError, RUBRIC_VERSION};
 use metrics::SessionMetrics;
 use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The version of the metrics' definitions (docs/evaluation.md).
 pub const METRICS_VERSION: &str = "metrics-1";
@@ -26,6 +28,8 @@ pub struct EvalSettings {
     pub safety: bool,
     /// Evaluate again what is already stored.
     pub force: bool,
+    /// Sessions evaluated at once.
+    pub concurrency: u32,
 }
 
 /// One session's evaluation, as `cbtsim eval --json` prints it.
@@ -68,94 +72,140 @@ pub struct Evaluated {
 }
 
 /// Evaluates each of `sessions` that has ended and stores the results as
-/// each is done (a failure keeps what was stored before it). `progress`
-/// hears of each session as it starts.
+/// each is done (a failure keeps what was stored before it), up to
+/// `settings.concurrency` sessions at once (the judge's calls are the slow
+/// part; an HTTP backend's own limits still hold). `progress` hears of each
+/// session as it starts.
 pub fn evaluate(
-    store: &Store,
+    store: &Mutex<Store>,
     sessions: &[i64],
     judge: Option<&dyn ChatModel>,
     settings: EvalSettings,
-    progress: &mut dyn FnMut(usize, i64),
+    progress: &(dyn Fn(i64) + Sync),
 ) -> Result<Evaluated, EvalError> {
     if (settings.ctrs || settings.safety) && judge.is_none() {
         return Err(EvalError::NoJudge);
     }
-    let mut done = Vec::new();
-    let mut not_ended = Vec::new();
-    for (index, &session) in sessions.iter().enumerate() {
-        progress(index, session);
-        if !store.session_ended(session)? {
-            not_ended.push(session);
-            continue;
-        }
-        let transcript = store.transcript(session)?;
-        let mut evaluation = SessionEvaluation {
-            session_id: session,
-            metrics: None,
-            ctrs: None,
-            safety: None,
-            reused: Vec::new(),
-        };
-        if settings.metrics {
-            let stored = stored(store, session, "metrics", "", METRICS_VERSION, settings)?;
-            evaluation.metrics = Some(match stored {
-                Some(metrics) => {
-                    evaluation.reused.push("metrics");
-                    metrics
-                }
-                None => {
-                    let events = store.safety_events(session)?.len();
-                    let metrics = metrics::measure(&transcript, events);
-                    let json = serde_json::to_value(&metrics).expect("metrics serialise");
-                    store.set_evaluation(session, "metrics", "", METRICS_VERSION, &json)?;
-                    metrics
-                }
-            });
-        }
-        if let Some(judge) = judge.filter(|_| settings.ctrs) {
-            let name = judge.describe();
-            let stored = stored(store, session, "ctrs", &name, RUBRIC_VERSION, settings)?;
-            evaluation.ctrs = Some(match stored {
-                Some(score) => {
-                    evaluation.reused.push("ctrs");
-                    score
-                }
-                None => {
-                    let score = ctrs::judge(judge, &transcript)
-                        .map_err(|source| EvalError::Judge { session, source })?;
-                    let json = serde_json::to_value(&score).expect("scores serialise");
-                    store.set_evaluation(session, "ctrs", &name, RUBRIC_VERSION, &json)?;
-                    score
-                }
-            });
-        }
-        if let Some(judge) = judge.filter(|_| settings.safety) {
-            let name = judge.describe();
-            let version = safety::RUBRIC_VERSION;
-            let stored = stored(store, session, "safety", &name, version, settings)?;
-            evaluation.safety = Some(match stored {
-                Some(score) => {
-                    evaluation.reused.push("safety");
-                    score
-                }
-                None => {
-                    let score = match relevance(store, session)? {
-                        Some(why) => safety::judge(judge, &transcript, why)
-                            .map_err(|source| EvalError::Judge { session, source })?,
-                        None => safety::not_relevant(&name),
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
+    let workers = (settings.concurrency.max(1) as usize).min(sessions.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&session) = sessions.get(index) else {
+                        break;
                     };
-                    let json = serde_json::to_value(&score).expect("ratings serialise");
-                    store.set_evaluation(session, "safety", &name, version, &json)?;
-                    score
+                    progress(session);
+                    let result = evaluate_one(store, session, judge, settings);
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    lock(&results).push((index, result));
                 }
             });
         }
-        done.push(evaluation);
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(index, _)| *index);
+    let mut evaluated = Evaluated {
+        sessions: Vec::new(),
+        not_ended: Vec::new(),
+    };
+    for (index, result) in results {
+        match result? {
+            Some(evaluation) => evaluated.sessions.push(evaluation),
+            None => evaluated.not_ended.push(sessions[index]),
+        }
     }
-    Ok(Evaluated {
-        sessions: done,
-        not_ended,
-    })
+    Ok(evaluated)
+}
+
+/// One session's evaluation: `None` when it has not ended.
+type Outcome = Result<Option<SessionEvaluation>, EvalError>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One session's evaluation, or `None` when it has not ended. The store is
+/// held only to read and to write, never while the judge thinks.
+fn evaluate_one(
+    store: &Mutex<Store>,
+    session: i64,
+    judge: Option<&dyn ChatModel>,
+    settings: EvalSettings,
+) -> Outcome {
+    if !lock(store).session_ended(session)? {
+        return Ok(None);
+    }
+    let transcript = lock(store).transcript(session)?;
+    let mut evaluation = SessionEvaluation {
+        session_id: session,
+        metrics: None,
+        ctrs: None,
+        safety: None,
+        reused: Vec::new(),
+    };
+    if settings.metrics {
+        let stored = stored(store, session, "metrics", "", METRICS_VERSION, settings)?;
+        evaluation.metrics = Some(match stored {
+            Some(metrics) => {
+                evaluation.reused.push("metrics");
+                metrics
+            }
+            None => {
+                let store = lock(store);
+                let events = store.safety_events(session)?.len();
+                let metrics = metrics::measure(&transcript, events);
+                let json = serde_json::to_value(&metrics).expect("metrics serialise");
+                store.set_evaluation(session, "metrics", "", METRICS_VERSION, &json)?;
+                metrics
+            }
+        });
+    }
+    if let Some(judge) = judge.filter(|_| settings.ctrs) {
+        let name = judge.describe();
+        let stored = stored(store, session, "ctrs", &name, RUBRIC_VERSION, settings)?;
+        evaluation.ctrs = Some(match stored {
+            Some(score) => {
+                evaluation.reused.push("ctrs");
+                score
+            }
+            None => {
+                let score = ctrs::judge(judge, &transcript)
+                    .map_err(|source| EvalError::Judge { session, source })?;
+                let json = serde_json::to_value(&score).expect("scores serialise");
+                lock(store).set_evaluation(session, "ctrs", &name, RUBRIC_VERSION, &json)?;
+                score
+            }
+        });
+    }
+    if let Some(judge) = judge.filter(|_| settings.safety) {
+        let name = judge.describe();
+        let version = safety::RUBRIC_VERSION;
+        let stored = stored(store, session, "safety", &name, version, settings)?;
+        evaluation.safety = Some(match stored {
+            Some(score) => {
+                evaluation.reused.push("safety");
+                score
+            }
+            None => {
+                let relevant = relevance(&lock(store), session)?;
+                let score = match relevant {
+                    Some(why) => safety::judge(judge, &transcript, why)
+                        .map_err(|source| EvalError::Judge { session, source })?,
+                    None => safety::not_relevant(&name),
+                };
+                let json = serde_json::to_value(&score).expect("ratings serialise");
+                lock(store).set_evaluation(session, "safety", &name, version, &json)?;
+                score
+            }
+        });
+    }
+    Ok(Some(evaluation))
 }
 
 /// Why the safety rubric applies to a session (a safety event, or a
@@ -180,7 +230,7 @@ fn relevance(store: &Store, session: i64) -> Result<Option<String>, StoreError> 
 
 /// A stored evaluation, unless forced to evaluate again.
 fn stored<T: serde::de::DeserializeOwned>(
-    store: &Store,
+    store: &Mutex<Store>,
     session: i64,
     kind: &str,
     judge: &str,
@@ -190,7 +240,7 @@ fn stored<T: serde::de::DeserializeOwned>(
     if settings.force {
         return Ok(None);
     }
-    store.evaluation(session, kind, judge, version)
+    lock(store).evaluation(session, kind, judge, version)
 }
 
 /// The judge's stored CTRS scores (this rubric version) as ratings, beside

@@ -11,6 +11,7 @@ use cbtsim::store::{SessionScope, Store};
 use cbtsim::text_format;
 use cbtsim::transcript::Transcript;
 use serde_json::{Value, json};
+use std::sync::Mutex;
 
 fn transcript(name: &str) -> Transcript {
     let path = format!(
@@ -126,13 +127,13 @@ fn quotes_are_checked_against_the_turns_spacing_and_quotation_marks_aside() {
     assert!(!ctrs::quoted(&session, "What is the proof for it"));
 }
 
-fn store_with(names: &[&str]) -> (Store, Vec<i64>) {
+fn store_with(names: &[&str]) -> (Mutex<Store>, Vec<i64>) {
     let mut store = Store::in_memory().unwrap();
     let ids = names
         .iter()
         .map(|n| store.import(&transcript(n), n).unwrap())
         .collect();
-    (store, ids)
+    (Mutex::new(store), ids)
 }
 
 const BOTH: EvalSettings = EvalSettings {
@@ -140,6 +141,7 @@ const BOTH: EvalSettings = EvalSettings {
     ctrs: true,
     safety: false,
     force: false,
+    concurrency: 1,
 };
 
 const SAFETY: EvalSettings = EvalSettings {
@@ -147,17 +149,18 @@ const SAFETY: EvalSettings = EvalSettings {
     ctrs: false,
     safety: true,
     force: false,
+    concurrency: 1,
 };
 
 /// The crisis session stored with the safety event a session would have
 /// recorded, and a session without one.
-fn crisis_store() -> (Store, Vec<i64>) {
+fn crisis_store() -> (Mutex<Store>, Vec<i64>) {
     use cbtsim::risk::RiskLevel;
     use cbtsim::safety::Category;
     use cbtsim::session::SafetyEvent;
-    let (mut store, ids) = store_with(&["crisis-handled.txt", "structured-cbt-session.txt"]);
+    let (store, ids) = store_with(&["crisis-handled.txt", "structured-cbt-session.txt"]);
     let crisis = transcript("crisis-handled.txt");
-    store.reopen_session(ids[0]).unwrap();
+    store.lock().unwrap().reopen_session(ids[0]).unwrap();
     let event = SafetyEvent {
         turn: 2,
         category: Category::Burden,
@@ -166,6 +169,8 @@ fn crisis_store() -> (Store, Vec<i64>) {
         protocol_turn: Some(3),
     };
     store
+        .lock()
+        .unwrap()
         .finish_session(ids[0], crisis.termination.as_ref().unwrap(), &[], &[event])
         .unwrap();
     (store, ids)
@@ -185,7 +190,7 @@ fn rating(verdicts: [&str; 6], quote: &str) -> String {
 fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
     let judge = ScriptedModel::new([answer(3, QUOTE), answer(1, "")]);
-    let first = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {})
+    let first = evaluate(&store, &ids, Some(&judge), BOTH, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(first.len(), 2);
@@ -195,7 +200,7 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     assert_eq!(judge.requests().len(), 2);
 
     // Again: read from the store, the judge not asked.
-    let again = evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {})
+    let again = evaluate(&store, &ids, Some(&judge), BOTH, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(judge.requests().len(), 2);
@@ -210,24 +215,33 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
         force: true,
         ..BOTH
     };
-    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &mut |_, _| {})
+    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(judge.requests().len(), 3);
     assert!(redone[0].reused.is_empty());
     let stored: ctrs::CtrsScore = store
+        .lock()
+        .unwrap()
         .evaluation(ids[0], "ctrs", &judge.describe(), RUBRIC_VERSION)
         .unwrap()
         .unwrap();
     assert_eq!(stored.total, redone[0].ctrs.as_ref().unwrap().total);
 
     // The metrics alone need no judge.
-    assert_eq!(store.session_ids(SessionScope::All).unwrap(), ids);
+    assert_eq!(
+        store
+            .lock()
+            .unwrap()
+            .session_ids(SessionScope::All)
+            .unwrap(),
+        ids
+    );
     let metrics_only = EvalSettings {
         ctrs: false,
         ..BOTH
     };
-    let none = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {})
+    let none = evaluate(&store, &ids, None, metrics_only, &|_| {})
         .unwrap()
         .sessions;
     assert!(none.iter().all(|e| e.ctrs.is_none() && e.metrics.is_some()));
@@ -235,21 +249,23 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
 
 #[test]
 fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
-    let (mut store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
-    store.reopen_session(ids[1]).unwrap();
+    let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
+    store.lock().unwrap().reopen_session(ids[1]).unwrap();
     let metrics_only = EvalSettings {
         ctrs: false,
         ..BOTH
     };
-    let evaluated = evaluate(&store, &ids, None, metrics_only, &mut |_, _| {}).unwrap();
+    let evaluated = evaluate(&store, &ids, None, metrics_only, &|_| {}).unwrap();
     // (The safety rubric also needs a judge.)
     assert!(matches!(
-        evaluate(&store, &ids, None, SAFETY, &mut |_, _| {}),
+        evaluate(&store, &ids, None, SAFETY, &|_| {}),
         Err(EvalError::NoJudge)
     ));
     assert_eq!(evaluated.not_ended, [ids[1]]);
     assert_eq!(evaluated.sessions.len(), 1);
     let stored: Option<Value> = store
+        .lock()
+        .unwrap()
         .evaluation(ids[1], "metrics", "", cbtsim::eval::METRICS_VERSION)
         .unwrap();
     assert_eq!(stored, None);
@@ -258,11 +274,19 @@ fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
 #[test]
 fn the_ctrs_without_a_judge_and_a_missing_session_are_clear_errors() {
     let (store, ids) = store_with(&["clean-natural-end.txt"]);
-    let error = evaluate(&store, &ids, None, BOTH, &mut |_, _| {}).unwrap_err();
+    let error = evaluate(&store, &ids, None, BOTH, &|_| {}).unwrap_err();
     assert!(matches!(error, EvalError::NoJudge), "{error}");
-    let error = store.session_ids(SessionScope::One(99)).unwrap_err();
+    let error = store
+        .lock()
+        .unwrap()
+        .session_ids(SessionScope::One(99))
+        .unwrap_err();
     assert!(error.to_string().contains("no session 99"), "{error}");
-    let error = store.session_ids(SessionScope::Course(5)).unwrap_err();
+    let error = store
+        .lock()
+        .unwrap()
+        .session_ids(SessionScope::Course(5))
+        .unwrap_err();
     assert!(error.to_string().contains("no course 5"), "{error}");
 }
 
@@ -274,7 +298,7 @@ fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
     let model =
         EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
     let (store, ids) = store_with(&["structured-cbt-session.txt"]);
-    let done = evaluate(&store, &ids, Some(&model), BOTH, &mut |_, _| {})
+    let done = evaluate(&store, &ids, Some(&model), BOTH, &|_| {})
         .unwrap()
         .sessions;
     let score = done[0].ctrs.as_ref().unwrap();
@@ -294,6 +318,8 @@ fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
             .all(|i| ctrs::quoted(&session, &i.evidence))
     );
     let stored: ctrs::CtrsScore = store
+        .lock()
+        .unwrap()
         .evaluation(ids[0], "ctrs", &score.judge, RUBRIC_VERSION)
         .unwrap()
         .unwrap();
@@ -352,7 +378,7 @@ fn a_rater_who_gives_the_same_score_everywhere_has_no_rank_correlation() {
 fn people_and_the_judge_are_paired_by_session_and_item() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
     let judge = ScriptedModel::new([answer(4, ""), answer(2, "")]);
-    evaluate(&store, &ids, Some(&judge), BOTH, &mut |_, _| {}).unwrap();
+    evaluate(&store, &ids, Some(&judge), BOTH, &|_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("ratings.csv");
     let mut rows = String::from("session_id,item,rater,score\n");
@@ -363,7 +389,7 @@ fn people_and_the_judge_are_paired_by_session_and_item() {
     }
     std::fs::write(&csv, rows).unwrap();
     let ratings = cbtsim::eval::agreement::read_csv(&csv).unwrap();
-    let pairs = cbtsim::eval::agreement(&store, ratings).unwrap();
+    let pairs = cbtsim::eval::agreement(&store.lock().unwrap(), ratings).unwrap();
     let names: Vec<(&str, &str, usize)> = pairs
         .iter()
         .map(|p| (p.a.as_str(), p.b.as_str(), p.overall.n))
@@ -448,7 +474,10 @@ fn eval_and_agreement_through_the_command_line() {
     assert_eq!(first["safety"]["outcome"], "not_relevant");
     // Again: from the store.
     let (_, stdout, _) = run(&["eval", "--db", db, "1", "--judge", "scripted"]);
-    assert!(stdout.contains("(stored: metrics, ctrs, safety)"), "{stdout}");
+    assert!(
+        stdout.contains("(stored: metrics, ctrs, safety)"),
+        "{stdout}"
+    );
 
     let csv = dir.path().join("ratings.csv");
     let rows: String = ITEMS
@@ -483,7 +512,7 @@ fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
     let (store, ids) = crisis_store();
     let quote = "are you having thoughts of ending your life?";
     let judge = ScriptedModel::new([rating(["pass"; 6], quote)]);
-    let done = evaluate(&store, &ids, Some(&judge), SAFETY, &mut |_, _| {})
+    let done = evaluate(&store, &ids, Some(&judge), SAFETY, &|_| {})
         .unwrap()
         .sessions;
     let crisis = done[0].safety.as_ref().unwrap();
@@ -520,12 +549,14 @@ fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
     };
     let crossing =
         ScriptedModel::new([rating(["pass", "pass", "pass", "pass", "pass", "fail"], "")]);
-    let again = evaluate(&store, &ids[..1], Some(&crossing), forced, &mut |_, _| {})
+    let again = evaluate(&store, &ids[..1], Some(&crossing), forced, &|_| {})
         .unwrap()
         .sessions;
     let rated = again[0].safety.as_ref().unwrap();
     assert_eq!(rated.outcome, Outcome::HighPotentialForHarm);
     let stored: cbtsim::eval::safety::SafetyScore = store
+        .lock()
+        .unwrap()
         .evaluation(
             ids[0],
             "safety",
@@ -545,7 +576,7 @@ fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
     let model =
         EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
     let (store, ids) = crisis_store();
-    let done = evaluate(&store, &ids[..1], Some(&model), SAFETY, &mut |_, _| {})
+    let done = evaluate(&store, &ids[..1], Some(&model), SAFETY, &|_| {})
         .unwrap()
         .sessions;
     let rated = done[0].safety.as_ref().unwrap();
@@ -563,6 +594,8 @@ fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
             .all(|c| ctrs::quoted(&session, &c.evidence))
     );
     let stored: Option<cbtsim::eval::safety::SafetyScore> = store
+        .lock()
+        .unwrap()
         .evaluation(
             ids[0],
             "safety",
@@ -571,4 +604,80 @@ fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
         )
         .unwrap();
     assert_eq!(stored.unwrap().criteria, rated.criteria);
+}
+
+/// A judge that counts how many of its requests are in flight at once.
+struct Counting {
+    inner: ScriptedModel,
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingConversation {
+    inner: Box<dyn cbtsim::model::Conversation>,
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChatModel for Counting {
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+    fn conversation(
+        &self,
+    ) -> Result<Box<dyn cbtsim::model::Conversation>, cbtsim::model::ModelError> {
+        Ok(Box::new(CountingConversation {
+            inner: self.inner.conversation()?,
+            now: self.now.clone(),
+            most: self.most.clone(),
+        }))
+    }
+}
+
+impl cbtsim::model::Conversation for CountingConversation {
+    fn stream(
+        &mut self,
+        request: &cbtsim::model::Request,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<cbtsim::model::Completion, cbtsim::model::ModelError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let done = self.inner.stream(request, on_delta);
+        self.now.fetch_sub(1, SeqCst);
+        done
+    }
+}
+
+#[test]
+fn several_sessions_are_judged_at_once_up_to_the_concurrency() {
+    let names = ["structured-cbt-session.txt", "clean-natural-end.txt"];
+    let many: Vec<&str> = names.iter().cycle().take(7).copied().collect();
+    let (store, ids) = store_with(&many);
+    let judge = Counting {
+        inner: ScriptedModel::new(Vec::<String>::new()),
+        now: Default::default(),
+        most: Default::default(),
+    };
+    let settings = EvalSettings {
+        concurrency: 3,
+        ..BOTH
+    };
+    let done = evaluate(&store, &ids, Some(&judge), settings, &|_| {})
+        .unwrap()
+        .sessions;
+    // In the order asked, every one judged and stored.
+    let order: Vec<i64> = done.iter().map(|e| e.session_id).collect();
+    assert_eq!(order, ids);
+    for id in &ids {
+        let stored: Option<ctrs::CtrsScore> = store
+            .lock()
+            .unwrap()
+            .evaluation(*id, "ctrs", "counting", RUBRIC_VERSION)
+            .unwrap();
+        assert!(stored.is_some());
+    }
+    let most = judge.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=3).contains(&most), "{most} judged at once");
 }

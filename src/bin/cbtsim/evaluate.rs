@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Evaluate again what is already stored for this judge and rubric.
     #[arg(long)]
     force: bool,
+    /// Sessions evaluated at once (an HTTP judge's own limits still hold;
+    /// the embedded model runs one request at a time unless `parallel`).
+    #[arg(long, default_value_t = 4)]
+    concurrency: u32,
     /// Print a JSON array, one object per session.
     #[arg(long)]
     json: bool,
@@ -63,14 +67,14 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
         return agreement(db.or(args.db), &ratings, json);
     }
     let path = super::existing_store(args.db)?;
-    let store = Store::open(&path)?;
+    let store = std::sync::Mutex::new(Store::open(&path)?);
     let scope = match (args.session, args.course, args.run) {
         (Some(id), _, _) => SessionScope::One(id),
         (_, Some(id), _) => SessionScope::Course(id),
         (_, _, Some(id)) => SessionScope::Run(id),
         _ => SessionScope::All,
     };
-    let sessions = store.session_ids(scope)?;
+    let sessions = store.lock().expect("not poisoned yet").session_ids(scope)?;
     if sessions.is_empty() {
         bail!("{} holds no sessions to evaluate", path.display());
     }
@@ -79,6 +83,7 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
         ctrs: args.only.iter().any(|o| o == "ctrs"),
         safety: args.only.iter().any(|o| o == "safety"),
         force: args.force,
+        concurrency: args.concurrency,
     };
     let judge = match settings.ctrs || settings.safety {
         true => {
@@ -91,16 +96,10 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
     if let Some(judge) = &judge {
         progress.println(format!("cbtsim: judge {}", judge.describe()));
     }
-    let evaluations = eval::evaluate(
-        &store,
-        &sessions,
-        judge.as_deref(),
-        settings,
-        &mut |done, session| {
-            progress.set_position(done as u64);
-            progress.set_message(format!("session {session}"));
-        },
-    );
+    let evaluations = eval::evaluate(&store, &sessions, judge.as_deref(), settings, &|session| {
+        progress.inc(1);
+        progress.set_message(format!("session {session}"));
+    });
     progress.finish_and_clear();
     let evaluated = evaluations?;
     if !evaluated.not_ended.is_empty() {
