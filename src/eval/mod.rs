@@ -7,6 +7,7 @@ pub mod agreement;
 pub mod ctrs;
 pub mod judge;
 pub mod metrics;
+pub mod report;
 pub mod safety;
 
 use crate::model::ChatModel;

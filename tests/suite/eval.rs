@@ -681,3 +681,98 @@ fn several_sessions_are_judged_at_once_up_to_the_concurrency() {
     let most = judge.most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=3).contains(&most), "{most} judged at once");
 }
+
+/// A batch of two courses of two sessions on the scripted model, each
+/// session evaluated with a scripted judge: (store, run).
+fn evaluated_batch() -> (Mutex<Store>, i64) {
+    use cbtsim::model::spec::{Config, ModelSpec, Models};
+    use cbtsim::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};
+    use cbtsim::runner::{self, RoleModels, Runner, Unobserved};
+    let mut session = SessionPlan::new("Nova", "2026-11-26T10:00:00".parse().unwrap());
+    session.max_turns = 4;
+    let config = Config::default();
+    let spec: ModelSpec = "scripted".parse().unwrap();
+    let models = PlanModels::resolve(&config, Some(&spec), [None, None, None]).unwrap();
+    let personas = vec!["alicia-rodriguez".to_string(), "samuel-okafor".to_string()];
+    let mut plan = RunPlan::new(PlanKind::Batch, personas, models, session, config.clone());
+    plan.sessions = 2;
+    let mut store = Store::in_memory().unwrap();
+    let run = runner::create(&mut store, &plan).unwrap();
+    let store = Mutex::new(store);
+    let roles = RoleModels::open(&plan, &mut Models::new(config)).unwrap();
+    let clock = || std::time::Duration::ZERO;
+    Runner {
+        store: &store,
+        models: &roles,
+        interrupted: &std::sync::atomic::AtomicBool::new(false),
+        observer: &Unobserved,
+        clock: &clock,
+    }
+    .execute(run, &plan)
+    .unwrap();
+    let ids = store
+        .lock()
+        .unwrap()
+        .session_ids(SessionScope::Run(run))
+        .unwrap();
+    let judge = ScriptedModel::new(
+        ids.iter()
+            .enumerate()
+            .map(|(i, _)| answer(2 + i as u32, "")),
+    );
+    evaluate(&store, &ids, Some(&judge), BOTH, &|_| {}).unwrap();
+    (store, run)
+}
+
+#[test]
+fn a_batch_report_in_markdown() {
+    use cbtsim::eval::report;
+    let (store, run) = evaluated_batch();
+    let gathered = report::gather(&store.lock().unwrap(), SessionScope::Run(run)).unwrap();
+    assert_eq!(gathered.sessions.len(), 4);
+    assert_eq!(gathered.courses.len(), 2);
+    // Scores 2, 3, 4, 5 on every item: totals 22, 33, 44, 55.
+    let model = &gathered.models[0];
+    assert_eq!(model.therapist_model, "scripted");
+    assert_eq!((model.sessions, model.scored), (4, 4));
+    assert_eq!(model.mean_ctrs, Some(38.5));
+    // mean ± t(3, 0.975) · sd / √n = 38.5 ± 3.182 · 14.2009 / 2
+    let (low, high) = model.ctrs_ci95.unwrap();
+    assert!(
+        (low - 15.906).abs() < 0.01 && (high - 61.094).abs() < 0.01,
+        "{low} {high}"
+    );
+    insta::assert_snapshot!(report::markdown(&gathered));
+}
+
+#[test]
+fn the_html_report_is_self_contained_with_a_chart_per_course_and_escapes_text() {
+    use cbtsim::eval::report;
+    let (store, run) = evaluated_batch();
+    let mut gathered = report::gather(&store.lock().unwrap(), SessionScope::Run(run)).unwrap();
+    gathered.sessions[0].persona = Some("<script>alert('x')</script>".into());
+    let html = report::html(&gathered);
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert_eq!(html.matches("</svg>").count(), 2);
+    assert!(!html.contains("<script"), "markup in the data is escaped");
+    assert!(html.contains("&lt;script&gt;"));
+    for external in ["http:", "https:", "src=", "<link", "@import", "url("] {
+        assert!(!html.contains(external), "{external}");
+    }
+    // Tags open and close in order.
+    let mut open: Vec<String> = Vec::new();
+    for tag in html.split('<').skip(1) {
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '/' || *c == '!')
+            .collect();
+        let self_closing = tag.split('>').next().unwrap_or("").ends_with('/');
+        match name.strip_prefix('/') {
+            Some(closing) => assert_eq!(open.pop().as_deref(), Some(closing), "{html}"),
+            None if name.starts_with('!') || self_closing || name == "meta" => {}
+            None => open.push(name),
+        }
+    }
+    assert!(open.is_empty(), "{open:?}");
+}

@@ -235,3 +235,48 @@ fn agreement(db: Option<PathBuf>, files: &[PathBuf], json: bool) -> Result<()> {
     }
     super::emit(&out)
 }
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// One course's sessions.
+    #[arg(long, required_unless_present_any = ["run", "all"], conflicts_with_all = ["run", "all"])]
+    course: Option<i64>,
+    /// One run's sessions (a batch, by its run id).
+    #[arg(long, visible_alias = "batch", conflicts_with = "all")]
+    run: Option<i64>,
+    /// Every session in the store.
+    #[arg(long)]
+    all: bool,
+    #[arg(long, value_parser = ["markdown", "json", "html"])]
+    format: String,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    use cbtsim::eval::report;
+    let store = Store::open_to_read(&super::existing_store(args.db)?)?;
+    let scope = match (args.course, args.run) {
+        (Some(id), _) => SessionScope::Course(id),
+        (_, Some(id)) => SessionScope::Run(id),
+        _ => SessionScope::All,
+    };
+    let gathered = report::gather(&store, scope)?;
+    let text = match args.format.as_str() {
+        "markdown" => report::markdown(&gathered),
+        "html" => report::html(&gathered),
+        _ => serde_json::to_string_pretty(&gathered)? + "\n",
+    };
+    std::fs::write(&args.out, text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
+    eprintln!(
+        "cbtsim: wrote {} ({} sessions, {} courses)",
+        args.out.display(),
+        gathered.sessions.len(),
+        gathered.courses.len()
+    );
+    Ok(())
+}

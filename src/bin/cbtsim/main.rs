@@ -90,6 +90,10 @@ enum Command {
     /// model's CTRS scores, stored with each session. A meaningful CTRS
     /// needs a capable judge; the default 270M model only exercises it.
     Eval(Box<evaluate::EvalArgs>),
+    /// Write a report of stored sessions and their evaluations: tables per
+    /// session, course and therapist model, and a chart per course
+    /// (Markdown, JSON, or one self-contained HTML file).
+    Report(Box<evaluate::ReportArgs>),
     /// List the courses and sessions in a store.
     List {
         /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
@@ -413,6 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::List { db, json } => list(db, json)?,
         Command::Eval(args) => evaluate::run(*args, config.as_deref())?,
+        Command::Report(args) => evaluate::report(*args)?,
         Command::Export {
             db,
             course,
