@@ -324,6 +324,14 @@ fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
         .unwrap()
         .unwrap();
     assert_eq!(&stored.items, &score.items);
+    // The report shows it.
+    let gathered = cbtsim::eval::report::gather(&store.lock().unwrap(), SessionScope::All).unwrap();
+    assert_eq!(gathered.sessions[0].ctrs_total, Some(score.total));
+    let markdown = cbtsim::eval::report::markdown(&gathered);
+    assert!(
+        markdown.contains(&format!("| {} | – |", score.total)),
+        "{markdown}"
+    );
 }
 
 /// Two raters' scores, paired.
