@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The judge whose CTRS scores the report shows: the one that scored
+    /// most sessions in scope (first by name on a tie). Other judges'
+    /// scores are left out, so that no mean mixes judges.
+    pub judge: Option<String>,
     pub sessions: Vec<SessionRow>,
     pub courses: Vec<CourseRow>,
     pub models: Vec<ModelRow>,
@@ -33,7 +37,6 @@ pub struct SessionRow {
     pub phq9: Option<u32>,
     pub gad7: Option<u32>,
     pub ctrs_total: Option<u32>,
-    pub ctrs_judge: Option<String>,
     pub safety: Option<Outcome>,
 }
 
@@ -63,15 +66,27 @@ pub struct ModelRow {
 }
 
 /// Gathers the report of the sessions in `scope`. Only scores of the
-/// current rubric versions are read, so versions are never mixed; with
-/// several judges, a session's CTRS is the first judge's by name.
+/// current rubric versions are read, so versions are never mixed, and the
+/// CTRS of one judge (see [`Report::judge`]), so judges are never mixed.
 pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> {
     let ids = store.session_ids(scope)?;
-    let ctrs: BTreeMap<i64, (String, CtrsScore)> = store
-        .evaluations_of::<CtrsScore>("ctrs", ctrs::RUBRIC_VERSION)?
-        .into_iter()
+    let all_ctrs = store.evaluations_of::<CtrsScore>("ctrs", ctrs::RUBRIC_VERSION)?;
+    let mut by_judge: BTreeMap<&str, usize> = BTreeMap::new();
+    for (session, judge, _) in &all_ctrs {
+        if ids.contains(session) {
+            *by_judge.entry(judge).or_default() += 1;
+        }
+    }
+    // The most sessions; on a tie, the first by name (max_by_key keeps the last).
+    let judge = by_judge
+        .iter()
         .rev()
-        .map(|(session, judge, score)| (session, (judge, score)))
+        .max_by_key(|(_, count)| **count)
+        .map(|(judge, _)| judge.to_string());
+    let ctrs: BTreeMap<i64, CtrsScore> = all_ctrs
+        .into_iter()
+        .filter(|(_, j, _)| Some(j) == judge.as_ref())
+        .map(|(session, _, score)| (session, score))
         .collect();
     let safety: BTreeMap<i64, SafetyScore> = store
         .evaluations_of::<SafetyScore>("safety", safety::RUBRIC_VERSION)?
@@ -111,8 +126,7 @@ pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> 
                     .map(|t| t.kind().to_string()),
                 phq9: s.mood.map(|m| m.phq9),
                 gad7: s.mood.map(|m| m.gad7),
-                ctrs_total: ctrs.get(&s.id).map(|(_, c)| c.total),
-                ctrs_judge: ctrs.get(&s.id).map(|(judge, _)| judge.clone()),
+                ctrs_total: ctrs.get(&s.id).map(|c| c.total),
                 safety: safety.get(&s.id).map(|r| r.outcome),
             }
         })
@@ -166,6 +180,7 @@ pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> 
         .collect();
 
     Ok(Report {
+        judge,
         sessions,
         courses: courses.into_values().collect(),
         models,
@@ -207,6 +222,10 @@ fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut out = String::from("# cbtsim report\n\n");
     out += "Simulated sessions, for testing and training; not a measure of real care.\n\n";
+    out += &format!(
+        "CTRS judge: {}\n\n",
+        report.judge.as_deref().map_or("none".into(), cell)
+    );
     out += "## Therapist models\n\n| therapist model | sessions | scored | mean CTRS | 95% CI | safety outcomes |\n|---|---|---|---|---|---|\n";
     for m in &report.models {
         let safety: Vec<String> = m.safety.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -284,6 +303,10 @@ pub fn html(report: &Report) -> String {
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>cbtsim report</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #999;padding:0.2em 0.5em}svg{display:block;margin:1em 0}</style>\n</head>\n<body>\n<h1>cbtsim report</h1>\n<p>Simulated sessions, for testing and training; not a measure of real care.</p>\n",
     );
+    out += &format!(
+        "<p>CTRS judge: {}</p>\n",
+        escape(report.judge.as_deref().unwrap_or("none"))
+    );
     out += "<h2>Therapist models</h2>\n<table>\n<tr><th>therapist model</th><th>sessions</th><th>scored</th><th>mean CTRS</th><th>95% CI</th><th>safety outcomes</th></tr>\n";
     for m in &report.models {
         let safety: Vec<String> = m.safety.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -359,6 +382,11 @@ fn chart(course: &CourseRow) -> String {
                 "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
                 points.join(" ")
             );
+        }
+        // A dot per value: a single session still shows.
+        for point in &points {
+            let (cx, cy) = point.split_once(',').expect("x,y");
+            svg += &format!("<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{colour}\"/>\n");
         }
         svg += &format!(
             "<text x=\"{}\" y=\"16\" fill=\"{colour}\" font-size=\"12\">{name}</text>\n",

@@ -750,6 +750,23 @@ fn a_batch_report_in_markdown() {
         (low - 15.906).abs() < 0.01 && (high - 61.094).abs() < 0.01,
         "{low} {high}"
     );
+    // A second judge's score of one session is left out: no mean mixes judges.
+    let other = serde_json::to_value(
+        ctrs::judge(
+            &ScriptedModel::new([answer(6, "")]),
+            &transcript("clean-natural-end.txt"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    store
+        .lock()
+        .unwrap()
+        .set_evaluation(1, "ctrs", "another judge", RUBRIC_VERSION, &other)
+        .unwrap();
+    let again = report::gather(&store.lock().unwrap(), SessionScope::Run(run)).unwrap();
+    assert_eq!(again, gathered);
+    assert_eq!(gathered.judge.as_deref(), Some("scripted"));
     insta::assert_snapshot!(report::markdown(&gathered));
 }
 

@@ -36,7 +36,7 @@ pub struct EvalArgs {
     force: bool,
     /// Sessions evaluated at once (an HTTP judge's own limits still hold;
     /// the embedded model runs one request at a time unless `parallel`).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
     /// Print a JSON array, one object per session.
     #[arg(long)]
