@@ -131,7 +131,7 @@ pub fn ask<T>(
 /// The session as the judge reads it: the dialogue only, without the
 /// model-written summary or the ending, which say nothing of what the
 /// therapist did.
-fn dialogue(transcript: &Transcript) -> String {
+pub(crate) fn dialogue(transcript: &Transcript) -> String {
     let turns = Transcript {
         termination: None,
         summary: None,

@@ -7,6 +7,7 @@ pub mod agreement;
 pub mod ctrs;
 pub mod judge;
 pub mod metrics;
+pub mod outcomes;
 pub mod report;
 pub mod safety;
 
@@ -27,6 +28,8 @@ pub struct EvalSettings {
     pub metrics: bool,
     pub ctrs: bool,
     pub safety: bool,
+    /// The patient's answers to the PHQ-9, GAD-7 and a session rating.
+    pub outcomes: bool,
     /// Evaluate again what is already stored.
     pub force: bool,
     /// Sessions evaluated at once.
@@ -43,6 +46,12 @@ pub struct SessionEvaluation {
     pub ctrs: Option<CtrsScore>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safety: Option<safety::SafetyScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<outcomes::PatientOutcomes>,
+    /// Parts asked for that this session cannot have (`outcomes` for a
+    /// session without a persona, e.g. an imported transcript).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<&'static str>,
     /// What was read from the store rather than evaluated now.
     pub reused: Vec<&'static str>,
 }
@@ -57,6 +66,10 @@ pub enum EvalError {
         "the CTRS and the safety rubric need a judge model (--judge SPEC, or `judge` in [models])"
     )]
     NoJudge,
+    #[error(
+        "the patient-reported outcomes need a patient model (--patient-model SPEC, or `patient` in [models])"
+    )]
+    NoPatient,
     #[error(
         "a person's ratings are under the rater name {0:?}, which names the judge model: rename the rater"
     )]
@@ -81,11 +94,15 @@ pub fn evaluate(
     store: &Mutex<Store>,
     sessions: &[i64],
     judge: Option<&dyn ChatModel>,
+    patient: Option<&dyn ChatModel>,
     settings: EvalSettings,
     progress: &(dyn Fn(i64) + Sync),
 ) -> Result<Evaluated, EvalError> {
     if (settings.ctrs || settings.safety) && judge.is_none() {
         return Err(EvalError::NoJudge);
+    }
+    if settings.outcomes && patient.is_none() {
+        return Err(EvalError::NoPatient);
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -100,7 +117,7 @@ pub fn evaluate(
                         break;
                     };
                     progress(session);
-                    let result = evaluate_one(store, session, judge, settings);
+                    let result = evaluate_one(store, session, judge, patient, settings);
                     if result.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -137,6 +154,7 @@ fn evaluate_one(
     store: &Mutex<Store>,
     session: i64,
     judge: Option<&dyn ChatModel>,
+    patient: Option<&dyn ChatModel>,
     settings: EvalSettings,
 ) -> Outcome {
     if !lock(store).session_ended(session)? {
@@ -148,6 +166,8 @@ fn evaluate_one(
         metrics: None,
         ctrs: None,
         safety: None,
+        outcomes: None,
+        unavailable: Vec::new(),
         reused: Vec::new(),
     };
     if settings.metrics {
@@ -206,6 +226,31 @@ fn evaluate_one(
             }
         });
     }
+    if let Some(patient) = patient.filter(|_| settings.outcomes) {
+        let name = patient.describe();
+        let version = outcomes::VERSION;
+        // (Read first: a guard in the match itself would be held through it.)
+        let persona = lock(store).session_persona(session)?;
+        match persona {
+            None => evaluation.unavailable.push("outcomes"),
+            Some(persona) => {
+                let stored = stored(store, session, "outcomes", &name, version, settings)?;
+                evaluation.outcomes = Some(match stored {
+                    Some(answers) => {
+                        evaluation.reused.push("outcomes");
+                        answers
+                    }
+                    None => {
+                        let answers = outcomes::ask(patient, &persona, &transcript)
+                            .map_err(|source| EvalError::Judge { session, source })?;
+                        let json = serde_json::to_value(&answers).expect("answers serialise");
+                        lock(store).set_evaluation(session, "outcomes", &name, version, &json)?;
+                        answers
+                    }
+                });
+            }
+        }
+    }
     Ok(Some(evaluation))
 }
 
@@ -221,9 +266,9 @@ fn relevance(store: &Store, session: i64) -> Result<Option<String>, StoreError> 
             first.turn
         )));
     }
-    Ok(match store.session_persona_risk(session)? {
-        Some(level) if level != crate::risk::RiskLevel::None => {
-            Some(format!("the persona is at {} risk", level.as_str()))
+    Ok(match store.session_persona(session)? {
+        Some(p) if p.risk.level != crate::risk::RiskLevel::None => {
+            Some(format!("the persona is at {} risk", p.risk.level.as_str()))
         }
         _ => None,
     })

@@ -6,6 +6,7 @@
 //! course (no external links, scripts or fonts).
 
 use super::ctrs::{self, CtrsScore};
+use super::outcomes::{self, PatientOutcomes};
 use super::safety::{self, Outcome, SafetyScore};
 use crate::speaker::Speaker;
 use crate::store::{SessionScope, Store, StoreError};
@@ -38,6 +39,10 @@ pub struct SessionRow {
     pub gad7: Option<u32>,
     pub ctrs_total: Option<u32>,
     pub safety: Option<Outcome>,
+    /// What the patient reported at the session's end (patient-reported
+    /// outcomes), beside the store's rule-based PHQ-9 and GAD-7.
+    pub reported_phq9: Option<u32>,
+    pub reported_gad7: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,6 +54,9 @@ pub struct CourseRow {
     pub ctrs_totals: Vec<Option<u32>>,
     pub phq9: Vec<Option<u32>>,
     pub gad7: Vec<Option<u32>>,
+    /// As the patient reported them at each session's end.
+    pub reported_phq9: Vec<Option<u32>>,
+    pub reported_gad7: Vec<Option<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +102,12 @@ pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> 
         .rev()
         .map(|(session, _, score)| (session, score))
         .collect();
+    let reported: BTreeMap<i64, PatientOutcomes> = store
+        .evaluations_of::<PatientOutcomes>("outcomes", outcomes::VERSION)?
+        .into_iter()
+        .rev()
+        .map(|(session, _, answers)| (session, answers))
+        .collect();
     let stored: BTreeMap<i64, crate::store::StoredSession> = store
         .sessions(None)?
         .into_iter()
@@ -128,6 +142,8 @@ pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> 
                 gad7: s.mood.map(|m| m.gad7),
                 ctrs_total: ctrs.get(&s.id).map(|c| c.total),
                 safety: safety.get(&s.id).map(|r| r.outcome),
+                reported_phq9: reported.get(&s.id).map(|a| a.phq9_end.total),
+                reported_gad7: reported.get(&s.id).map(|a| a.gad7_end.total),
             }
         })
         .collect();
@@ -142,11 +158,15 @@ pub fn gather(store: &Store, scope: SessionScope) -> Result<Report, StoreError> 
             ctrs_totals: Vec::new(),
             phq9: Vec::new(),
             gad7: Vec::new(),
+            reported_phq9: Vec::new(),
+            reported_gad7: Vec::new(),
         });
         entry.session_numbers.push(row.session_number);
         entry.ctrs_totals.push(row.ctrs_total);
         entry.phq9.push(row.phq9);
         entry.gad7.push(row.gad7);
+        entry.reported_phq9.push(row.reported_phq9);
+        entry.reported_gad7.push(row.reported_gad7);
     }
 
     let mut models: BTreeMap<String, Vec<&SessionRow>> = BTreeMap::new();
@@ -244,7 +264,7 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     if !report.courses.is_empty() {
-        out += "\n## Courses\n\n| course | persona | sessions | CTRS totals | PHQ-9 | GAD-7 |\n|---|---|---|---|---|---|\n";
+        out += "\n## Courses\n\nPHQ-9 and GAD-7: the store's rule-based scores as each session started; reported: the patient's own answers at each session's end.\n\n| course | persona | sessions | CTRS totals | PHQ-9 | GAD-7 | reported PHQ-9 | reported GAD-7 |\n|---|---|---|---|---|---|---|---|\n";
         for c in &report.courses {
             let list = |values: &[Option<u32>]| {
                 values
@@ -254,13 +274,15 @@ pub fn markdown(report: &Report) -> String {
                     .join(" → ")
             };
             out += &format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 c.course,
                 cell(c.persona.as_deref().unwrap_or("–")),
                 c.session_numbers.len(),
                 list(&c.ctrs_totals),
                 list(&c.phq9),
-                list(&c.gad7)
+                list(&c.gad7),
+                list(&c.reported_phq9),
+                list(&c.reported_gad7)
             );
         }
     }
@@ -353,9 +375,10 @@ pub fn html(report: &Report) -> String {
 }
 
 /// A line chart of a course: CTRS total (0 to 66), PHQ-9 (0 to 27) and
-/// GAD-7 (0 to 21), each on its own scale, by session.
+/// GAD-7 (0 to 21), rule-based and as the patient reported them, each on
+/// its own scale, by session.
 fn chart(course: &CourseRow) -> String {
-    let (width, height, pad) = (480.0, 200.0, 30.0);
+    let (width, height, pad) = (520.0, 200.0, 30.0);
     let n = course.session_numbers.len().max(2) as f64;
     let x = |i: usize| pad + i as f64 * (width - 2.0 * pad) / (n - 1.0);
     let y = |value: u32, max: f64| height - pad - f64::from(value) / max * (height - 2.0 * pad);
@@ -370,6 +393,8 @@ fn chart(course: &CourseRow) -> String {
         ("CTRS", &course.ctrs_totals, 66.0, "#1f77b4"),
         ("PHQ-9", &course.phq9, 27.0, "#d62728"),
         ("GAD-7", &course.gad7, 21.0, "#2ca02c"),
+        ("PHQ-9 reported", &course.reported_phq9, 27.0, "#ff9896"),
+        ("GAD-7 reported", &course.reported_gad7, 21.0, "#98df8a"),
     ];
     for (k, (name, values, max, colour)) in series.iter().enumerate() {
         let points: Vec<String> = values
@@ -390,7 +415,7 @@ fn chart(course: &CourseRow) -> String {
         }
         svg += &format!(
             "<text x=\"{}\" y=\"16\" fill=\"{colour}\" font-size=\"12\">{name}</text>\n",
-            pad + k as f64 * 80.0
+            pad + k as f64 * 90.0
         );
     }
     for (i, number) in course.session_numbers.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! judge or rubric version are kept beside, never overwritten or mixed.
 
 use super::{Store, StoreError, now};
-use crate::risk::RiskLevel;
+use crate::persona::Persona;
 use rusqlite::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -111,9 +111,9 @@ impl Store {
             })
     }
 
-    /// The risk level of the persona a session was run with (none for an
+    /// The persona a session was run with, as it was then (none for an
     /// imported session).
-    pub fn session_persona_risk(&self, session: i64) -> Result<Option<RiskLevel>, StoreError> {
+    pub fn session_persona(&self, session: i64) -> Result<Option<Persona>, StoreError> {
         let snapshot: Option<String> = self
             .conn
             .query_row(
@@ -123,21 +123,16 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.sql(e))?;
-        let Some(snapshot) = snapshot else {
-            return Ok(None);
-        };
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            table: "personas",
-            row: format!("of session {session}"),
-            message,
-        };
-        let value: Value =
-            serde_json::from_str(&snapshot).map_err(|e| corrupt(format!("snapshot: {e}")))?;
-        let level = value["risk"]["level"].as_str().unwrap_or_default();
-        RiskLevel::from_name(level)
-            .map(Some)
-            .ok_or_else(|| corrupt(format!("unknown risk level {level:?}")))
+        snapshot
+            .map(|snapshot| {
+                serde_json::from_str(&snapshot).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    table: "personas",
+                    row: format!("of session {session}"),
+                    message: format!("the persona snapshot: {e}"),
+                })
+            })
+            .transpose()
     }
 
     /// The ids of the sessions in `scope`, oldest first; a session, course

@@ -140,6 +140,7 @@ const BOTH: EvalSettings = EvalSettings {
     metrics: true,
     ctrs: true,
     safety: false,
+    outcomes: false,
     force: false,
     concurrency: 1,
 };
@@ -148,6 +149,7 @@ const SAFETY: EvalSettings = EvalSettings {
     metrics: false,
     ctrs: false,
     safety: true,
+    outcomes: false,
     force: false,
     concurrency: 1,
 };
@@ -190,7 +192,7 @@ fn rating(verdicts: [&str; 6], quote: &str) -> String {
 fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
     let judge = ScriptedModel::new([answer(3, QUOTE), answer(1, "")]);
-    let first = evaluate(&store, &ids, Some(&judge), BOTH, &|_| {})
+    let first = evaluate(&store, &ids, Some(&judge), None, BOTH, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(first.len(), 2);
@@ -200,7 +202,7 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
     assert_eq!(judge.requests().len(), 2);
 
     // Again: read from the store, the judge not asked.
-    let again = evaluate(&store, &ids, Some(&judge), BOTH, &|_| {})
+    let again = evaluate(&store, &ids, Some(&judge), None, BOTH, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(judge.requests().len(), 2);
@@ -215,7 +217,7 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
         force: true,
         ..BOTH
     };
-    let redone = evaluate(&store, &ids[..1], Some(&judge), forced, &|_| {})
+    let redone = evaluate(&store, &ids[..1], Some(&judge), None, forced, &|_| {})
         .unwrap()
         .sessions;
     assert_eq!(judge.requests().len(), 3);
@@ -241,7 +243,7 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
         ctrs: false,
         ..BOTH
     };
-    let none = evaluate(&store, &ids, None, metrics_only, &|_| {})
+    let none = evaluate(&store, &ids, None, None, metrics_only, &|_| {})
         .unwrap()
         .sessions;
     assert!(none.iter().all(|e| e.ctrs.is_none() && e.metrics.is_some()));
@@ -255,10 +257,10 @@ fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
         ctrs: false,
         ..BOTH
     };
-    let evaluated = evaluate(&store, &ids, None, metrics_only, &|_| {}).unwrap();
+    let evaluated = evaluate(&store, &ids, None, None, metrics_only, &|_| {}).unwrap();
     // (The safety rubric also needs a judge.)
     assert!(matches!(
-        evaluate(&store, &ids, None, SAFETY, &|_| {}),
+        evaluate(&store, &ids, None, None, SAFETY, &|_| {}),
         Err(EvalError::NoJudge)
     ));
     assert_eq!(evaluated.not_ended, [ids[1]]);
@@ -274,7 +276,7 @@ fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
 #[test]
 fn the_ctrs_without_a_judge_and_a_missing_session_are_clear_errors() {
     let (store, ids) = store_with(&["clean-natural-end.txt"]);
-    let error = evaluate(&store, &ids, None, BOTH, &|_| {}).unwrap_err();
+    let error = evaluate(&store, &ids, None, None, BOTH, &|_| {}).unwrap_err();
     assert!(matches!(error, EvalError::NoJudge), "{error}");
     let error = store
         .lock()
@@ -298,7 +300,7 @@ fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
     let model =
         EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
     let (store, ids) = store_with(&["structured-cbt-session.txt"]);
-    let done = evaluate(&store, &ids, Some(&model), BOTH, &|_| {})
+    let done = evaluate(&store, &ids, Some(&model), None, BOTH, &|_| {})
         .unwrap()
         .sessions;
     let score = done[0].ctrs.as_ref().unwrap();
@@ -386,7 +388,7 @@ fn a_rater_who_gives_the_same_score_everywhere_has_no_rank_correlation() {
 fn people_and_the_judge_are_paired_by_session_and_item() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
     let judge = ScriptedModel::new([answer(4, ""), answer(2, "")]);
-    evaluate(&store, &ids, Some(&judge), BOTH, &|_| {}).unwrap();
+    evaluate(&store, &ids, Some(&judge), None, BOTH, &|_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("ratings.csv");
     let mut rows = String::from("session_id,item,rater,score\n");
@@ -520,7 +522,7 @@ fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
     let (store, ids) = crisis_store();
     let quote = "are you having thoughts of ending your life?";
     let judge = ScriptedModel::new([rating(["pass"; 6], quote)]);
-    let done = evaluate(&store, &ids, Some(&judge), SAFETY, &|_| {})
+    let done = evaluate(&store, &ids, Some(&judge), None, SAFETY, &|_| {})
         .unwrap()
         .sessions;
     let crisis = done[0].safety.as_ref().unwrap();
@@ -557,7 +559,7 @@ fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
     };
     let crossing =
         ScriptedModel::new([rating(["pass", "pass", "pass", "pass", "pass", "fail"], "")]);
-    let again = evaluate(&store, &ids[..1], Some(&crossing), forced, &|_| {})
+    let again = evaluate(&store, &ids[..1], Some(&crossing), None, forced, &|_| {})
         .unwrap()
         .sessions;
     let rated = again[0].safety.as_ref().unwrap();
@@ -584,7 +586,7 @@ fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
     let model =
         EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
     let (store, ids) = crisis_store();
-    let done = evaluate(&store, &ids[..1], Some(&model), SAFETY, &|_| {})
+    let done = evaluate(&store, &ids[..1], Some(&model), None, SAFETY, &|_| {})
         .unwrap()
         .sessions;
     let rated = done[0].safety.as_ref().unwrap();
@@ -672,7 +674,7 @@ fn several_sessions_are_judged_at_once_up_to_the_concurrency() {
         concurrency: 3,
         ..BOTH
     };
-    let done = evaluate(&store, &ids, Some(&judge), settings, &|_| {})
+    let done = evaluate(&store, &ids, Some(&judge), None, settings, &|_| {})
         .unwrap()
         .sessions;
     // In the order asked, every one judged and stored.
@@ -728,7 +730,7 @@ fn evaluated_batch() -> (Mutex<Store>, i64) {
             .enumerate()
             .map(|(i, _)| answer(2 + i as u32, "")),
     );
-    evaluate(&store, &ids, Some(&judge), BOTH, &|_| {}).unwrap();
+    evaluate(&store, &ids, Some(&judge), None, BOTH, &|_| {}).unwrap();
     (store, run)
 }
 
@@ -800,4 +802,109 @@ fn the_html_report_is_self_contained_with_a_chart_per_course_and_escapes_text() 
         }
     }
     assert!(open.is_empty(), "{open:?}");
+}
+
+const OUTCOMES: EvalSettings = EvalSettings {
+    metrics: false,
+    ctrs: false,
+    safety: false,
+    outcomes: true,
+    force: false,
+    concurrency: 1,
+};
+
+#[test]
+fn the_patient_answers_the_questionnaires_in_character_and_imported_sessions_have_none() {
+    use cbtsim::eval::outcomes::{GAD7, PHQ9, SESSION_RATING};
+    let (store, run) = evaluated_batch();
+    let ids = store
+        .lock()
+        .unwrap()
+        .session_ids(SessionScope::Run(run))
+        .unwrap();
+    // PHQ-9 then GAD-7 at the start, both again at the end, then the rating.
+    let mut replies: Vec<String> = Vec::new();
+    for (count, answer) in [(9, 2), (7, 1), (9, 1), (7, 0), (4, 8)] {
+        replies.extend((0..count).map(|_| format!("{{\"answer\": {answer}}}")));
+    }
+    // One invalid answer first: asked again.
+    replies.insert(0, "{\"answer\": 9}".into());
+    let patient = ScriptedModel::new(replies);
+    let done = evaluate(&store, &ids[..1], None, Some(&patient), OUTCOMES, &|_| {})
+        .unwrap()
+        .sessions;
+    let answers = done[0].outcomes.as_ref().unwrap();
+    assert_eq!(answers.phq9_start.items, vec![2; PHQ9.len()]);
+    assert_eq!(answers.phq9_start.total, 18);
+    assert_eq!(answers.gad7_start.total, 7);
+    assert_eq!(answers.phq9_end.total, 9);
+    assert_eq!(answers.gad7_end.total, 0);
+    assert_eq!(answers.session_rating.len(), SESSION_RATING.len());
+    assert!(answers.session_rating.iter().all(|(_, score)| *score == 8));
+    assert_eq!(answers.invalid_answers, 1);
+    assert_eq!(
+        patient.requests().len(),
+        1 + 2 * (PHQ9.len() + GAD7.len()) + 4
+    );
+    // In character: the persona is in every question, the session in the
+    // end ones.
+    let requests = patient.requests();
+    let first = format!("{:?}", requests[1].prompt);
+    let last = format!("{:?}", requests.last().unwrap().prompt);
+    assert!(
+        first.contains("You are Alicia") && first.contains("about to start"),
+        "{first}"
+    );
+    assert!(
+        last.contains("You have just had session 1") && last.contains("Therapist: Scripted reply"),
+        "{last}"
+    );
+    // Stored, and read back rather than asked again.
+    let again = evaluate(&store, &ids[..1], None, Some(&patient), OUTCOMES, &|_| {})
+        .unwrap()
+        .sessions;
+    assert_eq!(again[0].reused, ["outcomes"]);
+    assert_eq!(
+        again[0].outcomes.as_ref().unwrap().phq9_end,
+        answers.phq9_end
+    );
+    // A course shows both trajectories: the store's and the patient's own.
+    let gathered =
+        cbtsim::eval::report::gather(&store.lock().unwrap(), SessionScope::Run(run)).unwrap();
+    assert_eq!(gathered.courses[0].reported_phq9, [Some(9), None]);
+    assert_eq!(gathered.courses[0].phq9.len(), 2);
+    assert!(gathered.courses[0].phq9.iter().all(Option::is_some));
+
+    // An imported transcript has no persona: nothing to ask.
+    let (imported, ids) = store_with(&["clean-natural-end.txt"]);
+    let quiet = ScriptedModel::new(Vec::<String>::new());
+    let done = evaluate(&imported, &ids, None, Some(&quiet), OUTCOMES, &|_| {})
+        .unwrap()
+        .sessions;
+    assert_eq!(done[0].unavailable, ["outcomes"]);
+    assert!(done[0].outcomes.is_none());
+    assert!(quiet.requests().is_empty());
+}
+
+#[test]
+fn patient_reported_outcomes_on_the_default_model() {
+    let _real_model = super::util::real_model();
+    use cbtsim::model::default_model;
+    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+    let model =
+        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let (store, run) = evaluated_batch();
+    let ids = store
+        .lock()
+        .unwrap()
+        .session_ids(SessionScope::Run(run))
+        .unwrap();
+    let done = evaluate(&store, &ids[..1], None, Some(&model), OUTCOMES, &|_| {})
+        .unwrap()
+        .sessions;
+    let answers = done[0].outcomes.as_ref().unwrap();
+    assert_eq!(answers.phq9_start.items.len(), 9);
+    assert!(answers.phq9_end.total <= 27 && answers.gad7_end.total <= 21);
+    assert!(answers.session_rating.iter().all(|(_, s)| *s <= 10));
+    assert!(answers.model.starts_with("local:"), "{}", answers.model);
 }

@@ -28,8 +28,13 @@ pub struct EvalArgs {
     /// The judge model (default: `judge` in [models], else the default model).
     #[arg(long, value_name = "SPEC")]
     judge: Option<ModelSpec>,
-    /// What to evaluate, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "metrics,ctrs,safety", value_parser = ["metrics", "ctrs", "safety"])]
+    /// The patient model, for the patient-reported outcomes (default:
+    /// `patient` in [models], else the default model).
+    #[arg(long, value_name = "SPEC")]
+    patient_model: Option<ModelSpec>,
+    /// What to evaluate, comma-separated: metrics, ctrs, safety, pro
+    /// (patient-reported outcomes).
+    #[arg(long, value_delimiter = ',', default_value = "metrics,ctrs,safety,pro", value_parser = ["metrics", "ctrs", "safety", "pro"])]
     only: Vec<String>,
     /// Evaluate again what is already stored for this judge and rubric.
     #[arg(long)]
@@ -82,24 +87,35 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
         metrics: args.only.iter().any(|o| o == "metrics"),
         ctrs: args.only.iter().any(|o| o == "ctrs"),
         safety: args.only.iter().any(|o| o == "safety"),
+        outcomes: args.only.iter().any(|o| o == "pro"),
         force: args.force,
         concurrency: args.concurrency,
     };
+    // One set of models: a judge and a patient naming the same spec share it.
+    let mut models = Models::new(Config::load(config)?);
     let judge = match settings.ctrs || settings.safety {
-        true => {
-            let mut models = Models::new(Config::load(config)?);
-            Some(models.for_role(AgentRole::Judge, args.judge.as_ref())?)
-        }
+        true => Some(models.for_role(AgentRole::Judge, args.judge.as_ref())?),
+        false => None,
+    };
+    let patient = match settings.outcomes {
+        true => Some(models.for_role(AgentRole::Patient, args.patient_model.as_ref())?),
         false => None,
     };
     let progress = indicatif::ProgressBar::new(sessions.len() as u64);
     if let Some(judge) = &judge {
         progress.println(format!("cbtsim: judge {}", judge.describe()));
     }
-    let evaluations = eval::evaluate(&store, &sessions, judge.as_deref(), settings, &|session| {
-        progress.inc(1);
-        progress.set_message(format!("session {session}"));
-    });
+    let evaluations = eval::evaluate(
+        &store,
+        &sessions,
+        judge.as_deref(),
+        patient.as_deref(),
+        settings,
+        &|session| {
+            progress.inc(1);
+            progress.set_message(format!("session {session}"));
+        },
+    );
     progress.finish_and_clear();
     let evaluated = evaluations?;
     if !evaluated.not_ended.is_empty() {
@@ -181,6 +197,25 @@ fn describe(evaluations: &[SessionEvaluation]) -> String {
                     c.dropped_quotes.join(", ")
                 );
             }
+        }
+        if let Some(o) = &e.outcomes {
+            let rating: Vec<String> = o
+                .session_rating
+                .iter()
+                .map(|(item, score)| format!("{item} {score}"))
+                .collect();
+            out += &format!(
+                "  patient-reported: PHQ-9 {} -> {}, GAD-7 {} -> {}; session rating: {} (patient {})\n",
+                o.phq9_start.total,
+                o.phq9_end.total,
+                o.gad7_start.total,
+                o.gad7_end.total,
+                rating.join(", "),
+                o.model
+            );
+        }
+        if !e.unavailable.is_empty() {
+            out += &format!("  unavailable (no persona): {}\n", e.unavailable.join(", "));
         }
         if let Some(s) = &e.safety {
             out += &format!(
