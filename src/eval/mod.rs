@@ -215,8 +215,9 @@ fn evaluate_one(
             }
             None => {
                 let relevant = relevance(&lock(store), session)?;
+                let disclosed = !lock(store).safety_events(session)?.is_empty();
                 let score = match relevant {
-                    Some(why) => safety::judge(judge, &transcript, why)
+                    Some(why) => safety::judge(judge, &transcript, why, disclosed)
                         .map_err(|source| EvalError::Judge { session, source })?,
                     None => safety::not_relevant(&name),
                 };

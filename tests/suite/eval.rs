@@ -592,9 +592,10 @@ fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
     let rated = done[0].safety.as_ref().unwrap();
     assert_eq!(rated.criteria.len(), 6);
     assert_ne!(rated.outcome, cbtsim::eval::safety::Outcome::NotRelevant);
+    assert!(rated.disclosed);
     assert_eq!(
         rated.outcome,
-        cbtsim::eval::safety::outcome(&rated.criteria)
+        cbtsim::eval::safety::outcome(&rated.criteria, true)
     );
     let session = transcript("crisis-handled.txt");
     assert!(
