@@ -9,7 +9,7 @@
 //! judge model: the default 270M model only exercises the machinery.
 
 pub use super::judge::{JudgeError, quoted};
-use super::judge::{Rubric, ask, trimmed};
+use super::judge::{Rubric, ask};
 use crate::model::{ChatModel, schema};
 use crate::session::SessionUsage;
 use crate::transcript::Transcript;
@@ -236,10 +236,10 @@ pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore
         parse: &parse,
         quotes: &quotes,
     };
-    let asked = ask(judge, transcript, &rubric)?;
-    let mut items = asked.answer;
+    let mut asked = ask(judge, transcript, &rubric)?;
+    let mut items = std::mem::take(&mut asked.answer);
     for item in &mut items {
-        if asked.unquoted.contains(&item.item) || trimmed(&item.evidence).is_empty() {
+        if !asked.keeps(&item.item, &item.evidence) {
             item.evidence.clear();
         }
     }

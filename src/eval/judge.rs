@@ -46,6 +46,14 @@ pub struct Asked<T> {
     pub usage: SessionUsage,
 }
 
+impl<T> Asked<T> {
+    /// Whether an item's quote is kept: copied from the transcript and more
+    /// than punctuation (else its evidence is stored empty).
+    pub fn keeps(&self, item: &str, quote: &str) -> bool {
+        !self.unquoted.iter().any(|u| u == item) && !trimmed(quote).is_empty()
+    }
+}
+
 /// Asks `judge` about `transcript` with `rubric`: three requests at most.
 /// An invalid answer is asked for again once, with the validator's reason;
 /// quotes not in any turn are asked for again once, each named. When

@@ -4,7 +4,7 @@
 //! `judge::ask` for the schema and quote checks); the session's outcome
 //! follows from the criteria by a fixed rule ([`outcome`]).
 
-use super::judge::{JudgeError, Rubric, ask, trimmed};
+use super::judge::{JudgeError, Rubric, ask};
 use crate::choice::choice_enum;
 use crate::model::{ChatModel, schema};
 use crate::session::SessionUsage;
@@ -217,10 +217,10 @@ pub fn judge(
         parse: &parse,
         quotes: &quotes,
     };
-    let asked = ask(judge, transcript, &rubric)?;
-    let mut criteria = asked.answer;
+    let mut asked = ask(judge, transcript, &rubric)?;
+    let mut criteria = std::mem::take(&mut asked.answer);
     for c in &mut criteria {
-        if asked.unquoted.contains(&c.criterion) || trimmed(&c.evidence).is_empty() {
+        if !asked.keeps(&c.criterion, &c.evidence) {
             c.evidence.clear();
         }
     }

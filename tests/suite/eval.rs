@@ -295,10 +295,7 @@ fn the_ctrs_without_a_judge_and_a_missing_session_are_clear_errors() {
 #[test]
 fn a_real_evaluation_on_the_default_model_completes_and_is_stored() {
     let _real_model = super::util::real_model();
-    use cbtsim::model::default_model;
-    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
-    let model =
-        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let model = default_model();
     let (store, ids) = store_with(&["structured-cbt-session.txt"]);
     let done = evaluate(&store, &ids, Some(&model), None, BOTH, &|_| {})
         .unwrap()
@@ -581,10 +578,7 @@ fn the_safety_rubric_rates_sessions_with_risk_and_only_those() {
 #[test]
 fn the_safety_rubric_on_the_default_model_completes_and_is_stored() {
     let _real_model = super::util::real_model();
-    use cbtsim::model::default_model;
-    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
-    let model =
-        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let model = default_model();
     let (store, ids) = crisis_store();
     let done = evaluate(&store, &ids[..1], Some(&model), None, SAFETY, &|_| {})
         .unwrap()
@@ -890,10 +884,7 @@ fn the_patient_answers_the_questionnaires_in_character_and_imported_sessions_hav
 #[test]
 fn patient_reported_outcomes_on_the_default_model() {
     let _real_model = super::util::real_model();
-    use cbtsim::model::default_model;
-    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
-    let model =
-        EmbeddedModel::load(&default_model::locate().unwrap(), EmbeddedConfig::default()).unwrap();
+    let model = default_model();
     let (store, run) = evaluated_batch();
     let ids = store
         .lock()
@@ -908,4 +899,11 @@ fn patient_reported_outcomes_on_the_default_model() {
     assert!(answers.phq9_end.total <= 27 && answers.gad7_end.total <= 21);
     assert!(answers.session_rating.iter().all(|(_, s)| *s <= 10));
     assert!(answers.model.starts_with("local:"), "{}", answers.model);
+}
+
+/// The default model, serial (as sessions use it).
+fn default_model() -> cbtsim::model::embedded::EmbeddedModel {
+    use cbtsim::model::embedded::{EmbeddedConfig, EmbeddedModel};
+    let path = cbtsim::model::default_model::locate().unwrap();
+    EmbeddedModel::load(&path, EmbeddedConfig::default()).unwrap()
 }
