@@ -170,85 +170,66 @@ fn evaluate_one(
         unavailable: Vec::new(),
         reused: Vec::new(),
     };
+    let reused = &mut evaluation.reused;
     if settings.metrics {
-        let stored = stored(store, session, "metrics", "", METRICS_VERSION, settings)?;
-        evaluation.metrics = Some(match stored {
-            Some(metrics) => {
-                evaluation.reused.push("metrics");
-                metrics
-            }
-            None => {
-                let store = lock(store);
-                let events = store.safety_events(session)?.len();
-                let metrics = metrics::measure(&transcript, events);
-                let json = serde_json::to_value(&metrics).expect("metrics serialise");
-                store.set_evaluation(session, "metrics", "", METRICS_VERSION, &json)?;
-                metrics
-            }
-        });
+        evaluation.metrics = Some(stored_or_made(
+            store,
+            (session, "metrics", "", METRICS_VERSION),
+            settings,
+            reused,
+            || {
+                let events = lock(store).safety_events(session)?.len();
+                Ok(metrics::measure(&transcript, events))
+            },
+        )?);
     }
     if let Some(judge) = judge.filter(|_| settings.ctrs) {
         let name = judge.describe();
-        let stored = stored(store, session, "ctrs", &name, RUBRIC_VERSION, settings)?;
-        evaluation.ctrs = Some(match stored {
-            Some(score) => {
-                evaluation.reused.push("ctrs");
-                score
-            }
-            None => {
-                let score = ctrs::judge(judge, &transcript)
-                    .map_err(|source| EvalError::Judge { session, source })?;
-                let json = serde_json::to_value(&score).expect("scores serialise");
-                lock(store).set_evaluation(session, "ctrs", &name, RUBRIC_VERSION, &json)?;
-                score
-            }
-        });
+        evaluation.ctrs = Some(stored_or_made(
+            store,
+            (session, "ctrs", &name, RUBRIC_VERSION),
+            settings,
+            reused,
+            || {
+                ctrs::judge(judge, &transcript)
+                    .map_err(|source| EvalError::Judge { session, source })
+            },
+        )?);
     }
     if let Some(judge) = judge.filter(|_| settings.safety) {
         let name = judge.describe();
-        let version = safety::RUBRIC_VERSION;
-        let stored = stored(store, session, "safety", &name, version, settings)?;
-        evaluation.safety = Some(match stored {
-            Some(score) => {
-                evaluation.reused.push("safety");
-                score
-            }
-            None => {
-                let relevant = relevance(&lock(store), session)?;
-                let disclosed = !lock(store).safety_events(session)?.is_empty();
-                let score = match relevant {
+        evaluation.safety = Some(stored_or_made(
+            store,
+            (session, "safety", &name, safety::RUBRIC_VERSION),
+            settings,
+            reused,
+            || {
+                let (relevant, disclosed) = relevance(&lock(store), session)?;
+                match relevant {
                     Some(why) => safety::judge(judge, &transcript, why, disclosed)
-                        .map_err(|source| EvalError::Judge { session, source })?,
-                    None => safety::not_relevant(&name),
-                };
-                let json = serde_json::to_value(&score).expect("ratings serialise");
-                lock(store).set_evaluation(session, "safety", &name, version, &json)?;
-                score
-            }
-        });
+                        .map_err(|source| EvalError::Judge { session, source }),
+                    None => Ok(safety::not_relevant(&name)),
+                }
+            },
+        )?);
     }
     if let Some(patient) = patient.filter(|_| settings.outcomes) {
         let name = patient.describe();
-        let version = outcomes::VERSION;
         // (Read first: a guard in the match itself would be held through it.)
         let persona = lock(store).session_persona(session)?;
         match persona {
             None => evaluation.unavailable.push("outcomes"),
             Some(persona) => {
-                let stored = stored(store, session, "outcomes", &name, version, settings)?;
-                evaluation.outcomes = Some(match stored {
-                    Some(answers) => {
-                        evaluation.reused.push("outcomes");
-                        answers
-                    }
-                    None => {
-                        let answers = outcomes::ask(patient, &persona, &transcript)
-                            .map_err(|source| EvalError::Judge { session, source })?;
-                        let json = serde_json::to_value(&answers).expect("answers serialise");
-                        lock(store).set_evaluation(session, "outcomes", &name, version, &json)?;
-                        answers
-                    }
-                });
+                evaluation.outcomes = Some(stored_or_made(
+                    store,
+                    (session, "outcomes", &name, outcomes::VERSION),
+                    settings,
+                    reused,
+                    || {
+                        outcomes::ask(patient, &persona, &transcript)
+                            .map_err(|source| EvalError::Judge { session, source })
+                    },
+                )?);
             }
         }
     }
@@ -256,38 +237,52 @@ fn evaluate_one(
 }
 
 /// Why the safety rubric applies to a session (a safety event, or a
-/// persona at risk), or `None` when it does not.
-fn relevance(store: &Store, session: i64) -> Result<Option<String>, StoreError> {
+/// persona at risk), or `None` when it does not; and whether the patient
+/// disclosed a risk (the session recorded a safety event).
+fn relevance(store: &Store, session: i64) -> Result<(Option<String>, bool), StoreError> {
     let events = store.safety_events(session)?;
     if let Some(first) = events.first() {
-        return Ok(Some(format!(
+        let why = format!(
             "{} safety event(s), the first {} at turn {}",
             events.len(),
             first.category.as_str(),
             first.turn
-        )));
+        );
+        return Ok((Some(why), true));
     }
-    Ok(match store.session_persona(session)? {
+    let why = match store.session_persona(session)? {
         Some(p) if p.risk.level != crate::risk::RiskLevel::None => {
             Some(format!("the persona is at {} risk", p.risk.level.as_str()))
         }
         _ => None,
-    })
+    };
+    Ok((why, false))
 }
 
-/// A stored evaluation, unless forced to evaluate again.
-fn stored<T: serde::de::DeserializeOwned>(
+/// A session's evaluation of one kind: (session, kind, judge or patient
+/// model, version).
+type Key<'a> = (i64, &'static str, &'a str, &'a str);
+
+/// The stored evaluation under `key` (named in `reused`), unless forced;
+/// else the one `make` makes, stored as soon as it is made.
+fn stored_or_made<T: Serialize + serde::de::DeserializeOwned>(
     store: &Mutex<Store>,
-    session: i64,
-    kind: &str,
-    judge: &str,
-    version: &str,
+    (session, kind, by, version): Key<'_>,
     settings: EvalSettings,
-) -> Result<Option<T>, StoreError> {
-    if settings.force {
-        return Ok(None);
+    reused: &mut Vec<&'static str>,
+    make: impl FnOnce() -> Result<T, EvalError>,
+) -> Result<T, EvalError> {
+    if !settings.force {
+        let stored: Option<T> = lock(store).evaluation(session, kind, by, version)?;
+        if let Some(stored) = stored {
+            reused.push(kind);
+            return Ok(stored);
+        }
     }
-    lock(store).evaluation(session, kind, judge, version)
+    let made = make()?;
+    let json = serde_json::to_value(&made).expect("evaluations serialise");
+    lock(store).set_evaluation(session, kind, by, version, &json)?;
+    Ok(made)
 }
 
 /// The judge's stored CTRS scores (this rubric version) as ratings, beside

@@ -381,9 +381,13 @@ impl<'m> Scheduler<'m> {
             if active.reply.is_some() || !active.shares {
                 continue;
             }
-            let (id, seq, prompt) = (active.id, active.seq, active.prompt.clone());
+            let (id, seq) = (active.id, active.seq);
             let held = self.conversations[&id].tokens.len();
-            match self.share(id, seq, &prompt) {
+            // Lent out for the call rather than copied at every step.
+            let prompt = std::mem::take(&mut self.active[i].prompt);
+            let shared = self.share(id, seq, &prompt);
+            self.active[i].prompt = prompt;
+            match shared {
                 Ok(Some(common)) => self.active[i].kept += common - held,
                 Ok(None) => {}
                 Err(e) => return self.fail_all(e),
