@@ -23,6 +23,9 @@ pub enum FindingKind {
     RoleLeak,
     SameSpeakerTwice,
     EmptyTurn,
+    TemplateToken,
+    HiddenCharacter,
+    DegenerateRepetition,
 }
 
 impl FindingKind {
@@ -35,6 +38,9 @@ impl FindingKind {
             FindingKind::RoleLeak => "role_leak",
             FindingKind::SameSpeakerTwice => "same_speaker_twice",
             FindingKind::EmptyTurn => "empty_turn",
+            FindingKind::TemplateToken => "template_token",
+            FindingKind::HiddenCharacter => "hidden_character",
+            FindingKind::DegenerateRepetition => "degenerate_repetition",
         }
     }
 }
@@ -108,6 +114,15 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
         return vec![(FindingKind::EmptyTurn, String::new())];
     }
     let mut defects = Vec::new();
+    // A template token is reported once, as itself, not also as a slot or
+    // a turn that ends oddly.
+    let tokens = template_tokens(text);
+    let stripped = without_template_tokens(text);
+    let text = if tokens.is_empty() {
+        text
+    } else {
+        stripped.trim()
+    };
     if let Some(tail) = truncation(text) {
         defects.push((FindingKind::TruncatedTurn, tail));
     }
@@ -126,7 +141,109 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
             .into_iter()
             .map(|l| (FindingKind::RoleLeak, l)),
     );
+    defects.extend(tokens.into_iter().map(|t| (FindingKind::TemplateToken, t)));
+    defects.extend(
+        hidden_characters(text)
+            .into_iter()
+            .map(|c| (FindingKind::HiddenCharacter, c)),
+    );
+    if let Some(run) = degenerate_repetition(text) {
+        defects.push((FindingKind::DegenerateRepetition, run));
+    }
     defects
+}
+
+/// Chat-template tokens a model let into its text: "[INST]", "[/INST]",
+/// "<<SYS>>", "<s>", "</s>", "<|im_start|>", "<|eot_id|>",
+/// "<start_of_turn>user", "<end_of_turn>", "<bos>".
+pub fn template_tokens(text: &str) -> Vec<String> {
+    TEMPLATE_TOKEN
+        .find_iter(text)
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
+/// The text without its chat-template tokens.
+pub fn without_template_tokens(text: &str) -> String {
+    TEMPLATE_TOKEN.replace_all(text, " ").into_owned()
+}
+
+/// Characters a reader cannot see or that change how the text shows:
+/// terminal escape sequences, control characters (other than line breaks
+/// and tabs), zero-width characters and direction overrides. Each is named
+/// by its code point ("U+202E"), an escape sequence by its start ("ESC [").
+pub fn hidden_characters(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = ESCAPE_SEQUENCE
+        .find_iter(text)
+        .map(|m| {
+            let after = m.as_str().chars().nth(1).unwrap_or(' ');
+            format!("ESC {after}")
+        })
+        .collect();
+    let rest = ESCAPE_SEQUENCE.replace_all(text, "");
+    found.extend(
+        rest.chars()
+            .filter(|&c| is_hidden(c))
+            .map(|c| format!("U+{:04X}", c as u32)),
+    );
+    found
+}
+
+/// The text without hidden characters and escape sequences.
+pub fn without_hidden_characters(text: &str) -> String {
+    ESCAPE_SEQUENCE
+        .replace_all(text, "")
+        .chars()
+        .filter(|&c| !is_hidden(c))
+        .collect()
+}
+
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c,
+            '\u{00AD}'                       // soft hyphen
+            | '\u{200B}'..='\u{200F}'        // zero-width characters, direction marks
+            | '\u{202A}'..='\u{202E}'        // direction embeddings and overrides
+            | '\u{2060}'..='\u{2064}'        // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}'        // direction isolates
+            | '\u{FEFF}'                      // byte-order mark
+            | '\u{FFF9}'..='\u{FFFB}') // interlinear annotation
+}
+
+/// A word or a phrase said over and over, as a model stuck in a loop
+/// writes it ("I feel very very very very very ..."): a word five times
+/// running, a phrase of two to eight words four times running, or a long
+/// turn of very few distinct words. ("No, no, no." and "I'm sorry, I'm
+/// sorry, I'm sorry." are how people talk.) Returns the run.
+pub fn degenerate_repetition(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let shown = |start: usize, len: usize| clip_start(&words[start..start + len].join(" "));
+    for size in 1..=8usize {
+        let needed = if size == 1 { 5 } else { 4 };
+        let mut start = 0;
+        while start + size * needed <= words.len() {
+            let mut times = 1;
+            while start + size * (times + 1) <= words.len()
+                && words[start..start + size]
+                    == words[start + size * times..start + size * (times + 1)]
+            {
+                times += 1;
+            }
+            if times >= needed {
+                return Some(shown(start, size * times));
+            }
+            start += 1;
+        }
+    }
+    let distinct: std::collections::HashSet<&String> = words.iter().collect();
+    (words.len() >= 60 && distinct.len() * 4 < words.len()).then(|| shown(0, words.len()))
 }
 
 /// The end of a turn that stops mid-sentence, or None when it ends like a
@@ -210,6 +327,18 @@ fn is_title_slot(inner: &str) -> bool {
 fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("lint patterns are valid")
 }
+
+static TEMPLATE_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)\[/?INST\]|<</?SYS>>|</?s>|<(?:bos|eos|pad|unk)>|<\|[a-z_]{2,20}\|>(?:[ \t]*(?:system|user|assistant)\b)?|<(?:start|end)_of_turn>(?:[ \t]*(?:user|model)\b)?",
+    )
+});
+
+/// An escape sequence: CSI ("ESC [ ... letter"), OSC ("ESC ] ... BEL" or
+/// "ESC \\"), or ESC and one character.
+static ESCAPE_SEQUENCE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+});
 
 static PLACEHOLDER_SLOT: LazyLock<Regex> =
     LazyLock::new(|| regex(r"\[[^\[\]\n]{1,60}\]|<[^<>\n]{1,40}>|\{\{?[^{}\n]{1,40}\}?\}"));

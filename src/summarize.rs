@@ -4,6 +4,7 @@
 //! validated, asked for once more when invalid, and otherwise a recorded
 //! failure, never a silently empty summary.
 
+use crate::lint;
 use crate::model::schema;
 use crate::model::{Conversation, Message, ModelError, Prompt, Request, Role, Sampling};
 use crate::session::SessionUsage;
@@ -109,18 +110,65 @@ pub fn parse(text: &str, schema: &Value) -> Result<SessionSummary, String> {
     schema::validate(schema, &value)?;
     let mut summary: SessionSummary =
         serde_json::from_value(value).map_err(|e| format!("not a summary: {e}"))?;
-    // The text format keeps one line per item.
     for section in crate::summary::SummarySection::ALL {
-        for item in summary.items_mut(section) {
-            *item = item.split_whitespace().collect::<Vec<_>>().join(" ");
-        }
+        clean_items(summary.items_mut(section));
+    }
+    if summary.main_topics.is_empty() {
+        return Err("no main topic is left once its items are cleaned".into());
     }
     Ok(summary)
+}
+
+/// A section's items as the turns' guards would leave them: no hidden
+/// characters or chat-template tokens, one line each (the text format keeps
+/// one line per item); an item stuck repeating itself, or said already in
+/// the section, is dropped.
+fn clean_items(items: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain_mut(|item| {
+        let text = lint::without_template_tokens(&lint::without_hidden_characters(item));
+        *item = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let key: String = item
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect();
+        !item.is_empty() && lint::degenerate_repetition(item).is_none() && seen.insert(key)
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_items_are_cleaned_and_told_once() {
+        let reply = serde_json::json!({
+            "main_topics": [
+                "Work stress after the missed deadline.",
+                "work stress after the missed deadline",
+                "Work  stress\nafter the missed deadline.",
+                "Sleep [/INST]",
+            ],
+            "techniques": ["Thought record", "very very very very very very very"],
+            "helpful": [],
+            "homework": ["Write one thought record\u{1b}[0m."],
+            "insights": []
+        });
+        let summary = parse(&reply.to_string(), &summary_schema()).unwrap();
+        assert_eq!(
+            summary.main_topics,
+            ["Work stress after the missed deadline.", "Sleep"]
+        );
+        assert_eq!(summary.techniques, ["Thought record"]);
+        assert_eq!(summary.homework, ["Write one thought record."]);
+
+        let empty = serde_json::json!({
+            "main_topics": ["<|im_end|> [/INST]"],
+            "techniques": [], "helpful": [], "homework": [], "insights": []
+        });
+        assert!(parse(&empty.to_string(), &summary_schema()).is_err());
+    }
     use crate::model::ChatModel;
     use crate::model::scripted::ScriptedModel;
     use crate::speaker::Speaker;

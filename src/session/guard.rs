@@ -4,7 +4,10 @@
 //! candidate is used. The checks are the linter's, so a session's output
 //! lints clean.
 
-use crate::lint::{placeholders, stage_directions, truncation};
+use crate::lint::{
+    degenerate_repetition, hidden_characters, placeholders, stage_directions, template_tokens,
+    truncation, without_hidden_characters, without_template_tokens,
+};
 use crate::model::FinishReason;
 use crate::speaker::Speaker;
 use crate::turn::Repair;
@@ -22,6 +25,9 @@ pub struct Reply<'a> {
     pub earlier: &'a [String],
     /// Names either speaker may be labelled with ("Nova", "Alicia").
     pub names: &'a [String],
+    /// What the speaker was told apart from the conversation (its
+    /// description, the example session), to refuse a reply that recites it.
+    pub instructions: &'a str,
 }
 
 /// Why a reply cannot be used.
@@ -32,12 +38,36 @@ pub enum Rejection {
     RoleReversal(String),
     /// Nearly the same as the speaker's turn of that index (0-based among the speaker's turns).
     Repeat(usize),
+    /// A word or phrase over and over (the run).
+    Degenerate(String),
+    /// Recites the speaker's own instructions (the stretch recited).
+    PromptEcho(String),
 }
 
 /// Repairs a reply or rejects it.
 pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
     let mut repairs = Vec::new();
     let mut text = reply.text.replace("\r\n", "\n");
+
+    // What no reader should get: characters they cannot see (or that turn
+    // the text around, or drive their terminal), and the chat template's
+    // own tokens.
+    if !hidden_characters(&text).is_empty() {
+        text = without_hidden_characters(&text);
+        repair(
+            &mut repairs,
+            "hidden_character",
+            "removed control, invisible and direction characters",
+        );
+    }
+    if !template_tokens(&text).is_empty() {
+        text = without_template_tokens(&text);
+        repair(
+            &mut repairs,
+            "template_token",
+            "removed chat-template tokens",
+        );
+    }
 
     // Lines written for the other speaker (or a second turn of this one)
     // end the reply; the speaker's own label at the start is dropped.
@@ -82,6 +112,12 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
     if let Some(phrase) = role_reversal(reply.speaker, &text) {
         return Err(Rejection::RoleReversal(phrase));
     }
+    if let Some(run) = degenerate_repetition(&text) {
+        return Err(Rejection::Degenerate(run));
+    }
+    if let Some(stretch) = prompt_echo(&text, reply.instructions) {
+        return Err(Rejection::PromptEcho(stretch));
+    }
 
     let cut_off = *reply.finish_reason == FinishReason::Length || truncation(&text).is_some();
     if cut_off && !text.is_empty() {
@@ -124,6 +160,45 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
         return Err(Rejection::Repeat(index));
     }
     Ok((text, repairs))
+}
+
+/// Words in a row that count as copied when the instructions hold them too.
+const ECHO_RUN: usize = 6;
+/// A reply is an echo when this many of its words, and at least half of
+/// them, sit in such runs: a patient may say a fact of their own in the
+/// words of their description, but not recite it.
+const ECHO_WORDS: usize = 15;
+
+/// The stretch of a reply recited from the speaker's instructions, if the
+/// reply is mostly that (see `ECHO_WORDS`).
+pub fn prompt_echo(text: &str, instructions: &str) -> Option<String> {
+    let words = |t: &str| -> Vec<String> {
+        t.split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let said = words(text);
+    if said.len() < ECHO_WORDS {
+        return None;
+    }
+    let told = words(instructions);
+    let runs: std::collections::HashSet<&[String]> = told.windows(ECHO_RUN).collect();
+    let mut copied = vec![false; said.len()];
+    for (start, window) in said.windows(ECHO_RUN).enumerate() {
+        if runs.contains(window) {
+            copied[start..start + ECHO_RUN].fill(true);
+        }
+    }
+    let count = copied.iter().filter(|&&c| c).count();
+    (count >= ECHO_WORDS && count * 2 >= said.len()).then(|| {
+        let first = copied.iter().position(|&c| c).unwrap_or(0);
+        let shown: Vec<&str> = said[first..].iter().take(12).map(String::as_str).collect();
+        format!("{} ...", shown.join(" "))
+    })
 }
 
 /// Adds the crisis resources to a safety-protocol turn that lacks them.
@@ -237,7 +312,112 @@ mod tests {
             max_sentences: None,
             earlier: &[],
             names: &[],
+            instructions: "",
         }
+    }
+
+    #[test]
+    fn chat_template_tokens_are_removed() {
+        let stop = FinishReason::Stop;
+        for raw in [
+            "[/INST] How has your week been?",
+            "How has your week been? [/INST]",
+            "<<SYS>> How has your week been? <</SYS>>",
+            "<|im_start|>assistant How has your week been?<|im_end|>",
+            "<start_of_turn>model\nHow has your week been?<end_of_turn>",
+            "<s>[INST] How has your week been? </s>",
+            "How has your week been?<|eot_id|>",
+        ] {
+            let (text, repairs) = check(&reply(Speaker::Therapist, raw, &stop)).unwrap();
+            assert_eq!(text, "How has your week been?", "{raw:?}");
+            assert!(kinds(&repairs).contains(&"template_token"), "{raw:?}");
+        }
+        // Angle brackets in ordinary speech are not template tokens.
+        let (text, repairs) = check(&reply(
+            Speaker::Patient,
+            "It went from <5 to >7 hours.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(
+            (text.as_str(), repairs.len()),
+            ("It went from <5 to >7 hours.", 0)
+        );
+    }
+
+    #[test]
+    fn hidden_characters_and_terminal_escapes_are_removed() {
+        let stop = FinishReason::Stop;
+        for raw in [
+            "I feel\u{200B} stuck.",
+            "I feel \u{202E}stuck.",
+            "I feel \u{2066}stuck\u{2069}.",
+            "I feel \x1b[31mstuck\x1b[0m.",
+            "I feel \x1b]0;title\x07stuck.",
+            "\u{FEFF}I feel stuck.\u{0007}",
+            "I feel\u{00AD} stuck.",
+        ] {
+            let (text, repairs) = check(&reply(Speaker::Patient, raw, &stop)).unwrap();
+            assert_eq!(text, "I feel stuck.", "{raw:?}");
+            assert_eq!(kinds(&repairs), ["hidden_character"], "{raw:?}");
+        }
+        // Accents, emoji and line breaks are not hidden.
+        let plain = "José said it's fine \u{1F642}\nReally.";
+        let (text, repairs) = check(&reply(Speaker::Patient, plain, &stop)).unwrap();
+        assert_eq!((text.as_str(), repairs.len()), (plain, 0));
+    }
+
+    #[test]
+    fn degenerate_repetition_is_rejected_and_emphasis_is_not() {
+        let stop = FinishReason::Stop;
+        let stuck = format!("I feel very {}very.", "very ".repeat(120));
+        for raw in [
+            stuck.as_str(),
+            "I am sorry I am sorry I am sorry I am sorry I am sorry.",
+            "It's fine, it's fine, it's fine, it's fine.",
+        ] {
+            assert!(
+                matches!(
+                    check(&reply(Speaker::Therapist, raw, &stop)),
+                    Err(Rejection::Degenerate(_))
+                ),
+                "{raw:?}"
+            );
+        }
+        for said in [
+            "No, no, no. That's not what I meant.",
+            "I'm sorry, I'm sorry, I'm sorry. I know I keep saying it.",
+            "It was very, very hard.",
+        ] {
+            assert!(
+                check(&reply(Speaker::Patient, said, &stop)).is_ok(),
+                "{said:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reply_reciting_its_instructions_is_rejected() {
+        let stop = FinishReason::Stop;
+        let told = "The patient is Alicia Rodriguez, 29, woman (she/her), a software engineer. \
+                    Her grandmother died in the spring and she missed a sprint deadline at work, \
+                    after which she was passed over for a promotion.";
+        let mut echo = reply(
+            Speaker::Patient,
+            "The patient is Alicia Rodriguez, 29, woman (she/her), a software engineer. Her \
+             grandmother died in the spring.",
+            &stop,
+        );
+        echo.instructions = told;
+        assert!(matches!(check(&echo), Err(Rejection::PromptEcho(_))));
+        // After a template token, as the server's replies did.
+        echo.text = "<<SYS>> The patient is Alicia Rodriguez, 29, woman (she/her), a software \
+                     engineer. Her grandmother died in the spring";
+        assert!(matches!(check(&echo), Err(Rejection::PromptEcho(_))));
+        // Saying a fact of one's own in the description's words is speech.
+        echo.text = "I missed a sprint deadline at work, and then I was passed over for a \
+                     promotion. I haven't told anyone how much that hurt, not even my partner.";
+        assert!(check(&echo).is_ok());
     }
 
     fn kinds(repairs: &[Repair]) -> Vec<&str> {

@@ -221,6 +221,7 @@ pub fn warm_up() {
             max_sentences: Some(3),
             earlier: &[],
             names: &["Nova".to_string()],
+            instructions: text,
         });
     }
 }
@@ -639,6 +640,7 @@ fn speak(
         notes: &guidance.standing,
         turn_notes: &guidance.this_turn,
     };
+    let instructions = prompt::instructions(speaker, &ctx);
     let mut request = Request {
         prompt: prompt::prompt(speaker, agent.chat, &ctx),
         sampling: Sampling {
@@ -696,6 +698,7 @@ fn speak(
             max_sentences,
             earlier: &earlier,
             names: &names,
+            instructions: &instructions,
         };
         match guard::check(&reply) {
             Ok((text, repairs)) => {

@@ -65,12 +65,24 @@ pub fn stop_sequences() -> Vec<String> {
     .collect()
 }
 
-/// The prompt for `speaker`'s next turn.
-pub fn prompt(speaker: Speaker, chat: bool, ctx: &PromptContext) -> Prompt {
-    let description = match speaker {
+/// The speaker's description: who they are and how they speak.
+fn description(speaker: Speaker, ctx: &PromptContext) -> String {
+    match speaker {
         Speaker::Therapist => therapist_description(ctx.therapist),
         Speaker::Patient => patient_description(ctx.persona, ctx.therapist),
-    };
+    }
+}
+
+/// What the speaker is told that is not the conversation and that no turn
+/// should recite: its description and the example session. (The notes are
+/// left out: a safety note's resources are meant to be said word for word.)
+pub fn instructions(speaker: Speaker, ctx: &PromptContext) -> String {
+    format!("{}\n\n{EXAMPLE_SESSION}", description(speaker, ctx))
+}
+
+/// The prompt for `speaker`'s next turn.
+pub fn prompt(speaker: Speaker, chat: bool, ctx: &PromptContext) -> Prompt {
+    let description = description(speaker, ctx);
     if chat {
         chat_prompt(speaker, &description, ctx)
     } else {

@@ -175,3 +175,37 @@ fn empty_turns_and_repeated_speakers() {
         ]
     );
 }
+
+/// Odd model output (issue: chat-template tokens, hidden characters,
+/// degenerate repetition) is a defect the linter names, and the guards
+/// share these checks, so no session of cbtsim's holds them.
+#[test]
+fn odd_model_output_is_found() {
+    assert_eq!(
+        kinds("[/INST] How was your week?"),
+        [FindingKind::TemplateToken]
+    );
+    assert_eq!(
+        kinds("<start_of_turn>model How was your week?<end_of_turn>"),
+        [FindingKind::TemplateToken, FindingKind::TemplateToken]
+    );
+    assert_eq!(
+        kinds("How was\u{200B} your week?"),
+        [FindingKind::HiddenCharacter]
+    );
+    let defects = turn_defects("How was \u{202E}your week\x1b[0m?");
+    let shown: Vec<&str> = defects.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(shown, ["ESC [", "U+202E"], "named, never printed raw");
+    assert_eq!(
+        kinds(&format!("I feel {}.", "very ".repeat(40).trim())),
+        [FindingKind::DegenerateRepetition]
+    );
+    for fine in [
+        "No, no, no, no. I didn't mean that.",
+        "It took <2 hours> that day? No, more.",
+        "Ça va. I'm okay \u{1F642}.",
+        "I'm so, so tired.",
+    ] {
+        assert_eq!(kinds(fine), [], "{fine:?}");
+    }
+}

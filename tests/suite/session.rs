@@ -459,6 +459,83 @@ fn guards_repair_or_replace_bad_replies_and_record_it() {
     assert_eq!(lint_transcript(&run.record.transcript), vec![]);
 }
 
+/// Odd model output, one candidate per turn, as a new user's server gave
+/// it: template tokens and hidden characters are removed and recorded;
+/// a recital of the speaker's own description and a reply stuck repeating
+/// a word are rejected for the next candidate. What is kept lints clean.
+#[test]
+fn odd_model_output_never_reaches_the_transcript_unrepaired() {
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let config = {
+        let mut c = config();
+        c.max_turns = 4;
+        c
+    };
+    let told = cbtsim::session::prompt::instructions(
+        Speaker::Patient,
+        &cbtsim::session::prompt::PromptContext {
+            persona: &persona,
+            therapist: &config.therapist,
+            session_number: 1,
+            turns: &[],
+            notes: &[],
+            turn_notes: &[],
+        },
+    );
+    let recital: String = told
+        .split_whitespace()
+        .take(40)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let sys = format!("<<SYS>> {recital}");
+    let stuck = format!("I feel very {}very.", "very ".repeat(150));
+    let run = session(
+        &[
+            "[/INST] Welcome, Alicia. How has your week\u{200B} been?",
+            &stuck,
+            "What would you like to focus on today?\x1b[0m",
+        ],
+        &[
+            &recital,
+            &sys,
+            "It's been hard since my grandmother \u{202E}died.",
+            "Work, mostly. <end_of_turn>",
+        ],
+        &config,
+    );
+    let turns = &run.record.transcript.turns;
+    let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "It's been hard since my grandmother died.",
+            "Welcome, Alicia. How has your week been?",
+            "Work, mostly.",
+            "What would you like to focus on today?",
+        ]
+    );
+    let kinds: Vec<Vec<&str>> = turns
+        .iter()
+        .map(|t| t.meta.repairs.iter().map(|r| r.kind.as_str()).collect())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            vec!["hidden_character"],
+            vec!["hidden_character", "template_token"],
+            vec!["template_token"],
+            vec!["hidden_character"],
+        ]
+    );
+    // The recital, the recital after <<SYS>>, and the stuck reply.
+    assert_eq!(turns[0].meta.candidates, Some(3));
+    assert_eq!(turns[3].meta.candidates, Some(2));
+    assert_eq!(run.record.usage.rejected_replies, 3);
+    assert_eq!(lint_transcript(&run.record.transcript), vec![]);
+}
+
 #[test]
 fn the_patient_prompt_carries_the_persona_and_the_therapist_prompt_the_structure() {
     let mut config = config();
