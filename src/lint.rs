@@ -26,6 +26,7 @@ pub enum FindingKind {
     TemplateToken,
     HiddenCharacter,
     DegenerateRepetition,
+    RoleWordAddress,
 }
 
 impl FindingKind {
@@ -41,6 +42,7 @@ impl FindingKind {
             FindingKind::TemplateToken => "template_token",
             FindingKind::HiddenCharacter => "hidden_character",
             FindingKind::DegenerateRepetition => "degenerate_repetition",
+            FindingKind::RoleWordAddress => "role_word_address",
         }
     }
 }
@@ -150,7 +152,45 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
     if let Some(run) = degenerate_repetition(text) {
         defects.push((FindingKind::DegenerateRepetition, run));
     }
+    defects.extend(
+        role_word_addresses(text)
+            .into_iter()
+            .map(|a| (FindingKind::RoleWordAddress, a)),
+    );
     defects
+}
+
+/// Where a speaker addresses the other by a role word instead of a name:
+/// "Thank you, patient.", "Patient, how are you?", "Hello client!".
+/// ("As a patient, you ..." and "I told the patient." are not addresses.)
+pub fn role_word_addresses(text: &str) -> Vec<String> {
+    ROLE_WORD_ADDRESS
+        .captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
+/// The text with each role-word address replaced by `name` for the
+/// patient's role words and `therapist` for the therapist's.
+pub fn with_names_for_role_words(text: &str, patient: &str, therapist: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for c in ROLE_WORD_ADDRESS.captures_iter(text) {
+        let word = c.get(1).expect("the pattern captures the word");
+        let name = if word.as_str().to_lowercase().starts_with("counsel")
+            || word.as_str().eq_ignore_ascii_case("therapist")
+        {
+            therapist
+        } else {
+            patient
+        };
+        out.push_str(&text[last..word.start()]);
+        out.push_str(name);
+        last = word.end();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// Chat-template tokens a model let into its text: "[INST]", "[/INST]",
@@ -338,6 +378,14 @@ static TEMPLATE_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
 /// "ESC \\"), or ESC and one character.
 static ESCAPE_SEQUENCE: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+});
+
+/// A role word said to someone: at the start of a sentence or after a
+/// comma or a greeting, and followed by punctuation or the end.
+static ROLE_WORD_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)(?:^|[.!?]\s+|,\s*|\b(?:hi|hello|hey|thanks|thank you|welcome|dear|goodbye|bye)\s+)(patient|client|therapist|counsel+or)\b\s*(?:[.,!?;]|$)",
+    )
 });
 
 static PLACEHOLDER_SLOT: LazyLock<Regex> =

@@ -5,8 +5,9 @@
 //! lints clean.
 
 use crate::lint::{
-    degenerate_repetition, hidden_characters, placeholders, stage_directions, template_tokens,
-    truncation, without_hidden_characters, without_template_tokens,
+    degenerate_repetition, hidden_characters, placeholders, role_word_addresses, stage_directions,
+    template_tokens, truncation, with_names_for_role_words, without_hidden_characters,
+    without_template_tokens,
 };
 use crate::model::FinishReason;
 use crate::speaker::Speaker;
@@ -25,6 +26,10 @@ pub struct Reply<'a> {
     pub earlier: &'a [String],
     /// Names either speaker may be labelled with ("Nova", "Alicia").
     pub names: &'a [String],
+    /// What each calls the other: the patient's first name and the
+    /// therapist's name, said instead of "patient" or "therapist".
+    pub patient_name: &'a str,
+    pub therapist_name: &'a str,
     /// What the speaker was told apart from the conversation (its
     /// description, the example session), to refuse a reply that recites it.
     pub instructions: &'a str,
@@ -97,6 +102,15 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
             &mut repairs,
             "role_leak",
             "cut the lines written for another speaker",
+        );
+    }
+
+    if !role_word_addresses(&text).is_empty() && !reply.patient_name.is_empty() {
+        text = with_names_for_role_words(&text, reply.patient_name, reply.therapist_name);
+        repair(
+            &mut repairs,
+            "role_word_address",
+            "said the name instead of the role word",
         );
     }
 
@@ -312,7 +326,37 @@ mod tests {
             max_sentences: None,
             earlier: &[],
             names: &[],
+            patient_name: "Alicia",
+            therapist_name: "Nova",
             instructions: "",
+        }
+    }
+
+    #[test]
+    fn a_role_word_said_to_someone_becomes_their_name() {
+        let stop = FinishReason::Stop;
+        for (raw, fixed) in [
+            ("Thank you, patient.", "Thank you, Alicia."),
+            (
+                "You have what you need, patient.",
+                "You have what you need, Alicia.",
+            ),
+            ("Patient, how was your week?", "Alicia, how was your week?"),
+            ("Hello client! Come in.", "Hello Alicia! Come in."),
+        ] {
+            let (text, repairs) = check(&reply(Speaker::Therapist, raw, &stop)).unwrap();
+            assert_eq!(text, fixed);
+            assert_eq!(kinds(&repairs), ["role_word_address"]);
+        }
+        let (text, _) = check(&reply(Speaker::Patient, "Thanks, therapist.", &stop)).unwrap();
+        assert_eq!(text, "Thanks, Nova.");
+        for kept in [
+            "As a patient, you have rights here.",
+            "Many clients find this helpful.",
+            "I told my doctor I felt like a patient again.",
+        ] {
+            let (text, repairs) = check(&reply(Speaker::Therapist, kept, &stop)).unwrap();
+            assert_eq!((text.as_str(), repairs.len()), (kept, 0));
         }
     }
 

@@ -221,6 +221,8 @@ pub fn warm_up() {
             max_sentences: Some(3),
             earlier: &[],
             names: &["Nova".to_string()],
+            patient_name: "Alicia",
+            therapist_name: "Nova",
             instructions: text,
         });
     }
@@ -698,6 +700,8 @@ fn speak(
             max_sentences,
             earlier: &earlier,
             names: &names,
+            patient_name: prompt::first_name(persona),
+            therapist_name: &config.therapist.name,
             instructions: &instructions,
         };
         match guard::check(&reply) {

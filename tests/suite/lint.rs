@@ -200,7 +200,12 @@ fn odd_model_output_is_found() {
         kinds(&format!("I feel {}.", "very ".repeat(40).trim())),
         [FindingKind::DegenerateRepetition]
     );
+    assert_eq!(
+        kinds("You have what you need, patient."),
+        [FindingKind::RoleWordAddress]
+    );
     for fine in [
+        "As a patient, you can ask for a break.",
         "No, no, no, no. I didn't mean that.",
         "It took <2 hours> that day? No, more.",
         "Ça va. I'm okay \u{1F642}.",
