@@ -4,6 +4,7 @@
 //! 20-turn exchange.
 
 pub mod batch;
+pub mod quality;
 pub mod safety;
 pub mod session;
 
@@ -60,16 +61,24 @@ impl BenchSessions {
 /// Stores `plan` as a run in `store` and runs it to its end, unobserved;
 /// returns the outcome and how long it took.
 fn run_timed(
-    mut store: Store,
+    store: Store,
     plan: &RunPlan,
     models: &RoleModels,
 ) -> Result<(RunOutcome, Duration), RunError> {
-    let run = runner::create(&mut store, plan)?;
-    let store = Mutex::new(store);
+    run_timed_in(&Mutex::new(store), plan, models)
+}
+
+/// `run_timed` into a store the caller reads afterwards.
+fn run_timed_in(
+    store: &Mutex<Store>,
+    plan: &RunPlan,
+    models: &RoleModels,
+) -> Result<(RunOutcome, Duration), RunError> {
+    let run = runner::create(&mut store.lock().unwrap_or_else(|e| e.into_inner()), plan)?;
     let started = Instant::now();
     let clock = || started.elapsed();
     let outcome = Runner {
-        store: &store,
+        store,
         models,
         interrupted: &AtomicBool::new(false),
         observer: &Unobserved,

@@ -229,7 +229,37 @@ impl Store {
     }
 }
 
+/// How the guards fared with a session's speakers' replies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReplyCounts {
+    /// Replies generated, every candidate counted.
+    pub replies: i64,
+    /// Of those, rejected by the guards.
+    pub rejected: i64,
+    /// Of those, accepted after a repair.
+    pub repaired: i64,
+}
+
 impl Store {
+    /// The guards' counts over a session's therapist and patient replies
+    /// (not the summarizer's or the safety model's).
+    pub fn reply_counts(&self, session: i64) -> Result<ReplyCounts, StoreError> {
+        let counts = self.rows(
+            "SELECT COALESCE(SUM(replies), 0), COALESCE(SUM(rejected_replies), 0),
+                    COALESCE(SUM(repaired_replies), 0)
+                 FROM token_usage WHERE session_id = ?1 AND role IN ('therapist', 'patient')",
+            [session],
+            |r| {
+                Ok(ReplyCounts {
+                    replies: r.get(0)?,
+                    rejected: r.get(1)?,
+                    repaired: r.get(2)?,
+                })
+            },
+        )?;
+        Ok(counts.into_iter().next().unwrap_or_default())
+    }
+
     /// A session's safety events, in order.
     pub fn safety_events(&self, session: i64) -> Result<Vec<SafetyEvent>, StoreError> {
         let rows = self.rows(

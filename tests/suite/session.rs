@@ -1048,3 +1048,38 @@ fn the_model_layer_flags_what_the_offline_layers_miss_and_its_failure_ends_the_s
         record.transcript.termination
     );
 }
+
+/// `bench quality` on the default model, two personas, a short session
+/// each: every session is measured, stored with its summary, and lints
+/// clean (the guards keep odd output out).
+#[test]
+fn bench_quality_measures_sessions_on_the_default_model() {
+    use cbtsim::bench::quality::{QualitySettings, bench_quality};
+    let _real_model = super::util::real_model();
+    let settings = QualitySettings {
+        model: "local".parse().unwrap(),
+        personas: vec!["alicia-rodriguez".into(), "kenji-watanabe".into()],
+        seeds: 1,
+        turns: 4,
+        concurrency: 1,
+        config: cbtsim::model::spec::Config::default(),
+    };
+    let report = bench_quality(&settings, cbtsim::store::Store::in_memory().unwrap()).unwrap();
+    assert_eq!(report.failed_courses, 0);
+    let personas: Vec<&str> = report.sessions.iter().map(|s| s.persona.as_str()).collect();
+    assert_eq!(personas, ["alicia-rodriguez", "kenji-watanabe"]);
+    for s in &report.sessions {
+        assert!(s.patient_turns >= 1 && s.turns <= 4, "{s:?}");
+        assert!(s.persona_specific_turns <= s.patient_turns);
+        assert!(s.summary_items >= 1, "a summary was written: {s:?}");
+        assert!(s.replies >= s.turns as i64, "{s:?}");
+        assert_eq!(s.role_word_turns, 0, "{s:?}");
+        assert_eq!(s.lint_findings, 0, "{s:?}");
+    }
+    assert_eq!(report.lint_clean_sessions, 2);
+    assert!(
+        report
+            .describe()
+            .contains("CBT session elements per session")
+    );
+}

@@ -259,6 +259,30 @@ enum BenchCommand {
     },
     /// The same sessions at several concurrency levels, side by side:
     /// sessions per hour and tokens per second at each.
+    /// How much sessions read as CBT with the persona at hand, over
+    /// personas x seeds: patient turns naming something of their own, role
+    /// words said to the patient, CBT elements, summary items, lint, the
+    /// guards' repairs and rejections, wall time per session.
+    Quality {
+        #[arg(long, default_value = "local")]
+        model: ModelSpec,
+        /// Personas (library ids or files), comma-separated [default: the
+        /// whole library].
+        #[arg(long, value_delimiter = ',')]
+        personas: Vec<String>,
+        /// Sessions per persona, each with a seed of its own.
+        #[arg(long, default_value_t = 2)]
+        seeds: u32,
+        #[arg(long, default_value_t = 16)]
+        turns: u32,
+        #[arg(long, default_value_t = 1)]
+        concurrency: u32,
+        /// Keep the sessions in this store to read them [default: in memory].
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     Batch {
         /// Concurrency levels, comma-separated.
         #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
@@ -542,6 +566,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 out += &format!("peak memory: {:.0} MB\n", report.peak_rss_mb);
                 emit(&out)?;
+            }
+        }
+        Command::Bench(BenchCommand::Quality {
+            model,
+            personas,
+            seeds,
+            turns,
+            concurrency,
+            db,
+            json,
+        }) => {
+            let personas = match personas.is_empty() {
+                true => cbtsim::persona::LIBRARY
+                    .iter()
+                    .map(|(id, _)| id.to_string())
+                    .collect(),
+                false => personas,
+            };
+            let settings = cbtsim::bench::quality::QualitySettings {
+                model,
+                seeds,
+                turns,
+                concurrency,
+                config: Config::load(config.as_deref())?,
+                personas,
+            };
+            let store = match &db {
+                Some(path) => cbtsim::store::Store::open(path)?,
+                None => cbtsim::store::Store::in_memory()?,
+            };
+            eprintln!(
+                "cbtsim: bench: {} personas x {} seeds, up to {} turns each",
+                settings.personas.len(),
+                settings.seeds,
+                settings.turns
+            );
+            prepare_detector();
+            let report = cbtsim::bench::quality::bench_quality(&settings, store)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                emit(&report.describe())?;
             }
         }
         Command::Bench(BenchCommand::Session { sessions, json }) => {
