@@ -118,9 +118,11 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
     let mut defects = Vec::new();
     // A template token is reported once, as itself, not also as a slot or
     // a turn that ends oddly.
+    // Hidden characters likewise; they are never shown raw.
     let tokens = template_tokens(text);
-    let stripped = without_template_tokens(text);
-    let text = if tokens.is_empty() {
+    let hidden = hidden_characters(text);
+    let stripped = without_template_tokens(&without_hidden_characters(text));
+    let text = if tokens.is_empty() && hidden.is_empty() {
         text
     } else {
         stripped.trim()
@@ -145,7 +147,7 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
     );
     defects.extend(tokens.into_iter().map(|t| (FindingKind::TemplateToken, t)));
     defects.extend(
-        hidden_characters(text)
+        hidden
             .into_iter()
             .map(|c| (FindingKind::HiddenCharacter, c)),
     );
@@ -166,9 +168,14 @@ pub fn turn_defects(text: &str) -> Vec<(FindingKind, String)> {
 pub fn role_word_addresses(text: &str) -> Vec<String> {
     ROLE_WORD_ADDRESS
         .captures_iter(text)
-        .filter_map(|c| c.get(1))
+        .filter_map(|c| role_word(&c))
         .map(|m| m.as_str().to_string())
         .collect()
+}
+
+/// The role word of a match (each of the pattern's three forms captures it).
+fn role_word<'t>(c: &regex::Captures<'t>) -> Option<regex::Match<'t>> {
+    (1..=3).find_map(|i| c.get(i))
 }
 
 /// The text with each role-word address replaced by `name` for the
@@ -177,7 +184,9 @@ pub fn with_names_for_role_words(text: &str, patient: &str, therapist: &str) -> 
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for c in ROLE_WORD_ADDRESS.captures_iter(text) {
-        let word = c.get(1).expect("the pattern captures the word");
+        let Some(word) = role_word(&c) else {
+            continue;
+        };
         let name = if word.as_str().to_lowercase().starts_with("counsel")
             || word.as_str().eq_ignore_ascii_case("therapist")
         {
@@ -191,6 +200,18 @@ pub fn with_names_for_role_words(text: &str, patient: &str, therapist: &str) -> 
     }
     out.push_str(&text[last..]);
     out
+}
+
+/// A text's words in lower case without the punctuation around them:
+/// what the checks that compare words compare.
+pub fn plain_words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 /// Chat-template tokens a model let into its text: "[INST]", "[/INST]",
@@ -242,7 +263,8 @@ fn is_hidden(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
         || matches!(c,
             '\u{00AD}'                       // soft hyphen
-            | '\u{200B}'..='\u{200F}'        // zero-width characters, direction marks
+            | '\u{200B}'                      // zero-width space (not the joiners,
+            | '\u{200E}'..='\u{200F}'        // which emoji and scripts need); direction marks
             | '\u{202A}'..='\u{202E}'        // direction embeddings and overrides
             | '\u{2060}'..='\u{2064}'        // word joiner, invisible operators
             | '\u{2066}'..='\u{2069}'        // direction isolates
@@ -256,14 +278,7 @@ fn is_hidden(c: char) -> bool {
 /// turn of very few distinct words. ("No, no, no." and "I'm sorry, I'm
 /// sorry, I'm sorry." are how people talk.) Returns the run.
 pub fn degenerate_repetition(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words = plain_words(text);
     let shown = |start: usize, len: usize| clip_start(&words[start..start + len].join(" "));
     for size in 1..=8usize {
         let needed = if size == 1 { 5 } else { 4 };
@@ -375,17 +390,21 @@ static TEMPLATE_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// An escape sequence: CSI ("ESC [ ... letter"), OSC ("ESC ] ... BEL" or
-/// "ESC \\"), or ESC and one character.
+/// "ESC \\", closed within the line), or ESC and one character (so an
+/// unclosed OSC loses its "ESC ]" only, not the rest of the reply).
 static ESCAPE_SEQUENCE: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+    regex(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]{0,200}(?:\x07|\x1b\\)|\x1b[@-_]?")
 });
 
-/// A role word said to someone: at the start of a sentence or after a
-/// comma or a greeting, and followed by punctuation or the end.
+/// A role word said to someone: opening a sentence before a comma or an
+/// end mark ("Patient, how ..."), closing one after a comma ("Thank you,
+/// patient."), or after a greeting ("Hello client!"). "Be gentle,
+/// patient, and kind" uses it as an adjective and is not matched.
 static ROLE_WORD_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    regex(
-        r"(?i)(?:^|[.!?]\s+|,\s*|\b(?:hi|hello|hey|thanks|thank you|welcome|dear|goodbye|bye)\s+)(patient|client|therapist|counsel+or)\b\s*(?:[.,!?;]|$)",
-    )
+    const WORD: &str = "patient|client|therapist|counsel+or";
+    regex(&format!(
+        r"(?i)(?:^|[.!?]\s+)({WORD})\s*[,.!?]|,\s*({WORD})\s*(?:[.!?]|$)|\b(?:hi|hello|hey|thanks|thank you|welcome|dear|goodbye|bye)\s+({WORD})\b\s*(?:[.,!?;]|$)"
+    ))
 });
 
 static PLACEHOLDER_SLOT: LazyLock<Regex> =
@@ -416,6 +435,8 @@ static ROLE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
 
 fn clip_start(text: &str) -> String {
     const MAX: usize = 60;
+    // An excerpt is printed: never with characters that drive a terminal.
+    let text = &without_hidden_characters(text);
     match text.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),
@@ -424,6 +445,7 @@ fn clip_start(text: &str) -> String {
 
 fn clip_end(text: &str) -> String {
     const MAX: usize = 60;
+    let text = &without_hidden_characters(text);
     let count = text.chars().count();
     if count <= MAX {
         return text.to_string();

@@ -33,29 +33,34 @@ impl BenchSessions {
     /// A plan of such sessions, without summaries, each exactly `turns`
     /// long (no natural end before the last turn), so that runs compare.
     pub fn plan(&self, kind: PlanKind) -> RunPlan {
-        let spec = self.model.to_string();
-        let mut session = SessionPlan::new("Nova", "2026-01-01T10:00:00".parse().expect("a date"));
-        session.apply_config(&self.config);
-        session.max_turns = self.turns;
-        session.min_turns = self.turns;
-        session.max_reply_tokens = self.max_tokens;
-        session.candidates = self.candidates;
-        let models = PlanModels {
-            therapist: spec.clone(),
-            patient: spec.clone(),
-            summarizer: spec,
-            safety: None,
-        };
-        let mut plan = RunPlan::new(
-            kind,
-            vec![self.persona.clone()],
-            models,
-            session,
-            self.config.clone(),
-        );
+        let mut plan = one_model_plan(kind, vec![self.persona.clone()], &self.model, &self.config);
+        plan.session.max_turns = self.turns;
+        plan.session.min_turns = self.turns;
+        plan.session.max_reply_tokens = self.max_tokens;
+        plan.session.candidates = self.candidates;
         plan.summaries = false;
         plan
     }
+}
+
+/// A plan of the config's default sessions with one model in every role
+/// (no safety model), planned at a fixed date so that runs compare.
+fn one_model_plan(
+    kind: PlanKind,
+    personas: Vec<String>,
+    model: &ModelSpec,
+    config: &Config,
+) -> RunPlan {
+    let spec = model.to_string();
+    let mut session = SessionPlan::new("Nova", "2026-01-01T10:00:00".parse().expect("a date"));
+    session.apply_config(config);
+    let models = PlanModels {
+        therapist: spec.clone(),
+        patient: spec.clone(),
+        summarizer: spec,
+        safety: None,
+    };
+    RunPlan::new(kind, personas, models, session, config.clone())
 }
 
 /// Stores `plan` as a run in `store` and runs it to its end, unobserved;

@@ -9,7 +9,7 @@ use crate::eval::metrics;
 use crate::lint;
 use crate::model::spec::{Config, ModelSpec, Models};
 use crate::persona::Persona;
-use crate::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};
+use crate::plan::PlanKind;
 use crate::runner::{RoleModels, RunError, RunOutcome};
 use crate::speaker::Speaker;
 use crate::store::Store;
@@ -49,7 +49,7 @@ pub struct SessionQuality {
     /// Of the seven CBT session elements (docs/evaluation.md).
     pub elements: usize,
     pub summary_items: usize,
-    /// Items ending mid-word or in a placeholder mark ("_", "...").
+    /// Items that end as if cut off: in "_", "-", "," or "...".
     pub summary_cut_off: usize,
     /// Items of five words or more found word for word in a turn.
     pub summary_copied: usize,
@@ -129,24 +129,14 @@ impl QualityBench {
 /// Runs the grid into `store` (in memory unless the caller keeps one) and
 /// measures every session.
 pub fn bench_quality(settings: &QualitySettings, store: Store) -> Result<QualityBench, RunError> {
-    let spec = settings.model.to_string();
     // Default settings but the length: a session may end naturally first.
-    let mut session = SessionPlan::new("Nova", "2026-01-01T10:00:00".parse().expect("a date"));
-    session.apply_config(&settings.config);
-    session.max_turns = settings.turns;
-    let models = PlanModels {
-        therapist: spec.clone(),
-        patient: spec.clone(),
-        summarizer: spec,
-        safety: None,
-    };
-    let mut plan = RunPlan::new(
+    let mut plan = super::one_model_plan(
         PlanKind::Batch,
         settings.personas.clone(),
-        models,
-        session,
-        settings.config.clone(),
+        &settings.model,
+        &settings.config,
     );
+    plan.session.max_turns = settings.turns;
     plan.repeats = settings.seeds.max(1);
     plan.concurrency = settings.concurrency.max(1);
     let roles = RoleModels::open(&plan, &mut Models::new(settings.config.clone()))?;

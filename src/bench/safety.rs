@@ -53,7 +53,7 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
     std::hint::black_box(Learned::train(&tuning));
     let training_ms = started.elapsed().as_secs_f64() * 1e3;
     let semantic_training_ms = layers.semantic.as_ref().and_then(|s| {
-        let inputs: Vec<String> = tuning.iter().map(|l| semantic::input(&l.text)).collect();
+        let inputs = semantic::inputs(&tuning);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let vectors = semantic::vectors_cached(&s.encoder, &inputs, &mut |_, _| {}).ok()?;
         let risk: Vec<bool> = tuning.iter().map(|l| l.risk).collect();

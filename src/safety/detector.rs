@@ -131,7 +131,7 @@ impl Layers {
         let semantic = Encoder::load(&crate::model::encoder::default_dir())
             .ok()
             .and_then(|encoder| {
-                let inputs: Vec<String> = set.iter().map(|l| semantic::input(&l.text)).collect();
+                let inputs = semantic::inputs(&set);
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let risk: Vec<bool> = set.iter().map(|l| l.risk).collect();
                 let classifier =
@@ -218,11 +218,12 @@ pub fn judge_with_vector(
     };
     let mut matches: Vec<(Category, String)> =
         found.into_iter().map(|m| (m.category, m.words)).collect();
-    let p = match layer {
+    // The probability, and whether the semantic layer had a say in it.
+    let (p, semantic) = match layer {
         Layer::Rules => return Detection::from_matches(matches, &normalized),
-        Layer::Learned => layers.learned.probability(&normalized),
+        Layer::Learned => (layers.learned.probability(&normalized), false),
         Layer::Semantic => match layers.semantic_probability(text, vector) {
-            Some(p) => p,
+            Some(p) => (p, true),
             None => return Detection::none(),
         },
         // The two learned layers' mean: each errs where the other does
@@ -230,16 +231,16 @@ pub fn judge_with_vector(
         Layer::Offline => {
             let learned = layers.learned.probability(&normalized);
             match layers.semantic_probability(text, vector) {
-                Some(semantic) => (learned + semantic) / 2.0,
-                None => learned,
+                Some(semantic) => ((learned + semantic) / 2.0, true),
+                None => (learned, false),
             }
         }
     };
     // The two layers' mean is less often sure than either alone: it flags
     // from a lower probability (chosen on the tuning split's folds so that
     // recall rose and false positives did not).
-    let alone_from = match (layer, &layers.semantic) {
-        (Layer::Offline, Some(_)) => BOTH_ALONE_FROM,
+    let alone_from = match (layer, semantic) {
+        (Layer::Offline, true) => BOTH_ALONE_FROM,
         _ => LEARNED_ALONE_FROM,
     };
     if layer == Layer::Offline && !matches.is_empty() {
@@ -260,9 +261,9 @@ pub fn judge_with_vector(
             matches.clear();
         }
     } else if p >= alone_from && (!denied || p >= LEARNED_OVER_DENIAL_FROM) {
-        let by = match (layer, &layers.semantic) {
+        let by = match (layer, semantic) {
             (Layer::Semantic, _) => "semantic layer",
-            (Layer::Offline, Some(_)) => "learned and semantic layers",
+            (Layer::Offline, true) => "learned and semantic layers",
             _ => "learned layer",
         };
         matches.push((

@@ -6,6 +6,7 @@
 use super::learned::Learned;
 use super::semantic::{self, Classifier};
 use super::{Category, Detection, Layer, Layers, Semantic, judge_with_vector};
+use crate::model::encoder::EncoderError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -211,31 +212,33 @@ fn vectors_for(
     set: &[Labelled],
     layer: Layer,
     progress: &mut dyn FnMut(usize, usize),
-) -> Option<Vec<Vec<f32>>> {
+) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
     if !matches!(layer, Layer::Semantic | Layer::Offline) {
-        return None;
+        return Ok(None);
     }
-    let encoder = &super::built_in().semantic.as_ref()?.encoder;
-    let inputs: Vec<String> = set.iter().map(|l| semantic::input(&l.text)).collect();
+    let Some(semantic) = super::built_in().semantic.as_ref() else {
+        return Ok(None);
+    };
+    let inputs = semantic::inputs(set);
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    semantic::vectors_cached(encoder, &inputs, progress).ok()
+    semantic::vectors_cached(&semantic.encoder, &inputs, progress).map(Some)
 }
 
-/// Scores a layer of trained `layers` on a set (the built-in ones unless
-/// told), encoding the set at once when the layer reads sentence vectors.
+/// Scores a layer of trained `layers` on a set, encoding the set at once
+/// when the layer reads sentence vectors.
 pub fn evaluate_layer(
     set: &[Labelled],
     layer: Layer,
     layers: &Layers,
     progress: &mut dyn FnMut(usize, usize),
-) -> Evaluation {
-    let vectors = vectors_for(set, layer, progress);
+) -> Result<Evaluation, EncoderError> {
+    let vectors = vectors_for(set, layer, progress)?;
     let mut index = 0;
-    evaluate(set, |l| {
+    Ok(evaluate(set, |l| {
         let vector = vectors.as_ref().map(|v| v[index].as_slice());
         index += 1;
         judge_with_vector(&l.text, layer, layers, vector)
-    })
+    }))
 }
 
 /// Scores a layer on data it was not trained on, from one labelled set:
@@ -247,9 +250,10 @@ pub fn cross_validate(
     folds: usize,
     layer: Layer,
     progress: &mut dyn FnMut(usize, usize),
-) -> Evaluation {
+) -> Result<Evaluation, EncoderError> {
     let folds = folds.max(2);
-    let vectors = vectors_for(set, layer, progress);
+    let vectors = vectors_for(set, layer, progress)?;
+    let encoder = super::built_in().semantic.as_ref().map(|s| &s.encoder);
     let trained: Vec<Layers> = (0..folds)
         .map(|f| {
             let rest = |i: &usize| i % folds != f;
@@ -257,19 +261,14 @@ pub fn cross_validate(
                 .filter(rest)
                 .map(|i| set[i].clone())
                 .collect();
-            let semantic = vectors.as_ref().map(|vectors| {
+            let semantic = vectors.as_ref().zip(encoder).map(|(vectors, encoder)| {
                 let rest_vectors: Vec<Vec<f32>> = (0..set.len())
                     .filter(rest)
                     .map(|i| vectors[i].clone())
                     .collect();
                 let risk: Vec<bool> = lines.iter().map(|l| l.risk).collect();
                 Semantic {
-                    encoder: super::built_in()
-                        .semantic
-                        .as_ref()
-                        .expect("vectors were made, so the encoder is there")
-                        .encoder
-                        .clone(),
+                    encoder: encoder.clone(),
                     classifier: Classifier::train(&rest_vectors, &risk),
                 }
             });
@@ -280,12 +279,12 @@ pub fn cross_validate(
         })
         .collect();
     let mut index = 0;
-    evaluate(set, |l| {
+    Ok(evaluate(set, |l| {
         let vector = vectors.as_ref().map(|v| v[index].as_slice());
         let fold = &trained[index % folds];
         index += 1;
         judge_with_vector(&l.text, layer, fold, vector)
-    })
+    }))
 }
 
 #[cfg(test)]

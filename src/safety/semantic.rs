@@ -5,9 +5,9 @@
 //! so "I've sorted who gets the dog" lands near "I've written my will"
 //! without a word in common.
 //!
-//! The tuning split's vectors take the encoder a minute or two to make, so
-//! they are cached beside the encoder, keyed by the lines they encode;
-//! training on them takes a second or two and is deterministic.
+//! The tuning split's vectors take the encoder about three minutes to
+//! make, and training on them (deterministic) about five seconds, so both
+//! are cached beside the encoder, keyed by what they depend on.
 
 use crate::model::encoder::{self, DIMENSIONS, Encoder, EncoderError};
 use candle_core::{Device, Tensor, Var};
@@ -24,8 +24,8 @@ const LEARNING_RATE: f64 = 1e-3;
 const WEIGHT_DECAY: f64 = 1e-2;
 /// How many utterances the encoder reads at once when it makes the cache.
 const ENCODE_BATCH: usize = 32;
-/// Names how the network is shaped and trained, in its cache file's name:
-/// change it with any constant above so no stale network is read.
+/// Names how the network is trained, in its cache key with the constants
+/// above: change it when the training changes in a way they do not show.
 const NETWORK: &str = "1";
 /// How many numbers the network holds.
 const WEIGHTS: usize = DIMENSIONS * HIDDEN + HIDDEN + HIDDEN + 1;
@@ -34,6 +34,11 @@ const WEIGHTS: usize = DIMENSIONS * HIDDEN + HIDDEN + HIDDEN + 1;
 /// read it (shorthand spelt out, figures of speech taken out).
 pub fn input(text: &str) -> String {
     super::rules::without_idioms(&super::normalize(text)).into_owned()
+}
+
+/// What the encoder reads of each utterance of a labelled set.
+pub fn inputs(set: &[super::eval::Labelled]) -> Vec<String> {
+    set.iter().map(|l| input(&l.text)).collect()
 }
 
 /// A one-hidden-layer network from a sentence vector to the probability
@@ -167,7 +172,7 @@ pub fn trained_cached(
     risk: &[bool],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Classifier, EncoderError> {
-    let path = cache_path(texts, risk).with_extension(format!("net{NETWORK}"));
+    let path = cache_path(texts, risk);
     if let Some(values) = read_floats(&path, WEIGHTS)
         && values.iter().all(|v| v.is_finite())
     {
@@ -202,23 +207,30 @@ pub fn vectors_cached(
     Ok(vectors)
 }
 
-/// A cache file's path, keyed by the encoder, the texts and (for a
-/// network) their labels.
+/// A cache file's path, keyed by everything its numbers depend on: the
+/// encoder's files and how it encodes, the texts, and for a network their
+/// labels and how it is trained.
 fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
     let mut hasher = Sha256::new();
-    hasher.update(encoder::FILES[0].1);
+    for (name, sha) in encoder::FILES {
+        hasher.update(format!("{name} {sha}\n"));
+    }
+    hasher.update(encoder::ENCODING);
     for text in texts {
         hasher.update(text.as_bytes());
         hasher.update([0]);
     }
-    hasher.update(risk.iter().map(|&r| u8::from(r)).collect::<Vec<u8>>());
-    let key: String = hasher.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    if !risk.is_empty() {
+        hasher.update(risk.iter().map(|&r| u8::from(r)).collect::<Vec<u8>>());
+        hasher.update(format!(
+            "network {NETWORK}: {HIDDEN} {EPOCHS} {BATCH} {LEARNING_RATE} {WEIGHT_DECAY}"
+        ));
+    }
+    let key = crate::model::default_model::hex(&hasher.finalize()[..12]);
+    let extension = if risk.is_empty() { "f32" } else { "net" };
     encoder::default_dir()
         .join("vectors")
-        .join(format!("{key}.f32"))
+        .join(format!("{key}.{extension}"))
 }
 
 /// `count` floats from a cache file, or None if it is missing or not

@@ -5,9 +5,9 @@
 //! lints clean.
 
 use crate::lint::{
-    degenerate_repetition, hidden_characters, placeholders, role_word_addresses, stage_directions,
-    template_tokens, truncation, with_names_for_role_words, without_hidden_characters,
-    without_template_tokens,
+    degenerate_repetition, hidden_characters, placeholders, plain_words, role_word_addresses,
+    stage_directions, template_tokens, truncation, with_names_for_role_words,
+    without_hidden_characters, without_template_tokens,
 };
 use crate::model::FinishReason;
 use crate::speaker::Speaker;
@@ -186,20 +186,11 @@ const ECHO_WORDS: usize = 15;
 /// The stretch of a reply recited from the speaker's instructions, if the
 /// reply is mostly that (see `ECHO_WORDS`).
 pub fn prompt_echo(text: &str, instructions: &str) -> Option<String> {
-    let words = |t: &str| -> Vec<String> {
-        t.split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect()
-    };
-    let said = words(text);
+    let said = plain_words(text);
     if said.len() < ECHO_WORDS {
         return None;
     }
-    let told = words(instructions);
+    let told = plain_words(instructions);
     let runs: std::collections::HashSet<&[String]> = told.windows(ECHO_RUN).collect();
     let mut copied = vec![false; said.len()];
     for (start, window) in said.windows(ECHO_RUN).enumerate() {
@@ -293,15 +284,7 @@ fn tidy(text: &str) -> String {
 /// Near-duplicates: most of their word trigrams are shared.
 pub fn similar(a: &str, b: &str) -> bool {
     let grams = |t: &str| {
-        let words: Vec<String> = t
-            .split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect();
-        words
+        plain_words(t)
             .windows(3)
             .map(|w| w.join(" "))
             .collect::<std::collections::HashSet<_>>()
@@ -354,6 +337,7 @@ mod tests {
             "As a patient, you have rights here.",
             "Many clients find this helpful.",
             "I told my doctor I felt like a patient again.",
+            "Be gentle, patient, and curious with yourself.",
         ] {
             let (text, repairs) = check(&reply(Speaker::Therapist, kept, &stop)).unwrap();
             assert_eq!((text.as_str(), repairs.len()), (kept, 0));

@@ -204,7 +204,14 @@ fn odd_model_output_is_found() {
         kinds("You have what you need, patient."),
         [FindingKind::RoleWordAddress]
     );
+    // Reported as hidden, not also as a turn that ends oddly.
+    assert_eq!(
+        kinds("Is that okay?\x1b[0m"),
+        [FindingKind::HiddenCharacter]
+    );
     for fine in [
+        "Be gentle, patient, and kind to yourself.",
+        "My daughter is a \u{1F469}\u{200D}\u{2695}\u{FE0F} now.",
         "As a patient, you can ask for a break.",
         "No, no, no, no. I didn't mean that.",
         "It took <2 hours> that day? No, more.",

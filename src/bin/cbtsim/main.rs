@@ -253,12 +253,11 @@ enum BenchCommand {
         /// Times over the whole set.
         #[arg(long, default_value_t = 5)]
         passes: usize,
-        /// Print {utterances, rules_us, learned_us, offline_us, training_ms}.
+        /// Print {utterances, rules_us, learned_us, semantic_us, offline_us,
+        /// training_ms, semantic_training_ms}.
         #[arg(long)]
         json: bool,
     },
-    /// The same sessions at several concurrency levels, side by side:
-    /// sessions per hour and tokens per second at each.
     /// How much sessions read as CBT with the persona at hand, over
     /// personas x seeds: patient turns naming something of their own, role
     /// words said to the patient, CBT elements, summary items, lint, the
@@ -283,6 +282,8 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The same sessions at several concurrency levels, side by side:
+    /// sessions per hour and tokens per second at each.
     Batch {
         /// Concurrency levels, comma-separated.
         #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
@@ -477,6 +478,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench_model(&model, config.as_deref(), json)?
         }
         Command::Bench(BenchCommand::Safety { file, passes, json }) => {
+            prepare_detector();
             let set = match file {
                 Some(file) => cbtsim::safety::eval::read_labelled(&file)?,
                 None => cbtsim::safety::eval::parse_labelled(cbtsim::safety::learned::TUNING_SPLIT)
@@ -1049,7 +1051,7 @@ fn safety_eval(
                 }
             );
         }
-        let bar = indicatif::ProgressBar::new(0).with_message("encoding");
+        let bar = encoding_bar("encoding the file (once: it is cached)");
         let mut encoding = |done: usize, all: usize| {
             bar.set_length(all as u64);
             bar.set_position(done as u64);
@@ -1059,7 +1061,7 @@ fn safety_eval(
             None => eval::evaluate_layer(&set, layer, layers, &mut encoding),
         };
         bar.finish_and_clear();
-        e
+        e?
     } else {
         if folds.is_some() {
             bail!("--cross-validate is for the offline layers (rules, learned, semantic, offline)");
@@ -1109,16 +1111,22 @@ fn safety_eval(
     ))
 }
 
-/// Trains the crisis detector before anything needs it: with a progress
-/// bar the first time on a machine (its tuning split is encoded once and
-/// cached), and a warning when its semantic layer cannot be used.
-fn prepare_detector() -> &'static cbtsim::safety::Layers {
-    let bar = indicatif::ProgressBar::new(0)
-        .with_message("crisis detector: encoding its tuning split (once per machine)");
+/// A progress bar for the sentence encoder's work, drawn only once it has
+/// a length (nothing shows when the vectors are cached).
+fn encoding_bar(message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0).with_message(message);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
             .expect("the template is valid"),
     );
+    bar
+}
+
+/// Trains the crisis detector before anything needs it: with a progress
+/// bar the first time on a machine (its tuning split is encoded once and
+/// cached), and a warning when its semantic layer cannot be used.
+fn prepare_detector() -> &'static cbtsim::safety::Layers {
+    let bar = encoding_bar("crisis detector: encoding its tuning split (once per machine)");
     let layers = cbtsim::safety::prepare(&mut |done, all| {
         bar.set_length(all as u64);
         bar.set_position(done as u64);
