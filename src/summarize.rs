@@ -110,8 +110,10 @@ pub fn parse(text: &str, schema: &Value) -> Result<SessionSummary, String> {
     schema::validate(schema, &value)?;
     let mut summary: SessionSummary =
         serde_json::from_value(value).map_err(|e| format!("not a summary: {e}"))?;
+    // Sections in order, so an item said twice stays in the first.
+    let mut seen = std::collections::HashSet::new();
     for section in crate::summary::SummarySection::ALL {
-        clean_items(summary.items_mut(section));
+        clean_items(summary.items_mut(section), &mut seen);
     }
     if summary.main_topics.is_empty() {
         return Err("no main topic is left once its items are cleaned".into());
@@ -122,17 +124,12 @@ pub fn parse(text: &str, schema: &Value) -> Result<SessionSummary, String> {
 /// A section's items as the turns' guards would leave them: no hidden
 /// characters or chat-template tokens, one line each (the text format keeps
 /// one line per item); an item stuck repeating itself, or said already in
-/// the section, is dropped.
-fn clean_items(items: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
+/// this or an earlier section (`seen`), is dropped.
+fn clean_items(items: &mut Vec<String>, seen: &mut std::collections::HashSet<String>) {
     items.retain_mut(|item| {
         let text = lint::without_template_tokens(&lint::without_hidden_characters(item));
         *item = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let key: String = item
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
-            .collect();
+        let key = lint::plain_words(item).join(" ");
         !item.is_empty() && lint::degenerate_repetition(item).is_none() && seen.insert(key)
     });
 }
@@ -151,7 +148,7 @@ mod tests {
                 "Sleep [/INST]",
             ],
             "techniques": ["Thought record", "very very very very very very very"],
-            "helpful": [],
+            "helpful": ["Thought record.", "Naming the thought"],
             "homework": ["Write one thought record\u{1b}[0m."],
             "insights": []
         });
@@ -161,6 +158,8 @@ mod tests {
             ["Work stress after the missed deadline.", "Sleep"]
         );
         assert_eq!(summary.techniques, ["Thought record"]);
+        // Said in an earlier section already.
+        assert_eq!(summary.helpful, ["Naming the thought"]);
         assert_eq!(summary.homework, ["Write one thought record."]);
 
         let empty = serde_json::json!({
