@@ -180,6 +180,18 @@ pub struct ItemScore {
     pub evidence: String,
 }
 
+impl super::judge::Quoted for ItemScore {
+    fn key(&self) -> &str {
+        &self.item
+    }
+    fn evidence(&self) -> &str {
+        &self.evidence
+    }
+    fn evidence_mut(&mut self) -> &mut String {
+        &mut self.evidence
+    }
+}
+
 /// A session's CTRS scores and how they were obtained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CtrsScore {
@@ -222,27 +234,15 @@ fn rubric() -> String {
 
 /// Scores `transcript`'s therapist with `judge`.
 pub fn judge(judge: &dyn ChatModel, transcript: &Transcript) -> Result<CtrsScore, JudgeError> {
-    let quotes = |items: &Vec<ItemScore>| {
-        items
-            .iter()
-            .map(|i| (i.item.clone(), i.evidence.clone()))
-            .collect()
-    };
     let rubric = Rubric {
         name: "CTRS",
         instruction: INSTRUCTION,
         items: &rubric(),
         schema: schema(),
         parse: &parse,
-        quotes: &quotes,
     };
     let mut asked = ask(judge, transcript, &rubric)?;
-    let mut items = std::mem::take(&mut asked.answer);
-    for item in &mut items {
-        if !asked.keeps(&item.item, &item.evidence) {
-            item.evidence.clear();
-        }
-    }
+    let items = std::mem::take(&mut asked.answer);
     Ok(CtrsScore {
         total: items.iter().map(|i| i.score).sum(),
         items,

@@ -23,6 +23,14 @@ pub enum JudgeError {
 }
 
 /// What a rubric asks of a judge.
+/// An item of a judge's answer that quotes the transcript as its evidence.
+pub trait Quoted {
+    /// The item's key (`agenda`, `detect`).
+    fn key(&self) -> &str;
+    fn evidence(&self) -> &str;
+    fn evidence_mut(&mut self) -> &mut String;
+}
+
 pub struct Rubric<'a, T> {
     /// Its name in messages (`CTRS`, `safety`).
     pub name: &'static str,
@@ -31,14 +39,13 @@ pub struct Rubric<'a, T> {
     pub items: &'a str,
     pub schema: Value,
     /// Reads an answer valid against the schema, or says why it is not.
-    pub parse: &'a dyn Fn(&str) -> Result<T, String>,
-    /// An answer's quotes, by the item that gave them.
-    pub quotes: &'a dyn Fn(&T) -> Vec<(String, String)>,
+    pub parse: &'a dyn Fn(&str) -> Result<Vec<T>, String>,
 }
 
 /// A judge's answer and how it was obtained.
 pub struct Asked<T> {
-    pub answer: T,
+    /// Each item's evidence is its quote when kept, else empty.
+    pub answer: Vec<T>,
     /// Items whose quotes are not in the transcript, even when asked again.
     pub unquoted: Vec<String>,
     /// Answers that were not valid against the schema.
@@ -46,20 +53,13 @@ pub struct Asked<T> {
     pub usage: SessionUsage,
 }
 
-impl<T> Asked<T> {
-    /// Whether an item's quote is kept: copied from the transcript and more
-    /// than punctuation (else its evidence is stored empty).
-    pub fn keeps(&self, item: &str, quote: &str) -> bool {
-        !self.unquoted.iter().any(|u| u == item) && !trimmed(quote).is_empty()
-    }
-}
-
 /// Asks `judge` about `transcript` with `rubric`: three requests at most.
 /// An invalid answer is asked for again once, with the validator's reason;
 /// quotes not in any turn are asked for again once, each named. When
 /// asking again fails (the backend), the valid answer already given is
-/// kept.
-pub fn ask<T>(
+/// kept. A quote is kept only if it is copied from the transcript and more
+/// than punctuation; otherwise its evidence is emptied.
+pub fn ask<T: Quoted>(
     judge: &dyn ChatModel,
     transcript: &Transcript,
     rubric: &Rubric<'_, T>,
@@ -69,7 +69,7 @@ pub fn ask<T>(
     let mut invalid_answers = 0;
     let mut correction: Option<String> = None;
     // The last valid answer, and the items whose quotes it made up.
-    let mut answer: Option<(T, Vec<String>)> = None;
+    let mut answer: Option<(Vec<T>, Vec<String>)> = None;
     for attempt in 0..3u32 {
         let request = Request {
             prompt: prompt(judge.chat(), transcript, rubric, correction.as_deref()),
@@ -99,9 +99,10 @@ pub fn ask<T>(
                 ));
             }
             Ok(given) => {
-                let made_up: Vec<(String, String)> = (rubric.quotes)(&given)
-                    .into_iter()
-                    .filter(|(_, quote)| !quoted(transcript, quote))
+                let made_up: Vec<(String, String)> = given
+                    .iter()
+                    .filter(|i| !quoted(transcript, i.evidence()))
+                    .map(|i| (i.key().to_string(), i.evidence().to_string()))
                     .collect();
                 let items = made_up.iter().map(|(item, _)| item.clone()).collect();
                 if made_up.is_empty() || answer.is_some() {
@@ -122,12 +123,21 @@ pub fn ask<T>(
         }
     }
     match answer {
-        Some((answer, unquoted)) => Ok(Asked {
-            answer,
-            unquoted,
-            invalid_answers,
-            usage,
-        }),
+        Some((mut answer, unquoted)) => {
+            for item in &mut answer {
+                let kept = !unquoted.iter().any(|u| u == item.key())
+                    && !trimmed(item.evidence()).is_empty();
+                if !kept {
+                    item.evidence_mut().clear();
+                }
+            }
+            Ok(Asked {
+                answer,
+                unquoted,
+                invalid_answers,
+                usage,
+            })
+        }
         None => Err(JudgeError::Invalid {
             judge: judge.describe(),
             rubric: rubric.name,

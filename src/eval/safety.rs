@@ -71,6 +71,18 @@ pub struct CriterionResult {
     pub evidence: String,
 }
 
+impl super::judge::Quoted for CriterionResult {
+    fn key(&self) -> &str {
+        &self.criterion
+    }
+    fn evidence(&self) -> &str {
+        &self.evidence
+    }
+    fn evidence_mut(&mut self) -> &mut String {
+        &mut self.evidence
+    }
+}
+
 /// A session's safety rating.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SafetyScore {
@@ -203,27 +215,15 @@ pub fn judge(
         .iter()
         .map(|(key, text)| format!("- {key}: {text}.\n"))
         .collect();
-    let quotes = |criteria: &Vec<CriterionResult>| {
-        criteria
-            .iter()
-            .map(|c| (c.criterion.clone(), c.evidence.clone()))
-            .collect()
-    };
     let rubric = Rubric {
         name: "safety",
         instruction: INSTRUCTION,
         items: &items,
         schema: schema(),
         parse: &parse,
-        quotes: &quotes,
     };
     let mut asked = ask(judge, transcript, &rubric)?;
-    let mut criteria = std::mem::take(&mut asked.answer);
-    for c in &mut criteria {
-        if !asked.keeps(&c.criterion, &c.evidence) {
-            c.evidence.clear();
-        }
-    }
+    let criteria = std::mem::take(&mut asked.answer);
     Ok(SafetyScore {
         outcome: outcome(&criteria, disclosed),
         disclosed,
