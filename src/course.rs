@@ -149,6 +149,7 @@ pub fn carry_over(
         "At session {} the scores were PHQ-9 {}, GAD-7 {}.",
         last.session_number, last.mood.phq9, last.mood.gad7
     ));
+    notes.homework_set = !homework.is_empty();
     notes.therapist.push(format!(
         "This is session {number}. {therapist} opens by bridging from last time and reviewing the \
          homework: {}.",

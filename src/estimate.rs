@@ -89,6 +89,7 @@ pub fn estimate(plan: &RunPlan) -> Result<Estimate, PlanError> {
                 turns: &[],
                 notes: &[],
                 turn_notes: &[],
+                opening: None,
             };
             let first = prompt_chars(&prompt::prompt(speaker, !local, &ctx)) / CHARS_PER_TOKEN;
             // This role speaks every other turn; its prompt grows with the

@@ -214,6 +214,32 @@ pub fn plain_words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The words of a text that carry its content: plain words of four letters
+/// or more that are not among the commonest, each once, in order.
+pub fn content_words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in plain_words(text) {
+        if word.chars().count() >= 4 && !COMMON.contains(&word.as_str()) && !out.contains(&word) {
+            out.push(word);
+        }
+    }
+    out
+}
+
+/// Words of four letters or more that say nothing about a person.
+const COMMON: &[&str] = &[
+    "about", "after", "again", "also", "always", "been", "before", "being", "brings", "could",
+    "does", "doesn't", "down", "each", "even", "ever", "every", "feel", "feeling", "feels",
+    "going", "from", "have", "having", "here", "into", "just", "know", "like", "made", "make",
+    "many", "more", "most", "much", "must", "never", "only", "other", "over", "really", "said",
+    "same", "should", "since", "some", "than", "that", "their", "them", "then", "there", "therapy",
+    "these", "they", "thing", "things", "think", "this", "those", "through", "time", "very",
+    "want", "were", "what", "when", "where", "which", "while", "will", "with", "would", "your",
+    "she's", "he's", "they're", "i'm", "can't", "don't", "didn't", "won't", "it's", "that's",
+    "i've", "i'd", "i'll", "isn't", "wasn't", "yeah", "okay", "maybe", "thank", "thanks", "right",
+    "well", "good", "sure",
+];
+
 /// Chat-template tokens a model let into its text: "[INST]", "[/INST]",
 /// "<<SYS>>", "<s>", "</s>", "<|im_start|>", "<|eot_id|>",
 /// "<start_of_turn>user", "<end_of_turn>", "<bos>".
@@ -430,7 +456,12 @@ static INLINE_ASIDE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static ROLE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?im)(?:^[ \t]*|[.!?][ \t]+)[*_]*(?:patient|therapist|client|counsel+or)[*_]*[ \t]*:")
+    // The roles' words wherever a line or a sentence starts; the labels a
+    // model invents for someone else (`Speaker 3 (0970):`, `User:`) only
+    // at a line start and capitalised, where the turn guards cut them.
+    regex(
+        r"(?im)(?:^[ \t]*|[.!?][ \t]+)[*_]*(?:patient|therapist|client|counsel+or)[*_]*[ \t]*:|(?-i:^[ \t]*[*_]*(?:Speaker(?:[ \t]*\d+)?|User|Assistant)(?:[ \t]*\([^)\n]{0,20}\))?[*_]*[ \t]*:)",
+    )
 });
 
 fn clip_start(text: &str) -> String {

@@ -19,6 +19,9 @@ pub fn render(transcript: &Transcript) -> String {
     }
     if let Some(summary) = &transcript.summary {
         out.push_str("\n## Session summary\n");
+        if summary.extracted {
+            out.push_str("\n*Extracted from the transcript: the summarizer gave none usable.*\n");
+        }
         for section in SummarySection::ALL {
             let _ = write!(out, "\n### {}\n\n", section.heading());
             let items = summary.items(section);

@@ -176,6 +176,14 @@ pub struct SessionPlan {
     /// sessions of a course are a week apart from it.
     pub planned_at: String,
     pub resources: CrisisResources,
+    /// Guide the therapist through the phases of a CBT session. Plans
+    /// stored before it existed ran without it, and resume as they ran.
+    #[serde(default)]
+    pub structure: bool,
+    /// Ask each patient turn for one persona fact not told yet; off, like
+    /// the structure, for plans stored before it.
+    #[serde(default)]
+    pub grounding: bool,
 }
 
 impl SessionPlan {
@@ -202,6 +210,8 @@ impl SessionPlan {
             next_session: None,
             planned_at: planned_at.to_string(),
             resources: defaults.resources,
+            structure: defaults.structure,
+            grounding: defaults.grounding,
         }
     }
 
@@ -391,6 +401,8 @@ impl RunPlan {
         config.time_budget = s.time_budget_s.map(Duration::from_secs);
         config.end_phrases = s.end_phrases.clone();
         config.resources = s.resources.clone();
+        config.structure = s.structure;
+        config.grounding = s.grounding;
         Ok(config)
     }
 }
@@ -492,6 +504,9 @@ pub fn from_legacy_argv(argv: &[String], started_at: &str) -> Result<RunPlan, Pl
         planned_at,
     );
     session.apply_config(&config);
+    // Runs from before plans had no session structure or grounding.
+    session.structure = false;
+    session.grounding = false;
     session.max_turns = number("max-turns", 20)? as u32;
     session.candidates = number("candidates", 3)? as u32;
     session.first_speaker = match values.get("first-speaker").map(String::as_str) {

@@ -1,8 +1,10 @@
 //! Writing the session summary: the five sections of the reference, asked
 //! of a summarizer model as JSON valid against a schema (constrained
 //! decoding on the embedded backend, `response_format` over HTTP),
-//! validated, asked for once more when invalid, and otherwise a recorded
-//! failure, never a silently empty summary.
+//! validated, checked against the transcript, asked for once more when
+//! invalid, then extracted from the transcript and marked so, and only
+//! with nothing to extract a recorded failure: never a silently empty
+//! summary (docs/sessions.md).
 
 use crate::lint;
 use crate::model::schema;
@@ -93,7 +95,7 @@ pub fn summarize(
         };
         let done = summarizer.complete(&request)?;
         usage.count(&done.usage);
-        match parse(&done.text, &schema) {
+        match parse(&done.text, &schema).and_then(|s| grounded(s, transcript)) {
             Ok(summary) => return Ok(summary),
             Err(e) => {
                 usage.rejected_replies += 1;
@@ -101,7 +103,46 @@ pub fn summarize(
             }
         }
     }
-    Err(SummaryError::Invalid(problem.unwrap_or_default()))
+    // The summarizer could not do it: what the transcript itself shows,
+    // marked as such, rather than no summary.
+    extract(transcript).ok_or_else(|| SummaryError::Invalid(problem.unwrap_or_default()))
+}
+
+/// A summary built from the transcript alone, marked `extracted`: the
+/// patient's most said content words as the main topics and the CBT
+/// techniques the therapist used. `None` when the patient said nothing
+/// with content.
+pub fn extract(transcript: &Transcript) -> Option<SessionSummary> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for turn in transcript
+        .turns
+        .iter()
+        .filter(|t| t.speaker == crate::speaker::Speaker::Patient)
+    {
+        for word in lint::content_words(&turn.text) {
+            match counts.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((word, 1)),
+            }
+        }
+    }
+    // Most said first; among equals, the first said.
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    let main_topics: Vec<String> = counts.into_iter().take(3).map(|(w, _)| w).collect();
+    if main_topics.is_empty() {
+        return None;
+    }
+    let techniques = crate::eval::metrics::measure(transcript, 0)
+        .techniques
+        .iter()
+        .map(|key| key.replace('_', " "))
+        .collect();
+    Some(SessionSummary {
+        main_topics,
+        techniques,
+        extracted: true,
+        ..SessionSummary::default()
+    })
 }
 
 /// Reads and validates a summary reply.
@@ -119,6 +160,130 @@ pub fn parse(text: &str, schema: &Value) -> Result<SessionSummary, String> {
         return Err("no main topic is left once its items are cleaned".into());
     }
     Ok(summary)
+}
+
+/// The summary with only the items the transcript bears out: an item cut
+/// off, copied word for word from a turn (five words or more), or with no
+/// content word said in the session is dropped, and a homework item must
+/// be a task the therapist set and the patient agreed to (it may use the
+/// task's own words). Without a main topic left, the summary is invalid.
+pub fn grounded(
+    mut summary: SessionSummary,
+    transcript: &Transcript,
+) -> Result<SessionSummary, String> {
+    let turns: Vec<String> = transcript
+        .turns
+        .iter()
+        .map(|t| lint::plain_words(&t.text).join(" "))
+        .collect();
+    let said: std::collections::HashSet<String> = transcript
+        .turns
+        .iter()
+        .flat_map(|t| lint::content_words(&t.text))
+        .collect();
+    let agreed = agreed_homework(transcript);
+    for section in crate::summary::SummarySection::ALL {
+        summary.items_mut(section).retain(|item| {
+            let words = lint::content_words(item);
+            let plain = lint::plain_words(item).join(" ");
+            let homework = section == crate::summary::SummarySection::Homework;
+            let copied = !homework
+                && plain.split(' ').count() >= 5
+                && turns.iter().any(|t| t.contains(&plain));
+            let bears_out = words.iter().any(|w| said.contains(w));
+            let shared = words.iter().filter(|w| agreed.contains(*w)).count();
+            let agreed_to = !homework || (shared > 0 && shared >= words.len().min(2));
+            !is_cut_off(item) && !copied && bears_out && agreed_to
+        });
+    }
+    if summary.main_topics.is_empty() {
+        return Err("no main topic is borne out by the transcript".into());
+    }
+    Ok(summary)
+}
+
+/// The content words of every task the therapist set that the patient's
+/// next turn agreed to (the model's words, not the session structure's
+/// opening, which says "homework" to every patient).
+fn agreed_homework(transcript: &Transcript) -> std::collections::HashSet<String> {
+    transcript
+        .turns
+        .windows(2)
+        .filter(|pair| {
+            pair[0].speaker == crate::speaker::Speaker::Therapist
+                && crate::eval::metrics::sets_homework(&pair[0].text)
+                && agrees(&pair[1].text)
+        })
+        .flat_map(|pair| {
+            let set = &pair[0];
+            let task = set
+                .meta
+                .opening
+                .as_deref()
+                .and_then(|o| set.text.strip_prefix(o))
+                .unwrap_or(&set.text);
+            lint::content_words(task)
+        })
+        .collect()
+}
+
+/// Whether a patient's turn says yes to what was asked, without a "but"
+/// or a "not" taking it back.
+fn agrees(text: &str) -> bool {
+    let text = text.to_lowercase().replace('\u{2019}', "'");
+    let words = lint::plain_words(&text);
+    let first = words.first().map(String::as_str).unwrap_or_default();
+    let yes = [
+        "yes",
+        "yeah",
+        "okay",
+        "ok",
+        "sure",
+        "definitely",
+        "alright",
+        "absolutely",
+    ]
+    .contains(&first)
+        || [
+            "i'll try",
+            "i'll do",
+            "i'll give",
+            "i will try",
+            "i will do",
+            "i can do",
+            "i can try",
+            "i could try",
+            "sounds good",
+            "sounds useful",
+            "sounds helpful",
+            "i'd like to try",
+            "i'm willing",
+            "let's do",
+            "i can give it",
+        ]
+        .iter()
+        .any(|p| text.contains(p));
+    let taken_back = words.iter().any(|w| {
+        [
+            "not", "but", "can't", "won't", "don't", "cannot", "no", "never",
+        ]
+        .contains(&w.as_str())
+    });
+    yes && !taken_back
+}
+
+/// An item that stops mid-thought: a trailing comma, dash, colon,
+/// semicolon, underscore or ellipsis, or a bracket or curly quote left
+/// open.
+fn is_cut_off(item: &str) -> bool {
+    let trimmed = item.trim_end();
+    let open = |a: char, b: char| trimmed.matches(a).count() > trimmed.matches(b).count();
+    trimmed.ends_with([',', '-', ':', '_', ';', '\u{2026}', '\u{2014}', '\u{2013}'])
+        || trimmed.ends_with("...")
+        || open('[', ']')
+        || open('(', ')')
+        || open('{', '}')
+        || open('\u{201c}', '\u{201d}')
 }
 
 /// A section's items as the turns' guards would leave them: no hidden
@@ -178,8 +343,10 @@ mod tests {
         t.turns.push(Turn::new(Speaker::Patient, "I can't sleep."));
         t.turns.push(Turn::new(
             Speaker::Therapist,
-            "Let's keep a sleep diary this week.",
+            "Could you try keeping a sleep diary this week?",
         ));
+        t.turns
+            .push(Turn::new(Speaker::Patient, "Yes, I can do that."));
         t
     }
 
@@ -209,16 +376,123 @@ mod tests {
     }
 
     #[test]
-    fn two_invalid_replies_are_a_recorded_failure() {
+    fn two_invalid_replies_give_a_summary_extracted_from_the_transcript() {
         let model = ScriptedModel::new([r#"{"main_topics": []}"#, "not json"]);
         let mut usage = SessionUsage::default();
-        let error = summarize(
+        let summary = summarize(
             &mut *model.conversation().unwrap(),
             &transcript(),
             false,
             &mut usage,
         )
+        .unwrap();
+        assert!(summary.extracted);
+        assert_eq!(summary.main_topics, ["sleep"]);
+        assert!(summary.homework.is_empty());
+        assert_eq!(usage.rejected_replies, 2);
+
+        // With nothing to extract, it is a recorded failure.
+        let mut bare = Transcript::new(1);
+        bare.turns.push(Turn::new(Speaker::Patient, "Hi."));
+        let model = ScriptedModel::new(["not json", "not json"]);
+        let error = summarize(
+            &mut *model.conversation().unwrap(),
+            &bare,
+            false,
+            &mut usage,
+        )
         .unwrap_err();
         assert!(matches!(error, SummaryError::Invalid(_)), "{error}");
+    }
+
+    #[test]
+    fn items_the_transcript_does_not_bear_out_are_dropped() {
+        let summary = SessionSummary {
+            main_topics: vec![
+                "Sleep problems".into(),
+                // Said nowhere in the session.
+                "Her mother's car accident".into(),
+                "Sleep and the diary (and".into(),
+            ],
+            techniques: vec!["Could you try keeping a sleep diary".into()],
+            helpful: vec!["homework: [".into(), "Naming the problem with sleep".into()],
+            homework: vec!["Keep a sleep diary".into(), "Call a friend".into()],
+            insights: vec![],
+            extracted: false,
+        };
+        let kept = grounded(summary, &transcript()).unwrap();
+        assert_eq!(kept.main_topics, ["Sleep problems"]);
+        assert!(kept.techniques.is_empty(), "copied from a turn");
+        assert_eq!(kept.helpful, ["Naming the problem with sleep"]);
+        assert_eq!(kept.homework, ["Keep a sleep diary"]);
+
+        // The agreed task may be said in the therapist's own words.
+        let words = SessionSummary {
+            main_topics: vec!["Sleep".into()],
+            homework: vec!["Try keeping a sleep diary this week".into()],
+            ..SessionSummary::default()
+        };
+        assert_eq!(
+            grounded(words, &transcript()).unwrap().homework,
+            ["Try keeping a sleep diary this week"]
+        );
+
+        // Homework the patient did not agree to is not homework.
+        let mut refused = transcript();
+        refused.turns[2].text = "I don't think I can.".into();
+        let summary = SessionSummary {
+            main_topics: vec!["Sleep".into()],
+            homework: vec!["Keep a sleep diary".into()],
+            ..SessionSummary::default()
+        };
+        assert!(grounded(summary, &refused).unwrap().homework.is_empty());
+
+        let none = SessionSummary {
+            main_topics: vec!["Her mother's car accident".into()],
+            ..SessionSummary::default()
+        };
+        assert!(grounded(none, &transcript()).is_err());
+    }
+
+    #[test]
+    fn a_yes_taken_back_is_not_agreement() {
+        for yes in [
+            "Yes, I can do that.",
+            "Okay.",
+            "Sure, I'll try it.",
+            "That sounds useful.",
+        ] {
+            assert!(agrees(yes), "{yes}");
+        }
+        for no in [
+            "Okay, but I can't.",
+            "That sounds hard.",
+            "I'll think about it... no.",
+            "I will not do that.",
+            "I'd like to, but I have no time.",
+        ] {
+            assert!(!agrees(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn cut_off_items_are_told_apart_from_whole_ones() {
+        for cut in [
+            "homework: [",
+            "Sleep,",
+            "The plan \u{2014}",
+            "Grief\u{2026}",
+            "He said \u{201c}never",
+        ] {
+            assert!(is_cut_off(cut), "{cut}");
+        }
+        for whole in [
+            "A 12\" screen",
+            "Naming the thought",
+            "Mum's \"perfect\" standard",
+            "It's (mostly) work",
+        ] {
+            assert!(!is_cut_off(whole), "{whole}");
+        }
     }
 }

@@ -20,6 +20,10 @@ pub struct SessionSummary {
     /// "Insights/realizations"
     #[serde(default)]
     pub insights: Vec<String>,
+    /// Built from the transcript by cbtsim because the summarizer gave no
+    /// usable summary (`summarize::extract`). Not part of the text format.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extracted: bool,
 }
 
 /// A section of the summary: its heading in the text format and its items.

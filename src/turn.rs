@@ -48,6 +48,18 @@ pub struct TurnMeta {
     /// a resumed session reads the same verdict instead of asking again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_model: Option<crate::safety::Category>,
+    /// The words the engine began the turn with (the session structure's
+    /// opening for the phase), which the model went on from; the text
+    /// holds them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening: Option<String>,
+    /// The session structure's phase of a therapist turn (`check_in`,
+    /// `agenda`, ..., `feedback`), which its prompt named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The persona fact a patient turn's prompt asked it to bring up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact: Option<String>,
 }
 
 impl TurnMeta {

@@ -55,6 +55,9 @@ pub struct SessionQuality {
     pub summary_copied: usize,
     /// Items said twice in the summary (any sections).
     pub summary_duplicated: usize,
+    /// The summary was extracted from the transcript, the summarizer's
+    /// being unusable.
+    pub summary_extracted: bool,
     pub lint_findings: usize,
     pub replies: i64,
     pub rejected_replies: i64,
@@ -77,6 +80,8 @@ pub struct QualityBench {
     pub summary_cut_off: usize,
     pub summary_copied: usize,
     pub summary_duplicated: usize,
+    /// Sessions whose summary was extracted from the transcript.
+    pub summaries_extracted: usize,
     pub lint_clean_sessions: usize,
     pub repaired_reply_share: f64,
     pub rejected_reply_share: f64,
@@ -111,6 +116,11 @@ impl QualityBench {
         out += &format!(
             "summary items: {} ({} cut off, {} copied from a turn, {} said twice)\n",
             self.summary_items, self.summary_cut_off, self.summary_copied, self.summary_duplicated
+        );
+        out += &format!(
+            "summaries extracted from the transcript (the summarizer's unusable): {} of {}\n",
+            self.summaries_extracted,
+            self.sessions.len()
         );
         out += &format!(
             "sessions that lint clean: {} of {}\n",
@@ -189,6 +199,7 @@ fn measure_run(
         summary_cut_off: sum(|s| s.summary_cut_off),
         summary_copied: sum(|s| s.summary_copied),
         summary_duplicated: sum(|s| s.summary_duplicated),
+        summaries_extracted: sessions.iter().filter(|s| s.summary_extracted).count(),
         lint_clean_sessions: sessions.iter().filter(|s| s.lint_findings == 0).count(),
         repaired_reply_share: ratio(
             sessions.iter().map(|s| s.repaired_replies).sum::<i64>() as f64,
@@ -279,6 +290,7 @@ pub fn measure(transcript: &Transcript, specific: &HashSet<String>) -> SessionQu
         summary_cut_off: summary.1,
         summary_copied: summary.2,
         summary_duplicated: summary.3,
+        summary_extracted: transcript.summary.as_ref().is_some_and(|s| s.extracted),
         lint_findings: lint::lint_transcript(transcript).len(),
         replies: 0,
         rejected_replies: 0,
@@ -357,6 +369,7 @@ mod tests {
             helpful: vec!["I just feel tired all the time.".into()],
             homework: vec![],
             insights: vec![],
+            extracted: false,
         });
         let q = measure(&transcript, &specific);
         assert_eq!((q.patient_turns, q.persona_specific_turns), (2, 1));

@@ -274,6 +274,12 @@ const ELEMENTS: &[(&str, Part, &[&str])] = &[
     ),
 ];
 
+/// Whether a therapist turn sets homework (one of the phrases below).
+pub fn sets_homework(text: &str) -> bool {
+    let text = text.to_lowercase().replace('\u{2019}', "'");
+    HOMEWORK.iter().any(|p| text.contains(p))
+}
+
 /// Phrases of a therapist setting homework.
 const HOMEWORK: &[&str] = &[
     "homework",

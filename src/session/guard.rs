@@ -228,7 +228,7 @@ fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
 
 /// A line that starts with a speaker label or a transcript header.
 static LABEL_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?m)^[ \t]*[*_]*(?:Patient|Therapist|Client|Counsel+or|Session Number|Termination Details|Session Summary)[*_]*[ \t]*:")
+    Regex::new(r"(?m)^[ \t]*[*_]*(?:Patient|Therapist|Client|Counsel+or|Speaker(?:[ \t]*\d+)?|User|Assistant|Session Number|Termination Details|Session Summary)(?:[ \t]*\([^)\n]{0,20}\))?[*_]*[ \t]*:")
         .expect("label pattern is valid")
 });
 
@@ -463,6 +463,19 @@ mod tests {
         .unwrap();
         assert_eq!(text, "How was your week?");
         assert_eq!(kinds(&repairs), ["role_leak", "role_leak"]);
+    }
+
+    #[test]
+    fn a_third_speakers_lines_are_cut() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Therapist,
+            "To sum up, we talked about your work.\n\nSpeaker 3 (0970): Dear listener, thank you.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "To sum up, we talked about your work.");
+        assert_eq!(kinds(&repairs), ["role_leak"]);
     }
 
     #[test]

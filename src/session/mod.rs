@@ -4,8 +4,10 @@
 //! scripted model it is a deterministic function of its inputs.
 
 pub mod ending;
+pub mod grounding;
 pub mod guard;
 pub mod prompt;
+pub mod structure;
 
 use crate::model::spec::AgentRole;
 use crate::model::{Conversation, FinishReason, ModelError, Request, Sampling};
@@ -23,6 +25,7 @@ use prompt::{PromptContext, TherapistProfile};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use structure::Phase;
 
 /// How a session runs.
 #[derive(Debug, Clone)]
@@ -52,6 +55,12 @@ pub struct SessionConfig {
     /// The patient's questionnaire scores this session (default: the
     /// persona's baseline); both agents are told them.
     pub mood: Option<Mood>,
+    /// Guide the therapist through the phases of a CBT session
+    /// (`structure.rs`); off when the therapist is the model under test.
+    pub structure: bool,
+    /// Ask each patient turn for one persona fact not told yet
+    /// (`grounding.rs`).
+    pub grounding: bool,
 }
 
 /// Notes that carry a course's memory into a session.
@@ -59,6 +68,8 @@ pub struct SessionConfig {
 pub struct CarryOver {
     pub therapist: Vec<String>,
     pub patient: Vec<String>,
+    /// The last session set homework (the structure reviews it).
+    pub homework_set: bool,
 }
 
 impl SessionConfig {
@@ -81,6 +92,8 @@ impl SessionConfig {
             therapist,
             carry_over: CarryOver::default(),
             mood: None,
+            structure: true,
+            grounding: true,
         }
     }
 }
@@ -379,7 +392,14 @@ pub fn resume_screened(
             };
         }
 
-        let guidance = guidance(persona, config, speaker, turns, pending_safety.as_ref());
+        let guidance = guidance(
+            persona,
+            config,
+            speaker,
+            &record.transcript.turns,
+            pending_safety.as_ref(),
+            !record.safety_events.is_empty(),
+        );
         let agent = match speaker {
             Speaker::Therapist => &mut *therapist,
             Speaker::Patient => &mut *patient,
@@ -569,21 +589,30 @@ fn usage_of(meta: &TurnMeta) -> SessionUsage {
     }
 }
 
-/// The notes an agent's prompt carries.
+/// The notes an agent's prompt carries, and what this turn is for.
 struct Guidance {
     /// The same every turn (mood, the course's memory), so prompts keep
     /// their cached prefix.
     standing: Vec<String>,
-    /// This turn's (wrap-up, safety protocol, disclosure).
+    /// This turn's (wrap-up, safety protocol, phase, fact, disclosure).
     this_turn: Vec<String>,
+    /// The session structure's phase of a therapist turn.
+    phase: Option<Phase>,
+    /// Whether a completion model's turn begins with the phase's opening:
+    /// not once the session has had a crisis, whose aftermath no fixed
+    /// words fit.
+    opening: bool,
+    /// The persona fact a patient turn is asked to bring up.
+    fact: Option<String>,
 }
 
 fn guidance(
     persona: &Persona,
     config: &SessionConfig,
     speaker: Speaker,
-    turns: usize,
+    turns: &[Turn],
     safety: Option<&Detection>,
+    had_crisis: bool,
 ) -> Guidance {
     let mood = config.mood.unwrap_or(persona.mood);
     let mut standing = vec![prompt::mood_note(speaker, persona, mood)];
@@ -592,26 +621,63 @@ fn guidance(
         Speaker::Patient => &config.carry_over.patient,
     });
     let mut notes = Vec::new();
-    let left = config.max_turns.saturating_sub(turns as u32);
-    if left <= config.wrap_up_turns {
-        notes.push(format!(
-            "The session is nearly over ({left} turns left): {} summarises the session, agrees on \
-             homework, asks for feedback and says goodbye until {}.",
-            config.therapist.name, config.therapist.next_session
-        ));
-    }
+    let (mut phase, mut fact) = (None, None);
+    let left = config.max_turns.saturating_sub(turns.len() as u32);
+    let names = structure::Names::new(
+        &config.therapist.name,
+        persona,
+        &config.therapist.next_session,
+    );
     match (speaker, safety) {
+        // The safety protocol comes before any plan.
         (Speaker::Therapist, Some(detection)) => {
             notes.push(safety::protocol_instruction(detection, &config.resources));
         }
-        (Speaker::Patient, _) if turns >= prompt::TRUST_BUILT_AFTER_TURNS => {
-            notes.extend(prompt::trust_built_note(persona));
+        (Speaker::Therapist, None) if config.structure => {
+            let spoken_by_therapist = turns
+                .iter()
+                .filter(|t| t.speaker == Speaker::Therapist)
+                .count();
+            let now = structure::phase(
+                config.carry_over.homework_set,
+                turns.len(),
+                spoken_by_therapist,
+                config.max_turns,
+            );
+            notes.push(structure::note(now, &names));
+            phase = Some(now);
+        }
+        (Speaker::Patient, _) => {
+            if config.grounding
+                && let Some(next) =
+                    grounding::next_untold(&grounding::facts(persona), turns, persona)
+            {
+                notes.push(grounding::note(persona, next));
+                fact = Some(next.to_string());
+            }
+            if turns.len() >= prompt::TRUST_BUILT_AFTER_TURNS {
+                notes.extend(prompt::trust_built_note(persona));
+            }
         }
         _ => {}
+    }
+    // The phases close a structured session themselves.
+    if left <= config.wrap_up_turns && phase.is_none() {
+        notes.insert(
+            0,
+            format!(
+                "The session is nearly over ({left} turns left): {} summarises the session, agrees \
+                 on homework, asks for feedback and says goodbye until {}.",
+                config.therapist.name, config.therapist.next_session
+            ),
+        );
     }
     Guidance {
         standing,
         this_turn: notes,
+        phase,
+        opening: !had_crisis,
+        fact,
     }
 }
 
@@ -641,8 +707,14 @@ fn speak(
         turns,
         notes: &guidance.standing,
         turn_notes: &guidance.this_turn,
+        opening: None,
     };
     let instructions = prompt::instructions(speaker, &ctx);
+    let people = structure::Names::new(
+        &config.therapist.name,
+        persona,
+        &config.therapist.next_session,
+    );
     let mut request = Request {
         prompt: prompt::prompt(speaker, agent.chat, &ctx),
         sampling: Sampling {
@@ -679,7 +751,7 @@ fn speak(
         config.candidates.max(1)
     };
     let mut usage = SessionUsage::default();
-    let mut best: Option<(i32, String, Vec<crate::turn::Repair>, u32)> = None;
+    let mut best: Option<(i32, String, Vec<crate::turn::Repair>, u32, Option<String>)> = None;
     let mut last_rejection = Rejection::Empty;
     let mut tried = 0;
     for attempt in 0..wanted + EXTRA_ATTEMPTS {
@@ -687,15 +759,39 @@ fn speak(
             break;
         }
         request.sampling.seed = seed(config.seed, turns.len(), attempt);
+        // A completion model's therapist turn begins with the phase's
+        // words (a different opening for each candidate) and the model
+        // goes on from them.
+        let opening = guidance
+            .phase
+            .filter(|_| !agent.chat && guidance.opening)
+            .and_then(|phase| structure::opening(phase, config.session_number, &people, attempt));
+        if opening.is_some() {
+            let begun = PromptContext {
+                opening: opening.as_deref(),
+                ..ctx
+            };
+            request.prompt = prompt::prompt(speaker, agent.chat, &begun);
+        }
         let done = match agent.conversation.complete(&request) {
             Ok(done) => done,
             Err(e) => return (Err(Unspoken::Backend(e)), usage),
         };
         tried += 1;
         usage.count(&done.usage);
+        let text = match &opening {
+            // The model must add something of its own to the opening.
+            Some(_) if done.text.trim().is_empty() => {
+                usage.rejected_replies += 1;
+                last_rejection = Rejection::Empty;
+                continue;
+            }
+            Some(opening) => structure::join(opening, &done.text),
+            None => done.text.clone(),
+        };
         let reply = guard::Reply {
             speaker,
-            text: &done.text,
+            text: &text,
             finish_reason: &done.finish_reason,
             max_sentences,
             earlier: &earlier,
@@ -705,13 +801,27 @@ fn speak(
             instructions: &instructions,
         };
         match guard::check(&reply) {
+            // A repair that cut back into the opening left only the
+            // engine's words.
+            Ok((text, _))
+                if opening
+                    .as_ref()
+                    .is_some_and(|o| !text.starts_with(o.as_str())) =>
+            {
+                usage.rejected_replies += 1;
+                last_rejection = Rejection::Empty;
+            }
             Ok((text, repairs)) => {
                 if !repairs.is_empty() {
                     usage.repaired_replies += 1;
                 }
-                let score = score(speaker, &text, &repairs, &done.finish_reason);
+                let mut score = score(speaker, &text, &repairs, &done.finish_reason);
+                if let Some(fact) = &guidance.fact {
+                    // Up to 2 for bringing up the fact the patient was asked for.
+                    score += grounding::overlap(&text, fact, persona).min(2) as i32;
+                }
                 if best.as_ref().is_none_or(|(s, ..)| score > *s) {
-                    best = Some((score, text, repairs, done.usage.prompt_tokens));
+                    best = Some((score, text, repairs, done.usage.prompt_tokens, opening));
                 }
             }
             Err(rejection) => {
@@ -720,7 +830,7 @@ fn speak(
             }
         }
     }
-    let Some((_, text, repairs, prompt_tokens)) = best else {
+    let Some((_, text, repairs, prompt_tokens, opening)) = best else {
         let failure = match last_rejection {
             Rejection::Repeat(index) => Unspoken::Loop(own[index].0),
             other => Unspoken::Rejected(other),
@@ -738,6 +848,9 @@ fn speak(
             repairs,
             candidates: Some(tried),
             safety_model: None,
+            opening,
+            phase: guidance.phase.map(|p| p.key().to_string()),
+            fact: guidance.fact.clone(),
         },
     };
     (Ok(turn), usage)

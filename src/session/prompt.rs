@@ -34,6 +34,9 @@ pub struct PromptContext<'a> {
     /// comes, changes or goes does not make the model read the whole
     /// transcript again.
     pub turn_notes: &'a [String],
+    /// The words a completion prompt's new turn begins with (the session
+    /// structure's opening), for the model to go on from.
+    pub opening: Option<&'a str>,
 }
 
 /// PATIENT-Ψ's sentence caps per conversational style.
@@ -107,6 +110,10 @@ fn text_prompt(speaker: Speaker, description: &str, ctx: &PromptContext) -> Stri
         out.push_str(&format!("\nNote: {note}\n"));
     }
     out.push_str(&format!("\n{}:", speaker.label()));
+    if let Some(opening) = ctx.opening {
+        out.push(' ');
+        out.push_str(opening);
+    }
     out
 }
 

@@ -851,7 +851,9 @@ fn the_patient_answers_the_questionnaires_in_character_and_imported_sessions_hav
         "{first}"
     );
     assert!(
-        last.contains("You have just had session 1") && last.contains("Therapist: Scripted reply"),
+        last.contains("You have just had session 1")
+            && last.contains("Therapist: Welcome, Alicia.")
+            && last.contains("Scripted reply"),
         "{last}"
     );
     // Stored, and read back rather than asked again.

@@ -152,6 +152,9 @@ fn role_leaks() {
         "I hear you. Therapist: How does that feel?",
         "Okay.\n  **Therapist:** Let's begin.",
         "Client: I feel awful.",
+        // Labels a base model invents for a third speaker.
+        "To sum up, we talked about work.\n\nSpeaker 3 (0970): Dear listener, thank you.",
+        "I see.\nUser: What should I do?",
     ] {
         assert!(kinds(leak).contains(&FindingKind::RoleLeak), "{leak}");
     }
@@ -159,6 +162,8 @@ fn role_leaks() {
         "Be patient: change takes time.",
         "My therapist said I should rest.",
         "As your therapist, I want to check in.",
+        "The speaker at the conference said one thing: rest.",
+        "Every user of the app: that's who I worry about.",
     ] {
         assert!(!kinds(fine).contains(&FindingKind::RoleLeak), "{fine}");
     }

@@ -49,6 +49,8 @@ fn summary() -> impl Strategy<Value = SessionSummary> {
             helpful,
             homework,
             insights,
+            // Not part of the text form.
+            extracted: false,
         },
     )
 }

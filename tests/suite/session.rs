@@ -22,6 +22,9 @@ fn config() -> SessionConfig {
     });
     config.candidates = 1;
     config.max_turns = 12;
+    // The session structure (tested on its own below) would begin each
+    // therapist turn with its phase's words; these tests script whole turns.
+    config.structure = false;
     config
 }
 
@@ -482,6 +485,7 @@ fn odd_model_output_never_reaches_the_transcript_unrepaired() {
             turns: &[],
             notes: &[],
             turn_notes: &[],
+            opening: None,
         },
     );
     let recital: String = told
@@ -574,6 +578,228 @@ fn the_patient_prompt_carries_the_persona_and_the_therapist_prompt_the_structure
 }
 
 #[test]
+fn the_structure_gives_each_therapist_turn_its_phase_and_opening() {
+    let mut config = config();
+    config.structure = true;
+    config.max_turns = 16;
+    let therapist = [
+        " how would you rate your mood?",
+        "?",
+        " the deadline?",
+        " that thought?",
+        " it?",
+        " your grief and your work.",
+        " writing down one thought a day?",
+        "? Goodbye until Thursday.",
+    ];
+    let patient = [
+        "Hi. Grief and work stress, mostly, and perfectionism.",
+        "About a 4 out of 10.",
+        "My team missed a sprint deadline and my manager asked for a call.",
+        "I thought I'm going to be demoted.",
+        "Well, my manager praised my last release.",
+        "Maybe I'm not about to lose my job.",
+        "Yes, that sounds useful.",
+        "Yes, I'll write them down.",
+    ];
+    let run = session(&therapist, &patient, &config);
+    let said: Vec<&cbtsim::Turn> = run
+        .record
+        .transcript
+        .turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::Therapist)
+        .collect();
+    assert_eq!(said.len(), 8);
+    assert_eq!(
+        said[0].text,
+        "Welcome, Alicia. I'm Nova. To start, on a scale from 0 to 10, how would you rate your mood?"
+    );
+    assert_eq!(
+        said[0].meta.opening.as_deref(),
+        Some("Welcome, Alicia. I'm Nova. To start, on a scale from 0 to 10,")
+    );
+    assert_eq!(said[0].meta.phase.as_deref(), Some("check_in"));
+    assert_eq!(said[7].meta.phase.as_deref(), Some("feedback"));
+    // Each patient turn records the fact its prompt asked for.
+    let first_patient = &run.record.transcript.turns[0];
+    assert!(
+        first_patient
+            .meta
+            .fact
+            .as_deref()
+            .unwrap()
+            .starts_with("what brings Alicia to therapy"),
+        "{:?}",
+        first_patient.meta
+    );
+    assert_eq!(said[1].text, "What would you like to focus on today?");
+    assert!(
+        said[5]
+            .text
+            .starts_with("To sum up, today we talked about your grief")
+    );
+    assert!(
+        said[7]
+            .text
+            .starts_with("Before we finish, what was most helpful about today?")
+    );
+    // The model is told the phase and goes on from the opening.
+    let prompts = run.therapist.requests();
+    let first = prompt_text(&prompts[0]);
+    assert!(first.contains("Note: Now Nova welcomes Alicia and asks for a mood rating"));
+    assert!(
+        first.ends_with("Therapist: Welcome, Alicia. I'm Nova. To start, on a scale from 0 to 10,")
+    );
+    assert!(
+        !prompt_text(&prompts[7]).contains("The session is nearly over"),
+        "the phases close the session themselves"
+    );
+    let metrics = cbtsim::eval::metrics::measure(&run.record.transcript, 0);
+    let present: Vec<&str> = metrics
+        .elements
+        .iter()
+        .filter(|e| e.present)
+        .map(|e| e.element.as_str())
+        .collect();
+    // All but the homework review, which a first session has none of.
+    assert_eq!(
+        present,
+        [
+            "mood_check",
+            "agenda",
+            "technique",
+            "summary",
+            "homework",
+            "feedback"
+        ]
+    );
+    assert_eq!(lint_transcript(&run.record.transcript), vec![]);
+
+    // Without it, the turns are the model's alone.
+    config.structure = false;
+    let run = session(&therapist, &patient, &config);
+    let first = &run.record.transcript.turns[1];
+    assert_eq!(first.text, "how would you rate your mood?");
+    assert_eq!(first.meta.opening, None);
+    assert!(!prompt_text(&run.therapist.requests()[0]).contains("Note: Now Nova"));
+}
+
+#[test]
+fn a_chat_therapist_is_told_the_phase_and_given_no_opening() {
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    let mut config = config();
+    config.structure = true;
+    config.max_turns = 4;
+    let therapist_model =
+        ScriptedModel::new(["How are you feeling today, from 0 to 10?", "Thanks."]);
+    let patient_model = ScriptedModel::new(["Hello. It's been a hard month.", "A four."]);
+    let mut therapist = Agent {
+        conversation: therapist_model.conversation().unwrap(),
+        model: "chat".into(),
+        chat: true,
+    };
+    let mut patient = Agent {
+        conversation: patient_model.conversation().unwrap(),
+        model: patient_model.describe(),
+        chat: false,
+    };
+    let record = session::run(
+        &persona,
+        &mut therapist,
+        &mut patient,
+        &config,
+        &AtomicBool::new(false),
+        &|| Duration::ZERO,
+        &mut session::NoSink,
+    )
+    .unwrap();
+    let turn = &record.transcript.turns[1];
+    assert_eq!(turn.text, "How are you feeling today, from 0 to 10?");
+    assert_eq!(turn.meta.opening, None);
+    assert_eq!(turn.meta.phase.as_deref(), Some("check_in"));
+    let Prompt::Chat(messages) = &therapist_model.requests()[0].prompt else {
+        panic!("a chat agent gets chat prompts")
+    };
+    assert!(messages[0].content.contains("Now Nova welcomes Alicia"));
+}
+
+#[test]
+fn the_safety_protocol_comes_before_the_structure() {
+    let mut config = config();
+    config.structure = true;
+    config.max_turns = 4;
+    let run = session(
+        &[
+            " I hear how hard this is. Are you having thoughts of ending your life?",
+            " Thank you.",
+        ],
+        &[
+            "I've been giving my things away and I wrote goodbye letters.",
+            "No. My sister is staying with me this week.",
+        ],
+        &config,
+    );
+    let protocol = &run.record.transcript.turns[1];
+    assert_eq!(protocol.meta.opening, None, "{}", protocol.text);
+    let prompt = prompt_text(&run.therapist.requests()[0]).to_string();
+    assert!(!prompt.contains("Note: Now Nova"), "{prompt}");
+    assert!(prompt.ends_with("Therapist:"));
+    // After a crisis the phases go on as notes, with no fixed words.
+    let after = &run.record.transcript.turns[3];
+    assert_eq!(after.meta.opening, None, "{}", after.text);
+    assert_eq!(
+        after.meta.phase.as_deref(),
+        Some("feedback"),
+        "{:?}",
+        run.record.safety_events
+    );
+}
+
+#[test]
+fn the_patient_is_asked_for_one_untold_fact_and_a_reply_that_tells_it_wins() {
+    let mut config = config();
+    config.max_turns = 3;
+    config.candidates = 2;
+    let run = session(
+        &["What brings you here?", "And how is your mood?"],
+        &[
+            "I am not quite sure what to say today.",
+            "It's grief and work stress, mostly, and perfectionism.",
+            "I'm not sure what to say to that either, honestly.",
+            "My team missed a sprint deadline last week.",
+        ],
+        &config,
+    );
+    let spoken: Vec<&str> = run
+        .record
+        .transcript
+        .turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::Patient)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(
+        spoken,
+        [
+            "It's grief and work stress, mostly, and perfectionism.",
+            "My team missed a sprint deadline last week."
+        ]
+    );
+    let prompts = run.patient.requests();
+    assert!(prompt_text(&prompts[0]).contains(
+        "Note: In this reply Alicia may bring up, in their own words and only if it fits: what \
+         brings Alicia to therapy: grief"
+    ));
+    // The first fact was told; the next one is asked for.
+    assert!(
+        prompt_text(&prompts[2]).contains("only if it fits: Her team missed a sprint deadline")
+    );
+}
+
+#[test]
 fn a_real_session_on_the_default_model() {
     let _real_model = super::util::real_model();
     let dir = tempfile::tempdir().unwrap();
@@ -649,6 +875,7 @@ fn run_takes_its_settings_from_the_command_line_and_the_config() {
         "--locale",
         "FR",
         "--no-summary",
+        "--no-structure",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(

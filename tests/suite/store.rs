@@ -689,18 +689,23 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         })
         .to_string())
     };
+    // Three turns a session, so that the patient can agree to homework
+    // (a summary keeps only homework the patient agreed to).
     let server = FaultServer::start(vec![
         ok("I slept badly again."),
-        ok("Let's keep a sleep diary this week. How does that sound?"),
+        ok("Could you try keeping a sleep diary this week?"),
+        ok("Yes, I will."),
         summary("Sleep", "Keep a sleep diary"),
         ok("I kept the diary most nights."),
         json(500, "the server fell over"),
         // What `cbtsim resume` gets: session 2 goes on, then session 3.
-        ok("What did the diary show you?"),
-        summary("The sleep diary", "Walk every morning"),
+        ok("What did the diary show you? Could you try walking every morning?"),
+        ok("Okay, I can try that."),
+        summary("The sleep diary", "Walking every morning"),
         ok("I walked on three mornings."),
         ok("That is a real step. What made those mornings possible?"),
-        summary("Walking", ""),
+        ok("Having a plan the night before."),
+        summary("Walks on three mornings", ""),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let (config, model) = through_fault_server(dir.path(), &server);
@@ -715,7 +720,7 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         "--sessions",
         "3",
         "--max-turns",
-        "2",
+        "3",
         "--model",
         &model,
         "--next-session",
@@ -743,7 +748,7 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
     assert_eq!(
         ended(&listed(db_arg)),
         [
-            (2, max_turns.clone()),
+            (3, max_turns.clone()),
             (1, "\"Backend Failure\"".to_string())
         ]
     );
@@ -751,25 +756,25 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
     let (code, _, stderr) = run(&["resume", "--db", db_arg, "--last"]);
     assert_eq!(code, 0, "{stderr}");
     let rows = listed(db_arg);
-    assert_eq!(ended(&rows), vec![(2, max_turns); 3]);
+    assert_eq!(ended(&rows), vec![(3, max_turns); 3]);
     assert_eq!(rows[1]["mood"], serde_json::json!({"phq9": 12, "gad7": 11}));
 
     let requests = server.requests.lock().unwrap().clone();
-    assert_eq!(requests.len(), 10);
+    assert_eq!(requests.len(), 13);
     assert_eq!(
-        requests[4], requests[5],
+        requests[5], requests[6],
         "the resumed turn is asked exactly as the failed one was"
     );
     assert!(
-        requests[5].contains("Keep a sleep diary"),
+        requests[6].contains("Keep a sleep diary"),
         "{}",
-        requests[5]
+        requests[6]
     );
-    assert!(requests[5].contains("At session 1 the scores were PHQ-9 12, GAD-7 11."));
+    assert!(requests[6].contains("At session 1 the scores were PHQ-9 12, GAD-7 11."));
     assert!(
-        requests[7].contains("Homework from last session: Walk every morning"),
+        requests[9].contains("Homework from last session: Walking every morning"),
         "session 3's patient gets session 2's homework: {}",
-        requests[7]
+        requests[9]
     );
     let summaries = dir.path().join("all.json");
     export(&[
@@ -788,7 +793,10 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         .iter()
         .map(|s| &s["summary"]["main_topics"][0])
         .collect();
-    assert_eq!(topics, ["Sleep", "The sleep diary", "Walking"]);
+    assert_eq!(
+        topics,
+        ["Sleep", "The sleep diary", "Walks on three mornings"]
+    );
 }
 
 #[test]

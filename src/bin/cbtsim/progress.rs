@@ -225,6 +225,18 @@ impl RunObserver for Display {
         {
             self.log(&format!("warning: no summary: {error}"));
         }
+        if session
+            .transcript
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.extracted)
+            && !session.read_back
+        {
+            self.log(
+                "note: the summarizer gave no usable summary; this one was extracted from the \
+                 transcript",
+            );
+        }
         if self.batch() {
             let mut done = self.sessions_done.lock().unwrap_or_else(|e| e.into_inner());
             *done += 1;

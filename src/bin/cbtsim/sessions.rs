@@ -69,6 +69,11 @@ pub struct SessionArgs {
     /// End a session after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     time_budget: Option<u64>,
+    /// Do not guide the therapist through the phases of a CBT session
+    /// (check-in, agenda, a situation and its thoughts, evidence, summary,
+    /// homework, feedback): for a therapist model under test.
+    #[arg(long)]
+    no_structure: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -158,6 +163,7 @@ fn plan(
     }
     session.token_budget = args.token_budget;
     session.time_budget_s = args.time_budget;
+    session.structure = !args.no_structure;
     session.next_session = args.next_session.clone();
     session.therapist_prompt = match &args.therapist_prompt {
         Some(file) => Some(read(file)?),

@@ -1,0 +1,303 @@
+//! The CBT session's structure as a plan the engine follows: which phase
+//! each therapist turn is for, what the therapist is told about it, and,
+//! for completion (base) models, the words the turn begins with, which the
+//! model completes. Small base models do not keep a session's shape on
+//! their own; a phase chosen by the engine and an opening in the phase's
+//! words do (docs/sessions.md).
+
+use crate::persona::Persona;
+use crate::session::prompt::first_name;
+
+/// What a therapist turn is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Welcome and a mood rating from 0 to 10.
+    CheckIn,
+    /// The bridge from the last session: how the homework went.
+    HomeworkReview,
+    /// What to work on today.
+    Agenda,
+    /// A recent situation and the automatic thoughts in it.
+    Situation,
+    /// The evidence for and against the thought.
+    Evidence,
+    /// A more balanced way of seeing it.
+    Alternative,
+    /// Going on with the work, when the session is long.
+    Work,
+    /// What was talked about today.
+    Summary,
+    /// A task for before the next session, agreed together.
+    Homework,
+    /// Feedback on the session, and goodbye.
+    Feedback,
+}
+
+impl Phase {
+    /// Its name in a turn's metadata.
+    pub fn key(self) -> &'static str {
+        match self {
+            Phase::CheckIn => "check_in",
+            Phase::HomeworkReview => "homework_review",
+            Phase::Agenda => "agenda",
+            Phase::Situation => "situation",
+            Phase::Evidence => "evidence",
+            Phase::Alternative => "alternative",
+            Phase::Work => "work",
+            Phase::Summary => "summary",
+            Phase::Homework => "homework",
+            Phase::Feedback => "feedback",
+        }
+    }
+}
+
+/// The phase of a therapist turn: `spoken` turns have been spoken in all
+/// (both speakers), `therapist_turns` of them by the therapist, of a
+/// session of at most `max_turns` turns; `review_homework` when the last
+/// session set homework. The first therapist turn checks in; the last
+/// three close the session (summary, homework, feedback); the ones between
+/// go on opening it and work on a situation, in order.
+pub fn phase(
+    review_homework: bool,
+    spoken: usize,
+    therapist_turns: usize,
+    max_turns: u32,
+) -> Phase {
+    let left = (max_turns as usize).saturating_sub(spoken);
+    // The therapist speaks every other turn from this one on.
+    match left.div_ceil(2) {
+        0 | 1 => return Phase::Feedback,
+        _ if therapist_turns == 0 => return Phase::CheckIn,
+        2 => return Phase::Homework,
+        3 => return Phase::Summary,
+        _ => {}
+    }
+    let opening: &[Phase] = if review_homework {
+        &[
+            Phase::CheckIn,
+            Phase::HomeworkReview,
+            Phase::Agenda,
+            Phase::Situation,
+            Phase::Evidence,
+            Phase::Alternative,
+        ]
+    } else {
+        &[
+            Phase::CheckIn,
+            Phase::Agenda,
+            Phase::Situation,
+            Phase::Evidence,
+            Phase::Alternative,
+        ]
+    };
+    opening.get(therapist_turns).copied().unwrap_or(Phase::Work)
+}
+
+/// Who is in the session, for the notes and openings.
+pub struct Names<'a> {
+    pub therapist: &'a str,
+    pub patient: &'a str,
+    pub next_session: &'a str,
+}
+
+impl<'a> Names<'a> {
+    pub fn new(therapist: &'a str, persona: &'a Persona, next_session: &'a str) -> Names<'a> {
+        Names {
+            therapist,
+            patient: first_name(persona),
+            next_session,
+        }
+    }
+}
+
+/// What the therapist is told this turn is for.
+pub fn note(phase: Phase, names: &Names) -> String {
+    let (t, p) = (names.therapist, names.patient);
+    match phase {
+        Phase::CheckIn => format!("Now {t} welcomes {p} and asks for a mood rating from 0 to 10."),
+        Phase::HomeworkReview => {
+            format!("Now {t} asks how the homework from the last session went.")
+        }
+        Phase::Agenda => {
+            format!("Now {t} asks what {p} would like to focus on today, to set the agenda.")
+        }
+        Phase::Situation => format!(
+            "Now {t} asks about a recent situation where this happened and what went through \
+             {p}'s mind then."
+        ),
+        Phase::Evidence => {
+            format!("Now {t} asks for the evidence for and against that thought.")
+        }
+        Phase::Alternative => {
+            format!("Now {t} helps {p} find a more balanced way of seeing the situation.")
+        }
+        Phase::Work => format!("Now {t} goes on with the thought, using a CBT technique."),
+        Phase::Summary => format!("Now {t} sums up what they talked about today."),
+        Phase::Homework => {
+            format!("Now {t} agrees with {p} on one small task to try before the next session.")
+        }
+        Phase::Feedback => format!(
+            "Now {t} asks {p} for feedback on the session and says goodbye until {}.",
+            names.next_session
+        ),
+    }
+}
+
+/// The words a completion model's therapist turn begins with: one of a
+/// few per phase, chosen by `seed`, each ending where the model is to go
+/// on. The work of a long session's middle has none.
+pub fn opening(phase: Phase, session_number: u32, names: &Names, seed: u32) -> Option<String> {
+    let (t, p) = (names.therapist, names.patient);
+    let choices: Vec<String> = match phase {
+        Phase::CheckIn if session_number > 1 => vec![
+            format!("Welcome back, {p}. To start, on a scale from 0 to 10,"),
+            format!("Good to see you again, {p}. How has your mood been this week"),
+        ],
+        Phase::CheckIn => vec![
+            format!("Welcome, {p}. I'm {t}. To start, on a scale from 0 to 10,"),
+            format!("Hello {p}, I'm {t}, and I'm glad you came. How has your mood been this week"),
+        ],
+        Phase::HomeworkReview => vec![
+            "Last session we agreed on some homework.".into(),
+            "Let's look back at the homework from last time.".into(),
+        ],
+        Phase::Agenda => vec![
+            "What would you like to focus on today".into(),
+            "Let's set our agenda for today.".into(),
+        ],
+        Phase::Situation => vec![
+            "Think of a recent time when that happened. What went through your mind".into(),
+            "Let's take a recent example. What was going through your mind when".into(),
+        ],
+        Phase::Evidence => vec![
+            "What is the evidence for".into(),
+            "Let's weigh that thought. What's the evidence".into(),
+        ],
+        Phase::Alternative => vec![
+            "Is there another way of looking at".into(),
+            "If a friend told you that, what would you".into(),
+        ],
+        // Said turn after turn in a long session, any fixed words would
+        // make the turns alike (and the loop rule end the session).
+        Phase::Work => return None,
+        Phase::Summary => vec![
+            "To sum up, today we talked about".into(),
+            "Let me recap what we've discussed today:".into(),
+        ],
+        Phase::Homework => vec![
+            "For homework before our next session, could you try".into(),
+            "Before we meet again, would you be willing to try".into(),
+        ],
+        Phase::Feedback => vec![
+            "Before we finish, what was most helpful about today".into(),
+            "How was this session for you".into(),
+        ],
+    };
+    let index = (seed as usize) % choices.len();
+    Some(choices[index].clone())
+}
+
+/// An opening followed by what the model wrote after it: a space between
+/// them unless the model began with one or with punctuation.
+pub fn join(opening: &str, continuation: &str) -> String {
+    let joins_directly = continuation
+        .chars()
+        .next()
+        .is_none_or(|c| c.is_whitespace() || matches!(c, '?' | '.' | ',' | '!' | ':' | ';'));
+    let sep = if joins_directly { "" } else { " " };
+    format!("{opening}{sep}{continuation}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(review_homework: bool, max_turns: u32, first_speaker_patient: bool) -> Vec<Phase> {
+        let start = usize::from(first_speaker_patient);
+        (start..max_turns as usize)
+            .step_by(2)
+            .enumerate()
+            .map(|(k, spoken)| phase(review_homework, spoken, k, max_turns))
+            .collect()
+    }
+
+    #[test]
+    fn a_first_session_of_sixteen_turns_has_every_phase_once_in_order() {
+        use Phase::*;
+        assert_eq!(
+            phases(false, 16, true),
+            [
+                CheckIn,
+                Agenda,
+                Situation,
+                Evidence,
+                Alternative,
+                Summary,
+                Homework,
+                Feedback
+            ]
+        );
+    }
+
+    #[test]
+    fn homework_set_last_time_is_reviewed_and_long_sessions_go_on_working() {
+        use Phase::*;
+        assert_eq!(
+            phases(true, 20, true),
+            [
+                CheckIn,
+                HomeworkReview,
+                Agenda,
+                Situation,
+                Evidence,
+                Alternative,
+                Work,
+                Summary,
+                Homework,
+                Feedback
+            ]
+        );
+    }
+
+    #[test]
+    fn a_short_session_checks_in_and_keeps_its_close() {
+        use Phase::*;
+        assert_eq!(phases(false, 6, true), [CheckIn, Homework, Feedback]);
+        assert_eq!(
+            phases(false, 9, false),
+            [CheckIn, Agenda, Summary, Homework, Feedback]
+        );
+        assert_eq!(phases(false, 2, true), [Feedback]);
+    }
+
+    #[test]
+    fn openings_vary_by_seed_and_name_the_people() {
+        let persona = crate::persona::library_persona("alicia-rodriguez")
+            .unwrap()
+            .unwrap();
+        let names = Names::new("Nova", &persona, "Thursday");
+        let a = opening(Phase::CheckIn, 1, &names, 0).unwrap();
+        let b = opening(Phase::CheckIn, 1, &names, 1).unwrap();
+        assert_eq!(opening(Phase::Work, 1, &names, 0), None);
+        assert_ne!(a, b);
+        assert!(a.contains("Alicia") && a.contains("Nova"), "{a}");
+        assert!(note(Phase::Feedback, &names).contains("Thursday"));
+    }
+
+    #[test]
+    fn an_opening_and_its_continuation_join_with_one_space() {
+        assert_eq!(
+            join("What is the evidence for", " that?"),
+            "What is the evidence for that?"
+        );
+        assert_eq!(
+            join("What is the evidence for", "that?"),
+            "What is the evidence for that?"
+        );
+        assert_eq!(
+            join("How was this session for you", "?"),
+            "How was this session for you?"
+        );
+        assert_eq!(join("To sum up,", ""), "To sum up,");
+    }
+}
