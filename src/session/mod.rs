@@ -398,7 +398,10 @@ pub fn resume_screened(
             speaker,
             &record.transcript.turns,
             pending_safety.as_ref(),
-            !record.safety_events.is_empty(),
+            // The therapist's turn after a protocol turn answers what the
+            // patient said to the safety questions.
+            record.safety_events.last().and_then(|e| e.protocol_turn)
+                == Some(record.transcript.turns.len().saturating_sub(1)),
         );
         let agent = match speaker {
             Speaker::Therapist => &mut *therapist,
@@ -599,8 +602,7 @@ struct Guidance {
     /// The session structure's phase of a therapist turn.
     phase: Option<Phase>,
     /// Whether a completion model's turn begins with the phase's opening:
-    /// not once the session has had a crisis, whose aftermath no fixed
-    /// words fit.
+    /// not right after a safety protocol turn, where no fixed words fit.
     opening: bool,
     /// The persona fact a patient turn is asked to bring up.
     fact: Option<String>,
@@ -612,7 +614,7 @@ fn guidance(
     speaker: Speaker,
     turns: &[Turn],
     safety: Option<&Detection>,
-    had_crisis: bool,
+    after_protocol: bool,
 ) -> Guidance {
     let mood = config.mood.unwrap_or(persona.mood);
     let mut standing = vec![prompt::mood_note(speaker, persona, mood)];
@@ -676,7 +678,7 @@ fn guidance(
         standing,
         this_turn: notes,
         phase,
-        opening: !had_crisis,
+        opening: !after_protocol,
         fact,
     }
 }

@@ -730,32 +730,43 @@ fn a_chat_therapist_is_told_the_phase_and_given_no_opening() {
 fn the_safety_protocol_comes_before_the_structure() {
     let mut config = config();
     config.structure = true;
-    config.max_turns = 4;
+    config.max_turns = 6;
     let run = session(
         &[
             " I hear how hard this is. Are you having thoughts of ending your life?",
-            " Thank you.",
+            " Thank you for telling me. Could you try calling your sister each evening?",
+            "? Goodbye until Thursday.",
         ],
         &[
             "I've been giving my things away and I wrote goodbye letters.",
             "No. My sister is staying with me this week.",
+            "Yes, I can do that.",
         ],
         &config,
     );
-    let protocol = &run.record.transcript.turns[1];
+    let turns = &run.record.transcript.turns;
+    assert_eq!(turns.len(), 6, "{:?}", run.record.safety_events);
+    let protocol = &turns[1];
     assert_eq!(protocol.meta.opening, None, "{}", protocol.text);
+    assert_eq!(protocol.meta.phase, None);
     let prompt = prompt_text(&run.therapist.requests()[0]).to_string();
     assert!(!prompt.contains("Note: Now Nova"), "{prompt}");
     assert!(prompt.ends_with("Therapist:"));
-    // After a crisis the phases go on as notes, with no fixed words.
-    let after = &run.record.transcript.turns[3];
+    // The turn after the protocol turn hears the answers: its phase is a
+    // note, with no fixed words.
+    let after = &turns[3];
     assert_eq!(after.meta.opening, None, "{}", after.text);
-    assert_eq!(
-        after.meta.phase.as_deref(),
-        Some("feedback"),
-        "{:?}",
-        run.record.safety_events
+    assert_eq!(after.meta.phase.as_deref(), Some("homework"));
+    assert!(
+        prompt_text(&run.therapist.requests()[1]).contains("Note: Now Nova agrees with Alicia")
     );
+    // Then the structure's words come back.
+    assert!(
+        turns[5]
+            .text
+            .starts_with("Before we finish, what was most helpful about today?")
+    );
+    assert_eq!(turns[5].meta.phase.as_deref(), Some("feedback"));
 }
 
 #[test]
