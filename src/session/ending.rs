@@ -64,7 +64,9 @@ impl Ending {
 
     /// The end phrase (as configured) that closes the session with this
     /// turn: it must be in the closing part of the turn (its last two
-    /// sentences), and a turn that ends by asking something closes nothing.
+    /// sentences) and said as a farewell (not "take care of my mother" or
+    /// "goodbye letters"), and a turn that ends by asking something closes
+    /// nothing.
     pub fn end_phrase(&self, speaker: Speaker, text: &str) -> Option<String> {
         let text = text.trim_end();
         if text.ends_with('?') {
@@ -77,7 +79,11 @@ impl Ending {
         };
         rules
             .iter()
-            .find(|(_, regex)| regex.is_match(closing))
+            .find(|(_, regex)| {
+                regex
+                    .find_iter(closing)
+                    .any(|m| said_as_farewell(&closing[m.end()..]))
+            })
             .map(|(phrase, _)| phrase.clone())
     }
 
@@ -88,6 +94,29 @@ impl Ending {
             .find_map(|r| r.find(text))
             .map(|m| m.as_str().to_string())
     }
+}
+
+/// Whether an end phrase, followed by `after`, is a farewell: what follows
+/// is punctuation, the end, a name, or one of a few words a farewell goes
+/// on with; not an object ("take care of her", "goodbye letters").
+fn said_as_farewell(after: &str) -> bool {
+    let next: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphabetic() || *c == '\'')
+        .collect();
+    if next.is_empty() || next.starts_with(char::is_uppercase) {
+        return true;
+    }
+    if next == "of" {
+        let object = after.trim_start()[2..].trim_start().to_lowercase();
+        return object.starts_with("yourself") || object.starts_with("you");
+    }
+    [
+        "now", "then", "for", "and", "until", "till", "everyone", "all", "soon", "again", "friend",
+        "dear",
+    ]
+    .contains(&next.as_str())
 }
 
 /// The last two sentences of a turn.
@@ -143,6 +172,30 @@ mod tests {
             None,
             "a closing question invites a reply"
         );
+    }
+
+    #[test]
+    fn an_end_phrase_must_be_a_farewell() {
+        let e = ending();
+        for farewell in [
+            "Thank you. Take care, Alicia.",
+            "Thank you. Take care of yourself this week.",
+            "I'll see you Thursday. Goodbye for now.",
+            "See you next week and take care",
+            "Goodbye Nova.",
+        ] {
+            assert!(
+                e.end_phrase(Speaker::Patient, farewell).is_some(),
+                "{farewell}"
+            );
+        }
+        for not_yet in [
+            "It is hard. If I didn't take care of her, she would be alone.",
+            "I have been writing goodbye letters to my family.",
+            "I take care of the whole team at work.",
+        ] {
+            assert_eq!(e.end_phrase(Speaker::Patient, not_yet), None, "{not_yet}");
+        }
     }
 
     #[test]
