@@ -109,8 +109,12 @@ fn said_as_farewell(after: &str) -> bool {
         return true;
     }
     if next == "of" {
-        let object = after.trim_start()[2..].trim_start().to_lowercase();
-        return object.starts_with("yourself") || object.starts_with("you");
+        let object: String = after.trim_start()[2..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphabetic())
+            .collect();
+        return ["yourself", "you"].contains(&object.to_lowercase().as_str());
     }
     [
         "now", "then", "for", "and", "until", "till", "everyone", "all", "soon", "again", "friend",
@@ -193,6 +197,7 @@ mod tests {
             "It is hard. If I didn't take care of her, she would be alone.",
             "I have been writing goodbye letters to my family.",
             "I take care of the whole team at work.",
+            "Maybe you can take care of your parents and work with them.",
         ] {
             assert_eq!(e.end_phrase(Speaker::Patient, not_yet), None, "{not_yet}");
         }
