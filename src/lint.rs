@@ -487,6 +487,16 @@ pub fn stage_directions(text: &str) -> Vec<String> {
 
 /// Lines where one speaker writes a labelled line ("Therapist: ...") inside
 /// a turn, including a label after a sentence on the same line.
+/// Where the first role leak begins (after the sentence it follows), so a
+/// guard can cut the reply there.
+pub fn first_role_leak(text: &str) -> Option<usize> {
+    ROLE_LABEL.find(text).map(|m| {
+        let found = m.as_str();
+        let label = found.trim_start_matches(['.', '!', '?']);
+        m.start() + (found.len() - label.len())
+    })
+}
+
 pub fn role_leaks(text: &str) -> Vec<String> {
     ROLE_LABEL
         .find_iter(text)

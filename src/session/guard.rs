@@ -96,7 +96,9 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
             .map(|(at, _)| at)
     });
     let labelled = LABEL_LINE.find(&text).map(|m| m.start());
-    if let Some(at) = [named, labelled].into_iter().flatten().min() {
+    // A label after a sentence, as the linter finds it.
+    let inline = crate::lint::first_role_leak(&text);
+    if let Some(at) = [named, labelled, inline].into_iter().flatten().min() {
         text.truncate(at);
         repair(
             &mut repairs,
@@ -463,6 +465,20 @@ mod tests {
         .unwrap();
         assert_eq!(text, "How was your week?");
         assert_eq!(kinds(&repairs), ["role_leak", "role_leak"]);
+    }
+
+    #[test]
+    fn a_label_after_a_sentence_is_cut_there() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Therapist,
+            "How would it look in your house? Patient: The same way I live.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "How would it look in your house?");
+        assert_eq!(kinds(&repairs), ["role_leak"]);
+        assert!(crate::lint::role_leaks(&text).is_empty());
     }
 
     #[test]
