@@ -127,7 +127,7 @@ pub fn extract(transcript: &Transcript) -> Option<SessionSummary> {
         }
     }
     // Most said first; among equals, the first said.
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let main_topics: Vec<String> = counts.into_iter().take(3).map(|(w, _)| w).collect();
     if main_topics.is_empty() {
         return None;

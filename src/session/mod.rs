@@ -690,6 +690,16 @@ enum Unspoken {
     Rejected(Rejection),
 }
 
+/// A usable reply and what `speak` keeps of it.
+struct Candidate {
+    score: i32,
+    text: String,
+    repairs: Vec<crate::turn::Repair>,
+    prompt_tokens: u32,
+    /// The structure's opening it began with.
+    opening: Option<String>,
+}
+
 /// Generates candidates, guards them, and keeps the best usable one; the
 /// usage counts every attempt, whether or not a turn came of it.
 fn speak(
@@ -753,7 +763,7 @@ fn speak(
         config.candidates.max(1)
     };
     let mut usage = SessionUsage::default();
-    let mut best: Option<(i32, String, Vec<crate::turn::Repair>, u32, Option<String>)> = None;
+    let mut best: Option<Candidate> = None;
     let mut last_rejection = Rejection::Empty;
     let mut tried = 0;
     for attempt in 0..wanted + EXTRA_ATTEMPTS {
@@ -822,8 +832,14 @@ fn speak(
                     // Up to 2 for bringing up the fact the patient was asked for.
                     score += grounding::overlap(&text, fact, persona).min(2) as i32;
                 }
-                if best.as_ref().is_none_or(|(s, ..)| score > *s) {
-                    best = Some((score, text, repairs, done.usage.prompt_tokens, opening));
+                if best.as_ref().is_none_or(|b| score > b.score) {
+                    best = Some(Candidate {
+                        score,
+                        text,
+                        repairs,
+                        prompt_tokens: done.usage.prompt_tokens,
+                        opening,
+                    });
                 }
             }
             Err(rejection) => {
@@ -832,7 +848,14 @@ fn speak(
             }
         }
     }
-    let Some((_, text, repairs, prompt_tokens, opening)) = best else {
+    let Some(Candidate {
+        text,
+        repairs,
+        prompt_tokens,
+        opening,
+        ..
+    }) = best
+    else {
         let failure = match last_rejection {
             Rejection::Repeat(index) => Unspoken::Loop(own[index].0),
             other => Unspoken::Rejected(other),
