@@ -107,6 +107,23 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
         );
     }
 
+    // The example session's patient is Sam; a base model that calls this
+    // patient Sam copied the name from it.
+    if reply.speaker == Speaker::Therapist
+        && !reply.patient_name.is_empty()
+        && !reply.patient_name.starts_with("Sam")
+        && EXAMPLE_NAME.is_match(&text)
+    {
+        text = EXAMPLE_NAME
+            .replace_all(&text, reply.patient_name)
+            .into_owned();
+        repair(
+            &mut repairs,
+            "example_name",
+            "said the patient's name instead of the example session's",
+        );
+    }
+
     if !role_word_addresses(&text).is_empty() && !reply.patient_name.is_empty() {
         text = with_names_for_role_words(&text, reply.patient_name, reply.therapist_name);
         repair(
@@ -229,6 +246,10 @@ fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
 }
 
 /// A line that starts with a speaker label or a transcript header.
+/// The name of the example session's patient (`prompt::EXAMPLE_SESSION`).
+static EXAMPLE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\bSam\b").expect("name pattern is valid"));
+
 static LABEL_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?m)^[ \t]*[*_]*(?:Patient|Therapist|Client|Counsel+or|Speaker(?:[ \t]*\d+)?|User|Assistant|Session Number|Termination Details|Session Summary)(?:[ \t]*\([^)\n]{0,20}\))?[*_]*[ \t]*:")
         .expect("label pattern is valid")
@@ -479,6 +500,26 @@ mod tests {
         assert_eq!(text, "How would it look in your house?");
         assert_eq!(kinds(&repairs), ["role_leak"]);
         assert!(crate::lint::role_leaks(&text).is_empty());
+    }
+
+    #[test]
+    fn the_example_patients_name_becomes_this_patients() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Therapist,
+            "Thank you for your time, Sam. See you next week.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "Thank you for your time, Alicia. See you next week.");
+        assert_eq!(kinds(&repairs), ["example_name"]);
+        // A patient who may go by Sam keeps it; "Samantha" is not "Sam".
+        let mut samuel = reply(Speaker::Therapist, "Thank you, Sam.", &stop);
+        samuel.patient_name = "Samuel";
+        assert_eq!(check(&samuel).unwrap().0, "Thank you, Sam.");
+        let (text, repairs) =
+            check(&reply(Speaker::Therapist, "Samantha called you?", &stop)).unwrap();
+        assert_eq!((text.as_str(), repairs.len()), ("Samantha called you?", 0));
     }
 
     #[test]

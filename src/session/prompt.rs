@@ -334,3 +334,12 @@ Therapist: Good. To sum up, we looked at the thought that you'll be found out, a
 Patient: It helped more than I expected. Thank you.
 
 Therapist: I'm glad. See you next week, Sam. Take care.";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_patient_is_the_sam_the_guards_rename() {
+        assert!(super::EXAMPLE_SESSION.contains("I'm Sam."));
+        assert!(super::EXAMPLE_SESSION.contains("See you next week, Sam."));
+    }
+}
