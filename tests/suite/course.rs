@@ -247,7 +247,12 @@ fn stored_as_printed(sessions: &[Value], db: &str, dir: &std::path::Path) {
                 .collect()
         };
         assert_eq!(texts(&parsed), texts(printed), "{}", file.display());
-        assert_eq!(parsed["summary"], printed["summary"], "{}", file.display());
+        // The text form has no place for the mark of an extracted summary.
+        let mut summary = printed["summary"].clone();
+        if let Some(fields) = summary.as_object_mut() {
+            fields.remove("extracted");
+        }
+        assert_eq!(parsed["summary"], summary, "{}", file.display());
         assert_eq!(parsed["session_number"], printed["session_number"]);
     }
 }
