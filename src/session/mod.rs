@@ -601,9 +601,10 @@ struct Guidance {
     this_turn: Vec<String>,
     /// The session structure's phase of a therapist turn.
     phase: Option<Phase>,
-    /// Whether a completion model's turn begins with the phase's opening:
-    /// not right after a safety protocol turn, where no fixed words fit.
-    opening: bool,
+    /// The words a completion model's turn may begin with, one per
+    /// candidate in turn: the phase's, but none right after a safety
+    /// protocol turn, where no fixed words fit.
+    openings: Vec<String>,
     /// The persona fact a patient turn is asked to bring up.
     fact: Option<String>,
 }
@@ -623,7 +624,7 @@ fn guidance(
         Speaker::Patient => &config.carry_over.patient,
     });
     let mut notes = Vec::new();
-    let (mut phase, mut fact) = (None, None);
+    let (mut phase, mut fact, mut openings) = (None, None, Vec::new());
     let left = config.max_turns.saturating_sub(turns.len() as u32);
     let names = structure::Names::new(
         &config.therapist.name,
@@ -647,6 +648,9 @@ fn guidance(
                 config.max_turns,
             );
             notes.push(structure::note(now, &names));
+            if !after_protocol {
+                openings = structure::openings(now, config.session_number, &names);
+            }
             phase = Some(now);
         }
         (Speaker::Patient, _) => {
@@ -678,7 +682,7 @@ fn guidance(
         standing,
         this_turn: notes,
         phase,
-        opening: !after_protocol,
+        openings,
         fact,
     }
 }
@@ -722,11 +726,6 @@ fn speak(
         opening: None,
     };
     let instructions = prompt::instructions(speaker, &ctx);
-    let people = structure::Names::new(
-        &config.therapist.name,
-        persona,
-        &config.therapist.next_session,
-    );
     let mut request = Request {
         prompt: prompt::prompt(speaker, agent.chat, &ctx),
         sampling: Sampling {
@@ -774,10 +773,8 @@ fn speak(
         // A completion model's therapist turn begins with the phase's
         // words (a different opening for each candidate) and the model
         // goes on from them.
-        let opening = guidance
-            .phase
-            .filter(|_| !agent.chat && guidance.opening)
-            .and_then(|phase| structure::opening(phase, config.session_number, &people, attempt));
+        let opening = (!agent.chat && !guidance.openings.is_empty())
+            .then(|| guidance.openings[attempt as usize % guidance.openings.len()].clone());
         if opening.is_some() {
             let begun = PromptContext {
                 opening: opening.as_deref(),

@@ -143,12 +143,12 @@ pub fn note(phase: Phase, names: &Names) -> String {
     }
 }
 
-/// The words a completion model's therapist turn begins with: one of a
-/// few per phase, chosen by `seed`, each ending where the model is to go
-/// on. The work of a long session's middle has none.
-pub fn opening(phase: Phase, session_number: u32, names: &Names, seed: u32) -> Option<String> {
+/// The words a completion model's therapist turn may begin with: a few
+/// per phase (one per candidate, in turn), each ending where the model is
+/// to go on. The work of a long session's middle has none.
+pub fn openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
     let (t, p) = (names.therapist, names.patient);
-    let choices: Vec<String> = match phase {
+    match phase {
         Phase::CheckIn if session_number > 1 => vec![
             format!("Welcome back, {p}. To start, on a scale from 0 to 10,"),
             format!("Good to see you again, {p}. How has your mood been this week"),
@@ -179,7 +179,7 @@ pub fn opening(phase: Phase, session_number: u32, names: &Names, seed: u32) -> O
         ],
         // Said turn after turn in a long session, any fixed words would
         // make the turns alike (and the loop rule end the session).
-        Phase::Work => return None,
+        Phase::Work => vec![],
         Phase::Summary => vec![
             "To sum up, today we talked about".into(),
             "Let me recap what we've discussed today:".into(),
@@ -192,9 +192,7 @@ pub fn opening(phase: Phase, session_number: u32, names: &Names, seed: u32) -> O
             "Before we finish, what was most helpful about today".into(),
             "How was this session for you".into(),
         ],
-    };
-    let index = (seed as usize) % choices.len();
-    Some(choices[index].clone())
+    }
 }
 
 /// An opening followed by what the model wrote after it: a space between
@@ -276,9 +274,9 @@ mod tests {
             .unwrap()
             .unwrap();
         let names = Names::new("Nova", &persona, "Thursday");
-        let a = opening(Phase::CheckIn, 1, &names, 0).unwrap();
-        let b = opening(Phase::CheckIn, 1, &names, 1).unwrap();
-        assert_eq!(opening(Phase::Work, 1, &names, 0), None);
+        let choices = openings(Phase::CheckIn, 1, &names);
+        let (a, b) = (&choices[0], &choices[1]);
+        assert!(openings(Phase::Work, 1, &names).is_empty());
         assert_ne!(a, b);
         assert!(a.contains("Alicia") && a.contains("Nova"), "{a}");
         assert!(note(Phase::Feedback, &names).contains("Thursday"));
