@@ -163,15 +163,19 @@ fn questions(category: Category) -> &'static str {
     }
 }
 
-/// The instruction the therapist agent gets for its next turn.
-pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) -> String {
-    let category = detection.category;
-    let family = match category.family() {
+fn family_words(family: Family) -> &'static str {
+    match family {
         Family::Suicide => "suicide risk",
         Family::SelfInjury => "self-injury",
         Family::HarmToOthers => "a risk of harm to others",
         Family::Safeguarding => "a safeguarding concern",
-    };
+    }
+}
+
+/// The instruction the therapist agent gets for its next turn.
+pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) -> String {
+    let category = detection.category;
+    let family = family_words(category.family());
     format!(
         "SAFETY PROTOCOL: the patient's last words suggest {} ({family}; risk level: {}). In \
          this reply, set the agenda aside: acknowledge what they said with warmth and without \
@@ -181,6 +185,24 @@ pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) 
         category.description(),
         detection.level,
         questions(category),
+        resources_for_category(category, resources)
+    )
+}
+
+/// The instruction for a therapist turn that answers a disclosure like one
+/// the protocol already answered this session (the same family, no higher
+/// level, not imminent): the questions were asked and the resources given,
+/// so the turn checks safety now, keeps the resources in view and goes on
+/// with the session, rather than setting it aside again and again.
+pub fn follow_up_instruction(detection: &Detection, resources: &CrisisResources) -> String {
+    let category = detection.category;
+    format!(
+        "SAFETY FOLLOW-UP: the patient has again spoken of {} ({}). The safety questions were \
+         asked earlier this session. In this reply, acknowledge what they said with warmth, \
+         check briefly that they are safe right now, remind them of these resources: \"{}\", \
+         and then go on with the session.",
+        category.description(),
+        family_words(category.family()),
         resources_for_category(category, resources)
     )
 }

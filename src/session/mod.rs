@@ -392,16 +392,22 @@ pub fn resume_screened(
             };
         }
 
+        let owed = pending_safety.as_ref().map(|detection| {
+            // The disclosure's own event is the last one.
+            let earlier = &record.safety_events[..record.safety_events.len().saturating_sub(1)];
+            if answered_before(earlier, detection.category, detection.level) {
+                Owed::FollowUp(detection)
+            } else {
+                Owed::Protocol(detection)
+            }
+        });
         let guidance = guidance(
             persona,
             config,
             speaker,
             &record.transcript.turns,
-            pending_safety.as_ref(),
-            // The therapist's turn after a protocol turn answers what the
-            // patient said to the safety questions.
-            record.safety_events.last().and_then(|e| e.protocol_turn)
-                == Some(record.transcript.turns.len().saturating_sub(1)),
+            owed,
+            just_after_protocol(&record.safety_events, record.transcript.turns.len()),
         );
         let agent = match speaker {
             Speaker::Therapist => &mut *therapist,
@@ -505,6 +511,44 @@ pub fn resume_screened(
         });
     }
     Ok(record)
+}
+
+/// What the therapist's next turn owes a disclosure the patient just made.
+#[derive(Clone, Copy)]
+enum Owed<'a> {
+    /// The safety protocol: the session set aside for the safety questions
+    /// and the resources.
+    Protocol(&'a Detection),
+    /// A disclosure like one the protocol already answered this session:
+    /// a check that they are safe now and the resources, within the
+    /// session's own phase. Asking the same questions turn after turn
+    /// would leave no session around them.
+    FollowUp(&'a Detection),
+}
+
+/// Whether the protocol already answered, among `earlier` events, a
+/// disclosure of the same family at this level or higher. Imminent risk is
+/// never a follow-up: it always gets the protocol and ends the session.
+fn answered_before(earlier: &[SafetyEvent], category: Category, level: RiskLevel) -> bool {
+    level != RiskLevel::Imminent
+        && earlier.iter().any(|e| {
+            e.protocol_turn.is_some()
+                && e.category.family() == category.family()
+                && e.level >= level
+        })
+}
+
+/// Whether the last turn of `spoken` turns was a protocol turn (not a
+/// follow-up), so the therapist's next turn hears the answers to the
+/// safety questions.
+fn just_after_protocol(events: &[SafetyEvent], spoken: usize) -> bool {
+    match events.split_last() {
+        Some((last, earlier)) => {
+            last.protocol_turn == Some(spoken.saturating_sub(1))
+                && !answered_before(earlier, last.category, last.level)
+        }
+        None => false,
+    }
 }
 
 /// The therapist's words just before the next turn, if the last turn was
@@ -614,7 +658,7 @@ fn guidance(
     config: &SessionConfig,
     speaker: Speaker,
     turns: &[Turn],
-    safety: Option<&Detection>,
+    owed: Option<Owed>,
     after_protocol: bool,
 ) -> Guidance {
     let mood = config.mood.unwrap_or(persona.mood);
@@ -631,27 +675,41 @@ fn guidance(
         persona,
         &config.therapist.next_session,
     );
-    match (speaker, safety) {
+    match (speaker, owed) {
         // The safety protocol comes before any plan.
-        (Speaker::Therapist, Some(detection)) => {
+        (Speaker::Therapist, Some(Owed::Protocol(detection))) => {
             notes.push(safety::protocol_instruction(detection, &config.resources));
         }
-        (Speaker::Therapist, None) if config.structure => {
-            let spoken_by_therapist = turns
-                .iter()
-                .filter(|t| t.speaker == Speaker::Therapist)
-                .count();
-            let now = structure::phase(
-                config.carry_over.homework_set,
-                turns.len(),
-                spoken_by_therapist,
-                config.max_turns,
-            );
-            notes.push(structure::note(now, &names));
-            if !after_protocol {
-                openings = structure::openings(now, config.session_number, &names);
+        (Speaker::Therapist, owed) => {
+            let follow_up = match owed {
+                Some(Owed::FollowUp(detection)) => {
+                    notes.push(safety::follow_up_instruction(detection, &config.resources));
+                    true
+                }
+                _ => false,
+            };
+            if config.structure {
+                // A protocol turn takes its place in the plan.
+                let spoken_by_therapist = turns
+                    .iter()
+                    .filter(|t| t.speaker == Speaker::Therapist)
+                    .count();
+                let now = structure::phase(
+                    config.carry_over.homework_set,
+                    turns.len(),
+                    spoken_by_therapist,
+                    config.max_turns,
+                );
+                notes.push(structure::note(now, &names));
+                if !after_protocol {
+                    openings = if follow_up {
+                        structure::follow_up_openings(now, config.session_number, &names)
+                    } else {
+                        structure::openings(now, config.session_number, &names)
+                    };
+                }
+                phase = Some(now);
             }
-            phase = Some(now);
         }
         (Speaker::Patient, _) => {
             if config.grounding
@@ -665,7 +723,6 @@ fn guidance(
                 notes.extend(prompt::trust_built_note(persona));
             }
         }
-        _ => {}
     }
     // The phases close a structured session themselves.
     if left <= config.wrap_up_turns && phase.is_none() {

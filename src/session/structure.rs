@@ -195,6 +195,31 @@ pub fn openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String>
     }
 }
 
+/// The openings of a turn that follows up a disclosure the safety protocol
+/// already answered this session: it acknowledges what was said before the
+/// phase's words (a check-in's welcome would come too late), and in the
+/// middle of a long session it is the acknowledgement alone.
+pub fn follow_up_openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
+    let heard = format!(
+        "Thank you for telling me, {}; your safety matters most.",
+        names.patient
+    );
+    let openings = match phase {
+        Phase::CheckIn => vec![
+            "How has your mood been this week".to_string(),
+            "On a scale from 0 to 10,".to_string(),
+        ],
+        _ => openings(phase, session_number, names),
+    };
+    if openings.is_empty() {
+        return vec![heard];
+    }
+    openings
+        .into_iter()
+        .map(|o| format!("{heard} {o}"))
+        .collect()
+}
+
 /// An opening followed by what the model wrote after it: a space between
 /// them unless the model began with one or with punctuation.
 pub fn join(opening: &str, continuation: &str) -> String {
@@ -280,6 +305,28 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.contains("Alicia") && a.contains("Nova"), "{a}");
         assert!(note(Phase::Feedback, &names).contains("Thursday"));
+    }
+
+    #[test]
+    fn a_follow_up_acknowledges_the_disclosure_before_the_phase() {
+        let persona = crate::persona::library_persona("david-levin")
+            .unwrap()
+            .unwrap();
+        let names = Names::new("Nova", &persona, "Thursday");
+        for phase in [Phase::CheckIn, Phase::Summary, Phase::Work] {
+            let choices = follow_up_openings(phase, 1, &names);
+            assert!(!choices.is_empty(), "{phase:?}");
+            for choice in &choices {
+                assert!(
+                    choice.starts_with("Thank you for telling me, David;"),
+                    "{choice}"
+                );
+                assert!(!choice.contains("Welcome"), "{choice}");
+            }
+        }
+        assert!(
+            follow_up_openings(Phase::Summary, 1, &names)[0].ends_with("today we talked about")
+        );
     }
 
     #[test]

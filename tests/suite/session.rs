@@ -770,6 +770,106 @@ fn the_safety_protocol_comes_before_the_structure() {
 }
 
 #[test]
+fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
+    let mut config = config();
+    config.structure = true;
+    config.max_turns = 10;
+    let run = session(
+        &[
+            " I hear how hard this is. Are you having thoughts of ending your life?",
+            " What would you like to focus on today?",
+            " your week and your sister.",
+            " calling your sister each evening?",
+            "? Goodbye until Thursday.",
+        ],
+        &[
+            "I've been thinking about suicide a lot lately.",
+            "No. My sister is staying with me this week.",
+            "I still think about suicide most days.",
+            "Yes, that's right.",
+            "Yes, I can do that.",
+        ],
+        &config,
+    );
+    let turns = &run.record.transcript.turns;
+    assert_eq!(turns.len(), 10, "{:?}", run.record.transcript.termination);
+    let events = &run.record.safety_events;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!((events[0].turn, events[0].protocol_turn), (1, Some(2)));
+    assert_eq!((events[1].turn, events[1].protocol_turn), (5, Some(6)));
+    // The first disclosure sets the session aside for the protocol.
+    assert_eq!(turns[1].meta.phase, None);
+    assert!(prompt_text(&run.therapist.requests()[0]).contains("SAFETY PROTOCOL"));
+    // The same again is followed up within the session's phase: it is
+    // acknowledged, the resources are given, and the structure goes on.
+    let prompt = prompt_text(&run.therapist.requests()[2]).to_string();
+    assert!(
+        prompt.contains("SAFETY FOLLOW-UP") && !prompt.contains("SAFETY PROTOCOL"),
+        "{prompt}"
+    );
+    let follow_up = &turns[5];
+    assert_eq!(follow_up.meta.phase.as_deref(), Some("summary"));
+    assert!(
+        follow_up.text.starts_with(
+            "Thank you for telling me, Alicia; your safety matters most. To sum up, today we \
+             talked about your week and your sister."
+        ),
+        "{}",
+        follow_up.text
+    );
+    assert!(follow_up.text.contains("988"), "{}", follow_up.text);
+    assert!(
+        follow_up
+            .meta
+            .repairs
+            .iter()
+            .any(|r| r.kind == "safety_resources")
+    );
+    // The turn after a follow-up has its fixed words again.
+    assert!(
+        turns[7]
+            .text
+            .starts_with("For homework before our next session, could you try calling"),
+        "{}",
+        turns[7].text
+    );
+}
+
+#[test]
+fn a_disclosure_at_a_higher_level_or_of_another_kind_gets_the_protocol_again() {
+    let mut config = config();
+    config.structure = true;
+    config.max_turns = 8;
+    let run = session(
+        &[
+            " I hear how hard this is. Are you having thoughts of ending your life?",
+            " Thank you for telling me. Are you safe at home right now?",
+            " I'm so sorry. Are you safe right now?",
+        ],
+        &[
+            "I wish I could just go to sleep and never wake up.",
+            "No. But I've been thinking about suicide a lot lately.",
+            "My partner hits me when he's drunk.",
+            "I'm at my sister's place.",
+        ],
+        &config,
+    );
+    let events = &run.record.safety_events;
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (i, request) in run.therapist.requests().iter().take(3).enumerate() {
+        let prompt = prompt_text(request);
+        assert!(prompt.contains("SAFETY PROTOCOL"), "turn {i}: {prompt}");
+        assert!(!prompt.contains("SAFETY FOLLOW-UP"), "turn {i}: {prompt}");
+    }
+    assert!(
+        run.record.transcript.turns[1..6]
+            .iter()
+            .filter(|t| t.speaker == Speaker::Therapist)
+            .all(|t| t.meta.phase.is_none())
+    );
+}
+
+#[test]
 fn the_patient_is_asked_for_one_untold_fact_and_a_reply_that_tells_it_wins() {
     let mut config = config();
     config.max_turns = 3;
