@@ -31,16 +31,25 @@ pub fn facts(p: &Persona) -> Vec<String> {
     out
 }
 
-/// The first fact no patient turn has told yet, if any is left.
+/// How many patient turns are asked for one fact before it is passed
+/// over: a fact in words the model does not take up (a list of problems,
+/// "depression, relationship conflict, loss of motivation") would
+/// otherwise be asked for all session and hold back every fact after it.
+pub const TRIES: usize = 2;
+
+/// The first fact no patient turn has told yet and fewer than [`TRIES`]
+/// patient turns were asked for, if any is left.
 pub fn next_untold<'a>(facts: &'a [String], turns: &[Turn], persona: &Persona) -> Option<&'a str> {
-    let said: Vec<Vec<String>> = turns
-        .iter()
-        .filter(|t| t.speaker == Speaker::Patient)
-        .map(|t| lint::plain_words(&t.text))
-        .collect();
+    let patient = || turns.iter().filter(|t| t.speaker == Speaker::Patient);
+    let said: Vec<Vec<String>> = patient().map(|t| lint::plain_words(&t.text)).collect();
     facts
         .iter()
-        .find(|fact| !said.iter().any(|turn| tells(turn, fact, persona)))
+        .find(|fact| {
+            let asked = patient()
+                .filter(|t| t.meta.fact.as_deref() == Some(fact.as_str()))
+                .count();
+            asked < TRIES && !said.iter().any(|turn| tells(turn, fact, persona))
+        })
         .map(String::as_str)
 }
 
@@ -130,6 +139,21 @@ mod tests {
             "Well, my team missed the sprint deadline and my manager wanted a call.",
         ));
         assert_eq!(next_untold(&facts, &told, &p), Some(facts[2].as_str()));
+    }
+
+    #[test]
+    fn a_fact_asked_for_twice_and_not_told_is_passed_over() {
+        let p = alicia();
+        let facts = facts(&p);
+        let asked = |text: &str| {
+            let mut turn = Turn::new(Speaker::Patient, text);
+            turn.meta.fact = Some(facts[0].clone());
+            turn
+        };
+        let once = vec![asked("I don't know what to say.")];
+        assert_eq!(next_untold(&facts, &once, &p), Some(facts[0].as_str()));
+        let twice = vec![asked("I don't know what to say."), asked("It's hard to explain.")];
+        assert_eq!(next_untold(&facts, &twice, &p), Some(facts[1].as_str()));
     }
 
     #[test]

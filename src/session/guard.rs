@@ -109,13 +109,18 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
 
     // The example session's patient is Sam; a base model that calls this
     // patient Sam copied the name from it.
-    if reply.speaker == Speaker::Therapist
-        && !reply.patient_name.is_empty()
+    // The therapist calls the patient Sam; the patient introduces
+    // themself as Sam ("Hi, I'm Sam."). Either way it is this patient.
+    let example_name = match reply.speaker {
+        Speaker::Therapist => &*EXAMPLE_NAME,
+        Speaker::Patient => &*EXAMPLE_NAME_AS_SELF,
+    };
+    if !reply.patient_name.is_empty()
         && !reply.patient_name.starts_with("Sam")
-        && EXAMPLE_NAME.is_match(&text)
+        && example_name.is_match(&text)
     {
-        text = EXAMPLE_NAME
-            .replace_all(&text, reply.patient_name)
+        text = example_name
+            .replace_all(&text, format!("${{intro}}{}", reply.patient_name))
             .into_owned();
         repair(
             &mut repairs,
@@ -248,7 +253,12 @@ fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
 /// A line that starts with a speaker label or a transcript header.
 /// The name of the example session's patient (`prompt::EXAMPLE_SESSION`).
 static EXAMPLE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\bSam\b").expect("name pattern is valid"));
+    LazyLock::new(|| Regex::new(r"(?P<intro>)\bSam\b").expect("name pattern is valid"));
+/// The patient saying the example's name as their own.
+static EXAMPLE_NAME_AS_SELF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?P<intro>\b(?:I'm|I am|I’m|[Mm]y name is|[Cc]all me)\s+)Sam\b")
+        .expect("name pattern is valid")
+});
 
 static LABEL_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?m)^[ \t]*[*_]*(?:Patient|Therapist|Client|Counsel+or|Speaker(?:[ \t]*\d+)?|User|Assistant|Session Number|Termination Details|Session Summary)(?:[ \t]*\([^)\n]{0,20}\))?[*_]*[ \t]*:")
@@ -520,6 +530,16 @@ mod tests {
         let (text, repairs) =
             check(&reply(Speaker::Therapist, "Samantha called you?", &stop)).unwrap();
         assert_eq!((text.as_str(), repairs.len()), ("Samantha called you?", 0));
+        // The patient introducing themself as Sam is this patient; Sam as
+        // someone else in their story stays.
+        let (text, repairs) = check(&reply(
+            Speaker::Patient,
+            "Hi, I'm Sam. My friend Sam told me to come.",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(text, "Hi, I'm Alicia. My friend Sam told me to come.");
+        assert_eq!(kinds(&repairs), ["example_name"]);
     }
 
     #[test]
