@@ -8,9 +8,9 @@
 use crate::eval::metrics;
 use crate::lint;
 use crate::model::spec::{Config, ModelSpec, Models};
-use crate::persona::Persona;
 use crate::plan::PlanKind;
 use crate::runner::{RoleModels, RunError, RunOutcome};
+use crate::session::grounding::{specific_words, words};
 use crate::speaker::Speaker;
 use crate::store::Store;
 use crate::summary::{SessionSummary, SummarySection};
@@ -214,47 +214,6 @@ fn measure_run(
     })
 }
 
-/// The words of a persona's description (four letters or more) that no
-/// other library persona's description has: what only this patient would
-/// talk about. Its own names are left out (saying one's name is not a fact
-/// of one's story).
-pub fn specific_words(persona: &Persona, library: &[Persona]) -> HashSet<String> {
-    let names: HashSet<String> = words(&persona.identity.name).collect();
-    let others: HashSet<String> = library
-        .iter()
-        .filter(|p| p.id != persona.id)
-        .flat_map(|p| words(&description(p)).collect::<Vec<_>>())
-        .collect();
-    words(&description(persona))
-        .filter(|w| w.chars().count() >= 4 && !others.contains(w) && !names.contains(w))
-        .collect()
-}
-
-/// Every string of a persona, as one text.
-fn description(persona: &Persona) -> String {
-    let value = serde_json::to_value(persona).unwrap_or_default();
-    let mut out = String::new();
-    let mut stack = vec![&value];
-    while let Some(v) = stack.pop() {
-        match v {
-            serde_json::Value::String(s) => {
-                out.push_str(s);
-                out.push(' ');
-            }
-            serde_json::Value::Array(items) => stack.extend(items),
-            serde_json::Value::Object(fields) => stack.extend(fields.values()),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .map(|w| w.trim_matches('\'').to_lowercase())
-        .filter(|w| !w.is_empty())
-}
-
 /// One transcript's measures (the caller fills in the session, persona and
 /// reply counts).
 pub fn measure(transcript: &Transcript, specific: &HashSet<String>) -> SessionQuality {
@@ -332,25 +291,6 @@ fn summary_quality(
 mod tests {
     use super::*;
     use crate::turn::Turn;
-
-    fn persona(id: &str) -> Persona {
-        crate::persona::library_persona(id).unwrap().unwrap()
-    }
-
-    #[test]
-    fn specific_words_are_this_personas_alone() {
-        let library = crate::persona::library().unwrap();
-        let alicia = persona("alicia-rodriguez");
-        let specific = specific_words(&alicia, &library);
-        assert!(specific.len() > 10, "{specific:?}");
-        assert!(!specific.contains("alicia") && !specific.contains("rodriguez"));
-        for other in library.iter().filter(|p| p.id != alicia.id) {
-            let theirs: HashSet<String> = words(&description(other)).collect();
-            assert!(specific.is_disjoint(&theirs), "{} shares one", other.id);
-        }
-        // Words every persona's story has are not specific.
-        assert!(!specific.contains("feel") && !specific.contains("work"));
-    }
 
     #[test]
     fn a_transcript_is_measured_as_documented() {

@@ -8,6 +8,7 @@ use crate::persona::Persona;
 use crate::session::prompt::first_name;
 use crate::speaker::Speaker;
 use crate::turn::Turn;
+use std::collections::HashSet;
 
 /// The persona's facts, each a short text: what brings them, the recent
 /// situation and its thoughts, feelings and actions, then their history,
@@ -74,6 +75,16 @@ pub fn overlap(reply: &str, fact: &str, persona: &Persona) -> usize {
         .count()
 }
 
+/// How many of the persona's own words (`specific`) a reply uses, each
+/// counted once (the candidate score counts it): a turn about this patient
+/// rather than the story every patient could tell.
+pub fn specific_in(reply: &str, specific: &HashSet<String>) -> usize {
+    words(reply)
+        .filter(|w| specific.contains(w))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 /// The note that asks for the fact, in the patient's own words.
 pub fn note(persona: &Persona, fact: &str) -> String {
     format!(
@@ -92,6 +103,47 @@ fn content_words(fact: &str, persona: &Persona) -> Vec<String> {
 }
 
 /// Sentences of a paragraph, at full stops followed by a space.
+/// The words of a persona's description (four letters or more) that no
+/// other library persona's description has: what only this patient would
+/// talk about. Its own names are left out (saying one's name is not a fact
+/// of one's story).
+pub fn specific_words(persona: &Persona, library: &[Persona]) -> HashSet<String> {
+    let names: HashSet<String> = words(&persona.identity.name).collect();
+    let others: HashSet<String> = library
+        .iter()
+        .filter(|p| p.id != persona.id)
+        .flat_map(|p| words(&description(p)).collect::<Vec<_>>())
+        .collect();
+    words(&description(persona))
+        .filter(|w| w.chars().count() >= 4 && !others.contains(w) && !names.contains(w))
+        .collect()
+}
+
+/// Every string of a persona, as one text.
+fn description(persona: &Persona) -> String {
+    let value = serde_json::to_value(persona).unwrap_or_default();
+    let mut out = String::new();
+    let mut stack = vec![&value];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push(' ');
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(fields) => stack.extend(fields.values()),
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| !w.is_empty())
+}
+
 fn sentences(text: &str) -> Vec<String> {
     text.split_inclusive(". ")
         .map(|s| s.trim().to_string())
@@ -152,8 +204,40 @@ mod tests {
         };
         let once = vec![asked("I don't know what to say.")];
         assert_eq!(next_untold(&facts, &once, &p), Some(facts[0].as_str()));
-        let twice = vec![asked("I don't know what to say."), asked("It's hard to explain.")];
+        let twice = vec![
+            asked("I don't know what to say."),
+            asked("It's hard to explain."),
+        ];
         assert_eq!(next_untold(&facts, &twice, &p), Some(facts[1].as_str()));
+    }
+
+    #[test]
+    fn specific_words_are_this_personas_alone() {
+        let library = crate::persona::library().unwrap();
+        let alicia = alicia();
+        let specific = specific_words(&alicia, &library);
+        assert!(specific.len() > 10, "{specific:?}");
+        assert!(!specific.contains("alicia") && !specific.contains("rodriguez"));
+        for other in library.iter().filter(|p| p.id != alicia.id) {
+            let theirs: HashSet<String> = words(&description(other)).collect();
+            assert!(specific.is_disjoint(&theirs), "{} shares one", other.id);
+        }
+        // Words every persona's story has are not specific.
+        assert!(!specific.contains("feel") && !specific.contains("work"));
+    }
+
+    #[test]
+    fn a_reply_scores_each_of_the_personas_own_words_once() {
+        let library = crate::persona::library().unwrap();
+        let specific = specific_words(&alicia(), &library);
+        assert_eq!(specific_in("I feel tired at work.", &specific), 0);
+        assert_eq!(
+            specific_in(
+                "My grandmother, my grandmother... and the sprint.",
+                &specific
+            ),
+            2
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use ending::{EndPhrases, Ending};
 use guard::Rejection;
 use prompt::{PromptContext, TherapistProfile};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use structure::Phase;
@@ -364,6 +365,12 @@ pub fn resume_screened(
     let mut speaker = spoken
         .last()
         .map_or(config.first_speaker, |t| t.speaker.other());
+    // The words only this persona's story has, against the library's, which
+    // a grounded patient turn's candidates score for.
+    let specific = match config.grounding {
+        true => grounding::specific_words(persona, &crate::persona::library().unwrap_or_default()),
+        false => HashSet::new(),
+    };
     let reason = loop {
         let turns = record.transcript.turns.len();
         if interrupted.load(Ordering::SeqCst) {
@@ -408,6 +415,7 @@ pub fn resume_screened(
             &record.transcript.turns,
             owed,
             just_after_protocol(&record.safety_events, record.transcript.turns.len()),
+            &specific,
         );
         let agent = match speaker {
             Speaker::Therapist => &mut *therapist,
@@ -651,6 +659,9 @@ struct Guidance {
     openings: Vec<String>,
     /// The persona fact a patient turn is asked to bring up.
     fact: Option<String>,
+    /// Words only this persona's story has, which a grounded patient
+    /// turn's candidates score for (empty otherwise).
+    specific: HashSet<String>,
 }
 
 fn guidance(
@@ -660,6 +671,7 @@ fn guidance(
     turns: &[Turn],
     owed: Option<Owed>,
     after_protocol: bool,
+    specific: &HashSet<String>,
 ) -> Guidance {
     let mood = config.mood.unwrap_or(persona.mood);
     let mut standing = vec![prompt::mood_note(speaker, persona, mood)];
@@ -741,6 +753,10 @@ fn guidance(
         phase,
         openings,
         fact,
+        specific: match speaker {
+            Speaker::Patient => specific.clone(),
+            Speaker::Therapist => HashSet::new(),
+        },
     }
 }
 
@@ -886,6 +902,8 @@ fn speak(
                     // Up to 2 for bringing up the fact the patient was asked for.
                     score += grounding::overlap(&text, fact, persona).min(2) as i32;
                 }
+                // Up to 2 for words of this patient's own story.
+                score += grounding::specific_in(&text, &guidance.specific).min(2) as i32;
                 if best.as_ref().is_none_or(|b| score > b.score) {
                     best = Some(Candidate {
                         score,

@@ -870,6 +870,39 @@ fn a_disclosure_at_a_higher_level_or_of_another_kind_gets_the_protocol_again() {
 }
 
 #[test]
+fn a_patient_reply_in_the_words_of_their_own_story_wins() {
+    let mut config = config();
+    config.max_turns = 1;
+    config.candidates = 2;
+    let run = session(
+        &[],
+        &[
+            "I am not really sure what to say today, honestly.",
+            "I keep thinking about my grandmother and her garden.",
+        ],
+        &config,
+    );
+    assert_eq!(
+        run.record.transcript.turns[0].text,
+        "I keep thinking about my grandmother and her garden."
+    );
+    // Without grounding the first usable reply stands.
+    config.grounding = false;
+    let run = session(
+        &[],
+        &[
+            "I am not really sure what to say today, honestly.",
+            "I keep thinking about my grandmother and her garden.",
+        ],
+        &config,
+    );
+    assert_eq!(
+        run.record.transcript.turns[0].text,
+        "I am not really sure what to say today, honestly."
+    );
+}
+
+#[test]
 fn the_patient_is_asked_for_one_untold_fact_and_a_reply_that_tells_it_wins() {
     let mut config = config();
     config.max_turns = 3;
