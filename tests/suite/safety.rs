@@ -108,6 +108,22 @@ fn ordinary_session_talk_rarely_raises_the_alarm() {
     assert!(e.false_positive_rate <= 0.05, "{:#?}", e.misses);
 }
 
+/// Patient turns from simulated sessions on the default model, labelled
+/// blind and never tuned on: how often cbtsim's own sessions would be
+/// interrupted for nothing (measured 0.140: 34 of 243; recall 6 of 8).
+#[test]
+fn simulated_patients_turns_are_screened_as_measured() {
+    let e = evaluated("crisis/test-sessions.tsv");
+    assert_eq!((e.risk, e.safe), (8, 243), "the test split is frozen");
+    assert!(
+        e.false_positive_rate <= 0.145 && e.recall >= 0.75,
+        "{} {} {:#?}",
+        e.recall,
+        e.false_positive_rate,
+        e.misses
+    );
+}
+
 #[test]
 fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     let e = evaluated("crisis/tune.tsv");
