@@ -60,6 +60,12 @@ pub struct TurnMeta {
     /// The persona fact a patient turn's prompt asked it to bring up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fact: Option<String>,
+    /// How a therapist turn answered the patient's disclosure just before
+    /// it: `protocol` (the safety questions and the resources) or
+    /// `follow_up` (a disclosure already answered this session: a check
+    /// and the resources, within the session's phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<String>,
 }
 
 impl TurnMeta {

@@ -48,6 +48,11 @@ pub struct SessionQuality {
     pub role_word_repairs: usize,
     /// Of the seven CBT session elements (docs/evaluation.md).
     pub elements: usize,
+    /// Therapist turns that answered a disclosure with the safety protocol,
+    /// and with a follow-up: each takes a phase's place (a protocol turn
+    /// also the fixed words of the turn after it).
+    pub protocol_turns: usize,
+    pub follow_up_turns: usize,
     pub summary_items: usize,
     /// Items that end as if cut off: in "_", "-", "," or "...".
     pub summary_cut_off: usize,
@@ -112,6 +117,17 @@ impl QualityBench {
         out += &format!(
             "CBT session elements per session: {:.1} of 7\n",
             self.elements_mean
+        );
+        out += &format!(
+            "therapist turns answering a disclosure: {} with the protocol, {} with a follow-up\n",
+            self.sessions
+                .iter()
+                .map(|s| s.protocol_turns)
+                .sum::<usize>(),
+            self.sessions
+                .iter()
+                .map(|s| s.follow_up_turns)
+                .sum::<usize>()
         );
         out += &format!(
             "summary items: {} ({} cut off, {} copied from a turn, {} said twice)\n",
@@ -235,6 +251,12 @@ pub fn measure(transcript: &Transcript, specific: &HashSet<String>) -> SessionQu
         .iter()
         .filter(|e| e.present)
         .count();
+    let answered = |answer: &str| {
+        turns
+            .iter()
+            .filter(|t| t.meta.safety.as_deref() == Some(answer))
+            .count()
+    };
     let summary = summary_quality(transcript.summary.as_ref(), transcript);
     SessionQuality {
         session: 0,
@@ -245,6 +267,8 @@ pub fn measure(transcript: &Transcript, specific: &HashSet<String>) -> SessionQu
         role_word_turns,
         role_word_repairs,
         elements,
+        protocol_turns: answered("protocol"),
+        follow_up_turns: answered("follow_up"),
         summary_items: summary.0,
         summary_cut_off: summary.1,
         summary_copied: summary.2,
@@ -303,6 +327,8 @@ mod tests {
             said(Speaker::Patient, "I just feel tired all the time."),
             said(Speaker::Therapist, "What would you like to work on today?"),
         ];
+        transcript.turns[1].meta.safety = Some("protocol".into());
+        transcript.turns[3].meta.safety = Some("follow_up".into());
         transcript.summary = Some(SessionSummary {
             main_topics: vec!["Grief".into(), "grief".into()],
             techniques: vec!["Thought record_".into()],
@@ -314,6 +340,7 @@ mod tests {
         let q = measure(&transcript, &specific);
         assert_eq!((q.patient_turns, q.persona_specific_turns), (2, 1));
         assert_eq!(q.role_word_turns, 1);
+        assert_eq!((q.protocol_turns, q.follow_up_turns), (1, 1));
         assert_eq!(q.lint_findings, 1, "the role word is a lint finding");
         assert_eq!(
             (

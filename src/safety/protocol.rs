@@ -189,16 +189,17 @@ pub fn protocol_instruction(detection: &Detection, resources: &CrisisResources) 
     )
 }
 
-/// The instruction for a therapist turn that answers a disclosure like one
-/// the protocol already answered this session (the same family, no higher
-/// level, not imminent): the questions were asked and the resources given,
+/// The instruction for a therapist turn that answers a disclosure the
+/// protocol already covered this session (the same category, or a lower
+/// level of the same family; never imminent): the questions were asked and
+/// the resources given,
 /// so the turn checks safety now, keeps the resources in view and goes on
 /// with the session, rather than setting it aside again and again.
 pub fn follow_up_instruction(detection: &Detection, resources: &CrisisResources) -> String {
     let category = detection.category;
     format!(
-        "SAFETY FOLLOW-UP: the patient has again spoken of {} ({}). The safety questions were \
-         asked earlier this session. In this reply, acknowledge what they said with warmth, \
+        "SAFETY FOLLOW-UP: the patient has spoken of {} ({}), which the safety questions \
+         earlier this session covered. In this reply, acknowledge what they said with warmth, \
          check briefly that they are safe right now, remind them of these resources: \"{}\", \
          and then go on with the session.",
         category.description(),

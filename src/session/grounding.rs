@@ -102,7 +102,6 @@ fn content_words(fact: &str, persona: &Persona) -> Vec<String> {
         .collect()
 }
 
-/// Sentences of a paragraph, at full stops followed by a space.
 /// The words of a persona's description (four letters or more) that no
 /// other library persona's description has: what only this patient would
 /// talk about. Its own names are left out (saying one's name is not a fact
@@ -119,9 +118,14 @@ pub fn specific_words(persona: &Persona, library: &[Persona]) -> HashSet<String>
         .collect()
 }
 
-/// Every string of a persona, as one text.
+/// Every string of a persona but its risk, as one text: the risk's words
+/// are the story's too, but a candidate scored for them would push the
+/// patient to disclose, which is the persona's disclosure setting's call.
 fn description(persona: &Persona) -> String {
-    let value = serde_json::to_value(persona).unwrap_or_default();
+    let mut value = serde_json::to_value(persona).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("risk");
+    }
     let mut out = String::new();
     let mut stack = vec![&value];
     while let Some(v) = stack.pop() {
@@ -138,12 +142,16 @@ fn description(persona: &Persona) -> String {
     out
 }
 
+/// A text's words in lower case, split at anything but letters, digits
+/// and apostrophes (unlike `lint::plain_words`, "grief/loss" is two words,
+/// as a persona's lists often join them).
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'')
         .map(|w| w.trim_matches('\'').to_lowercase())
         .filter(|w| !w.is_empty())
 }
 
+/// Sentences of a paragraph, at full stops followed by a space.
 fn sentences(text: &str) -> Vec<String> {
     text.split_inclusive(". ")
         .map(|s| s.trim().to_string())

@@ -120,7 +120,7 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
         && example_name.is_match(&text)
     {
         text = example_name
-            .replace_all(&text, format!("${{intro}}{}", reply.patient_name))
+            .replace_all(&text, format!("${{intro}}{}${{after}}", reply.patient_name))
             .into_owned();
         repair(
             &mut repairs,
@@ -253,10 +253,11 @@ fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
 /// A line that starts with a speaker label or a transcript header.
 /// The name of the example session's patient (`prompt::EXAMPLE_SESSION`).
 static EXAMPLE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?P<intro>)\bSam\b").expect("name pattern is valid"));
+    LazyLock::new(|| Regex::new(r"(?P<intro>)\bSam\b(?P<after>)").expect("name pattern is valid"));
 /// The patient saying the example's name as their own.
 static EXAMPLE_NAME_AS_SELF: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?P<intro>\b(?:I'm|I am|I’m|[Mm]y name is|[Cc]all me)\s+)Sam\b")
+    // Not "I'm Sam's partner": that Sam is someone else.
+    Regex::new(r"(?P<intro>\b(?:I'm|I am|I’m|[Mm]y name is|[Cc]all me)\s+)Sam\b(?P<after>$|[^'’])")
         .expect("name pattern is valid")
 });
 
@@ -540,6 +541,8 @@ mod tests {
         .unwrap();
         assert_eq!(text, "Hi, I'm Alicia. My friend Sam told me to come.");
         assert_eq!(kinds(&repairs), ["example_name"]);
+        let (text, repairs) = check(&reply(Speaker::Patient, "I'm Sam's partner.", &stop)).unwrap();
+        assert_eq!((text.as_str(), repairs.len()), ("I'm Sam's partner.", 0));
     }
 
     #[test]

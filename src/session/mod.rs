@@ -367,9 +367,11 @@ pub fn resume_screened(
         .map_or(config.first_speaker, |t| t.speaker.other());
     // The words only this persona's story has, against the library's, which
     // a grounded patient turn's candidates score for.
-    let specific = match config.grounding {
-        true => grounding::specific_words(persona, &crate::persona::library().unwrap_or_default()),
-        false => HashSet::new(),
+    // (None when the library does not load: then nothing is known to be
+    // this persona's alone.)
+    let specific = match (config.grounding, crate::persona::library()) {
+        (true, Ok(library)) => grounding::specific_words(persona, &library),
+        _ => HashSet::new(),
     };
     let reason = loop {
         let turns = record.transcript.turns.len();
@@ -401,20 +403,28 @@ pub fn resume_screened(
 
         let owed = pending_safety.as_ref().map(|detection| {
             // The disclosure's own event is the last one.
-            let earlier = &record.safety_events[..record.safety_events.len().saturating_sub(1)];
+            let earlier = record
+                .safety_events
+                .split_last()
+                .map_or(&[][..], |(_, earlier)| earlier);
             if answered_before(earlier, detection.category, detection.level) {
                 Owed::FollowUp(detection)
             } else {
                 Owed::Protocol(detection)
             }
         });
+        let answer = match owed {
+            Some(Owed::Protocol(_)) => Some(PROTOCOL),
+            Some(Owed::FollowUp(_)) => Some(FOLLOW_UP),
+            None => None,
+        };
         let guidance = guidance(
             persona,
             config,
             speaker,
             &record.transcript.turns,
             owed,
-            just_after_protocol(&record.safety_events, record.transcript.turns.len()),
+            hears_protocol_answers(&record.transcript.turns, &record.safety_events),
             &specific,
         );
         let agent = match speaker {
@@ -462,6 +472,7 @@ pub fn resume_screened(
         if let Some(detection) = &answered {
             let resources = safety::resources_for_category(detection.category, &config.resources);
             turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
+            turn.meta.safety = answer.map(str::to_string);
             if let Some(event) = record.safety_events.last_mut() {
                 event.protocol_turn = Some(number);
             }
@@ -534,30 +545,39 @@ enum Owed<'a> {
     FollowUp(&'a Detection),
 }
 
-/// Whether the protocol already answered, among `earlier` events, a
-/// disclosure of the same family at this level or higher. Imminent risk is
-/// never a follow-up: it always gets the protocol and ends the session.
+/// Whether a therapist turn already answered, among `earlier` events, a
+/// disclosure this one adds nothing to: the same category, or one of the
+/// same family at a higher level (its questions cover a lower rung's). A
+/// new category at the same level ("thoughts", then a method; partner
+/// violence, then a child harmed) asks questions of its own, and imminent
+/// risk always gets the protocol and ends the session.
 fn answered_before(earlier: &[SafetyEvent], category: Category, level: RiskLevel) -> bool {
     level != RiskLevel::Imminent
         && earlier.iter().any(|e| {
             e.protocol_turn.is_some()
-                && e.category.family() == category.family()
-                && e.level >= level
+                && (e.category == category
+                    || (e.category.family() == category.family() && e.level > level))
         })
 }
 
-/// Whether the last turn of `spoken` turns was a protocol turn (not a
-/// follow-up), so the therapist's next turn hears the answers to the
-/// safety questions.
-fn just_after_protocol(events: &[SafetyEvent], spoken: usize) -> bool {
-    match events.split_last() {
-        Some((last, earlier)) => {
-            last.protocol_turn == Some(spoken.saturating_sub(1))
-                && !answered_before(earlier, last.category, last.level)
-        }
-        None => false,
+/// Whether the therapist's next turn hears the answers to the safety
+/// questions: the therapist turn before the patient's last one was a
+/// protocol turn (not a follow-up).
+fn hears_protocol_answers(turns: &[Turn], events: &[SafetyEvent]) -> bool {
+    let Some(before) = turns.len().checked_sub(2) else {
+        return false;
+    };
+    match turns[before].meta.safety.as_deref() {
+        Some(answer) => answer == PROTOCOL,
+        // Stored before turns said which: every answer was the protocol.
+        None => events.iter().any(|e| e.protocol_turn == Some(before + 1)),
     }
 }
+
+/// What `TurnMeta::safety` says of a therapist turn that answered a
+/// disclosure.
+const PROTOCOL: &str = "protocol";
+const FOLLOW_UP: &str = "follow_up";
 
 /// The therapist's words just before the next turn, if the last turn was
 /// theirs.
@@ -619,8 +639,11 @@ fn after_turn(
             return (Some(reason), None);
         }
     }
+    // A turn that answers a disclosure never ends the session with a
+    // goodbye: the patient answers it first.
     if number as u32 >= config.min_turns
         && pending_safety.is_none()
+        && answered.is_none()
         && let Some(phrase) = ending.end_phrase(turn.speaker, &turn.text)
     {
         let reason = TerminationReason::NaturalEnd {
@@ -948,6 +971,8 @@ fn speak(
             opening,
             phase: guidance.phase.map(|p| p.key().to_string()),
             fact: guidance.fact.clone(),
+            // Set by the caller, which knows what the turn answered.
+            safety: None,
         },
     };
     (Ok(turn), usage)

@@ -196,21 +196,18 @@ pub fn openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String>
 }
 
 /// The openings of a turn that follows up a disclosure the safety protocol
-/// already answered this session: it acknowledges what was said before the
-/// phase's words (a check-in's welcome would come too late), and in the
-/// middle of a long session it is the acknowledgement alone.
+/// already answered this session: it acknowledges what was said and asks
+/// whether the patient is safe now before the phase's words, and in the
+/// middle of a long session it is that alone. (A follow-up never checks
+/// in: the protocol turn it follows came first.) The resources come after
+/// it, at the end of the turn.
 pub fn follow_up_openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
     let heard = format!(
-        "Thank you for telling me, {}; your safety matters most.",
+        "Thank you for telling me, {}. Are you safe right now? The numbers below are there \
+         for you at any time.",
         names.patient
     );
-    let openings = match phase {
-        Phase::CheckIn => vec![
-            "How has your mood been this week".to_string(),
-            "On a scale from 0 to 10,".to_string(),
-        ],
-        _ => openings(phase, session_number, names),
-    };
+    let openings = openings(phase, session_number, names);
     if openings.is_empty() {
         return vec![heard];
     }
@@ -313,15 +310,14 @@ mod tests {
             .unwrap()
             .unwrap();
         let names = Names::new("Nova", &persona, "Thursday");
-        for phase in [Phase::CheckIn, Phase::Summary, Phase::Work] {
+        for phase in [Phase::Summary, Phase::Work] {
             let choices = follow_up_openings(phase, 1, &names);
             assert!(!choices.is_empty(), "{phase:?}");
             for choice in &choices {
                 assert!(
-                    choice.starts_with("Thank you for telling me, David;"),
+                    choice.starts_with("Thank you for telling me, David. Are you safe right now?"),
                     "{choice}"
                 );
-                assert!(!choice.contains("Welcome"), "{choice}");
             }
         }
         assert!(

@@ -769,28 +769,35 @@ fn the_safety_protocol_comes_before_the_structure() {
     assert_eq!(turns[5].meta.phase.as_deref(), Some("feedback"));
 }
 
-#[test]
-fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
+const FOLLOWED_UP_THERAPIST: [&str; 5] = [
+    " I hear how hard this is. Are you having thoughts of ending your life?",
+    " What would you like to focus on today?",
+    " your week and your sister.",
+    " calling your sister each evening?",
+    "? Goodbye until Thursday.",
+];
+const FOLLOWED_UP_PATIENT: [&str; 5] = [
+    "I've been thinking about suicide a lot lately.",
+    "No. My sister is staying with me this week.",
+    "I still think about suicide most days.",
+    "Yes, that's right.",
+    "Yes, I can do that.",
+];
+const FOLLOW_UP_OPENING: &str = "Thank you for telling me, Alicia. Are you safe right now? The \
+                                 numbers below are there for you at any time. To sum up, today \
+                                 we talked about";
+
+fn structured(max_turns: u32) -> SessionConfig {
     let mut config = config();
     config.structure = true;
-    config.max_turns = 10;
-    let run = session(
-        &[
-            " I hear how hard this is. Are you having thoughts of ending your life?",
-            " What would you like to focus on today?",
-            " your week and your sister.",
-            " calling your sister each evening?",
-            "? Goodbye until Thursday.",
-        ],
-        &[
-            "I've been thinking about suicide a lot lately.",
-            "No. My sister is staying with me this week.",
-            "I still think about suicide most days.",
-            "Yes, that's right.",
-            "Yes, I can do that.",
-        ],
-        &config,
-    );
+    config.max_turns = max_turns;
+    config
+}
+
+#[test]
+fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
+    let config = structured(10);
+    let run = session(&FOLLOWED_UP_THERAPIST, &FOLLOWED_UP_PATIENT, &config);
     let turns = &run.record.transcript.turns;
     assert_eq!(turns.len(), 10, "{:?}", run.record.transcript.termination);
     let events = &run.record.safety_events;
@@ -799,9 +806,11 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
     assert_eq!((events[1].turn, events[1].protocol_turn), (5, Some(6)));
     // The first disclosure sets the session aside for the protocol.
     assert_eq!(turns[1].meta.phase, None);
+    assert_eq!(turns[1].meta.safety.as_deref(), Some("protocol"));
     assert!(prompt_text(&run.therapist.requests()[0]).contains("SAFETY PROTOCOL"));
     // The same again is followed up within the session's phase: it is
-    // acknowledged, the resources are given, and the structure goes on.
+    // acknowledged, the patient is asked if they are safe, the resources
+    // are given, and the structure goes on.
     let prompt = prompt_text(&run.therapist.requests()[2]).to_string();
     assert!(
         prompt.contains("SAFETY FOLLOW-UP") && !prompt.contains("SAFETY PROTOCOL"),
@@ -809,11 +818,11 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
     );
     let follow_up = &turns[5];
     assert_eq!(follow_up.meta.phase.as_deref(), Some("summary"));
+    assert_eq!(follow_up.meta.safety.as_deref(), Some("follow_up"));
     assert!(
-        follow_up.text.starts_with(
-            "Thank you for telling me, Alicia; your safety matters most. To sum up, today we \
-             talked about your week and your sister."
-        ),
+        follow_up
+            .text
+            .starts_with(&format!("{FOLLOW_UP_OPENING} your week and your sister.")),
         "{}",
         follow_up.text
     );
@@ -836,37 +845,120 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
 }
 
 #[test]
-fn a_disclosure_at_a_higher_level_or_of_another_kind_gets_the_protocol_again() {
-    let mut config = config();
-    config.structure = true;
-    config.max_turns = 8;
+fn a_follow_up_is_owed_the_same_after_a_resume() {
+    let config = structured(10);
+    let live = session(&FOLLOWED_UP_THERAPIST, &FOLLOWED_UP_PATIENT, &config);
+    let persona = persona::library_persona("alicia-rodriguez")
+        .unwrap()
+        .unwrap();
+    // Stopped after the patient's second disclosure, and after the
+    // follow-up: what comes next is what came live.
+    for (stored, therapist, patient) in [(5, 2, 3), (6, 3, 3)] {
+        let t = ScriptedModel::new(FOLLOWED_UP_THERAPIST[therapist..].iter().copied());
+        let p = ScriptedModel::new(FOLLOWED_UP_PATIENT[patient..].iter().copied());
+        let agent = |model: &ScriptedModel| Agent {
+            conversation: model.conversation().unwrap(),
+            model: model.describe(),
+            chat: model.chat(),
+        };
+        let clock = || Duration::ZERO;
+        let record = session::resume(
+            &persona,
+            &mut agent(&t),
+            &mut agent(&p),
+            &config,
+            &live.record.transcript.turns[..stored],
+            &AtomicBool::new(false),
+            &clock,
+            &mut session::NoSink,
+        )
+        .unwrap();
+        let texts = |r: &SessionRecord| -> Vec<String> {
+            r.transcript.turns.iter().map(|t| t.text.clone()).collect()
+        };
+        assert_eq!(
+            texts(&record),
+            texts(&live.record),
+            "resumed after {stored}"
+        );
+        assert_eq!(record.safety_events, live.record.safety_events);
+        assert_eq!(
+            record.transcript.turns[5].meta.safety.as_deref(),
+            Some("follow_up")
+        );
+    }
+}
+
+#[test]
+fn a_lower_rung_of_the_same_family_gets_a_follow_up() {
     let run = session(
         &[
             " I hear how hard this is. Are you having thoughts of ending your life?",
-            " Thank you for telling me. Are you safe at home right now?",
-            " I'm so sorry. Are you safe right now?",
+            " What would you like to focus on today?",
+            " the sleep.",
+        ],
+        &[
+            "I've been thinking about suicide a lot lately.",
+            "No. My sister is staying with me this week.",
+            "Some nights I wish I could go to sleep and never wake up.",
+            "Okay.",
+        ],
+        &structured(8),
+    );
+    let events = &run.record.safety_events;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].level, cbtsim::RiskLevel::Low, "{events:?}");
+    assert_eq!(
+        run.record.transcript.turns[5].meta.safety.as_deref(),
+        Some("follow_up")
+    );
+}
+
+#[test]
+fn a_disclosure_at_a_higher_level_or_of_another_kind_gets_the_protocol_again() {
+    let run = session(
+        &[
+            " I hear how hard this is. Are you having thoughts of ending your life?",
+            " Thank you for telling me. Have you thought about how you would do it?",
+            " Thank you for telling me. Do you have the pills with you now?",
+            " I'm so sorry. Are you safe at home right now?",
+            " Thank you. Is anyone else at home with you?",
         ],
         &[
             "I wish I could just go to sleep and never wake up.",
             "No. But I've been thinking about suicide a lot lately.",
+            "I've thought about taking all my pills at once.",
             "My partner hits me when he's drunk.",
+            "He hits my children too when he's drunk.",
             "I'm at my sister's place.",
         ],
-        &config,
+        &structured(12),
     );
     let events = &run.record.safety_events;
-    assert_eq!(events.len(), 3, "{events:?}");
-    for (i, request) in run.therapist.requests().iter().take(3).enumerate() {
+    let categories: Vec<&str> = events.iter().map(|e| e.category.as_str()).collect();
+    assert_eq!(
+        categories,
+        [
+            "wish_to_be_dead",
+            "suicidal_thoughts",
+            "ideation_with_method",
+            "intimate_partner_violence",
+            "child_abuse"
+        ],
+        "{events:?}"
+    );
+    let requests = run.therapist.requests();
+    for (i, request) in requests.iter().take(5).enumerate() {
         let prompt = prompt_text(request);
         assert!(prompt.contains("SAFETY PROTOCOL"), "turn {i}: {prompt}");
         assert!(!prompt.contains("SAFETY FOLLOW-UP"), "turn {i}: {prompt}");
     }
-    assert!(
-        run.record.transcript.turns[1..6]
-            .iter()
-            .filter(|t| t.speaker == Speaker::Therapist)
-            .all(|t| t.meta.phase.is_none())
-    );
+    let answers: Vec<Option<&str>> = run.record.transcript.turns[..10]
+        .iter()
+        .filter(|t| t.speaker == Speaker::Therapist)
+        .map(|t| t.meta.safety.as_deref())
+        .collect();
+    assert_eq!(answers, [Some("protocol"); 5]);
 }
 
 #[test]
@@ -1454,7 +1546,17 @@ fn bench_quality_measures_sessions_on_the_default_model() {
         );
     }
     assert_eq!(report.lint_clean_sessions, 2);
-    assert!(report.elements_mean >= 5.0, "{}", report.describe());
+    // Five elements a session, but a turn that answers a disclosure (true
+    // or, as the detector's false positives on this model's rambling
+    // patients often are, not) takes a phase's place, and a protocol turn
+    // also the next turn's fixed words.
+    for s in &report.sessions {
+        assert!(
+            s.elements + 2 * s.protocol_turns + s.follow_up_turns >= 5,
+            "{s:?}\n{}",
+            report.describe()
+        );
+    }
     // The issue's target is 60%; the full grid reaches 59% and these two
     // sessions 44% (7 of 16), so this is a floor under what the grounding
     // gives (it was 34% on the grid before it), not the target.

@@ -200,7 +200,7 @@ impl RunObserver for Display {
 
     fn safety_event(&self, course: &CourseInfo, number: u32, event: &SafetyEvent) {
         self.log(&format!(
-            "safety: {}session {number} turn {} flagged {} ({} risk); the therapist follows the protocol",
+            "safety: {}session {number} turn {} flagged {} ({} risk); the therapist's next turn answers it (the safety protocol, or a follow-up if this session's protocol covered it)",
             if self.batch() { format!("{} ", label(course)) } else { String::new() },
             event.turn,
             event.category,
