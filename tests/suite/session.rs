@@ -963,35 +963,19 @@ fn a_disclosure_at_a_higher_level_or_of_another_kind_gets_the_protocol_again() {
 
 #[test]
 fn a_patient_reply_in_the_words_of_their_own_story_wins() {
-    let mut config = config();
-    config.max_turns = 1;
-    config.candidates = 2;
-    let run = session(
-        &[],
-        &[
-            "I am not really sure what to say today, honestly.",
-            "I keep thinking about my grandmother and her garden.",
-        ],
-        &config,
-    );
-    assert_eq!(
-        run.record.transcript.turns[0].text,
-        "I keep thinking about my grandmother and her garden."
-    );
+    const VAGUE: &str = "I am not really sure what to say today, honestly.";
+    const OWN: &str = "I keep thinking about my grandmother and her garden.";
+    let first_turn = |grounding: bool| {
+        let mut config = config();
+        config.max_turns = 1;
+        config.candidates = 2;
+        config.grounding = grounding;
+        let run = session(&[], &[VAGUE, OWN], &config);
+        run.record.transcript.turns[0].text.clone()
+    };
+    assert_eq!(first_turn(true), OWN);
     // Without grounding the first usable reply stands.
-    config.grounding = false;
-    let run = session(
-        &[],
-        &[
-            "I am not really sure what to say today, honestly.",
-            "I keep thinking about my grandmother and her garden.",
-        ],
-        &config,
-    );
-    assert_eq!(
-        run.record.transcript.turns[0].text,
-        "I am not really sure what to say today, honestly."
-    );
+    assert_eq!(first_turn(false), VAGUE);
 }
 
 #[test]
@@ -1557,11 +1541,10 @@ fn bench_quality_measures_sessions_on_the_default_model() {
             report.describe()
         );
     }
-    // The target is 60%; the full grid reaches 59% and these two
-    // sessions 44% (7 of 16), so this is a floor under what the grounding
-    // gives (it was 34% on the grid before it), not the target.
+    // The target: the full grid reaches 83% and these two
+    // sessions 75% (12 of 16).
     assert!(
-        report.persona_specific_share >= 0.4,
+        report.persona_specific_share >= 0.6,
         "{}",
         report.describe()
     );
