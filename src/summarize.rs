@@ -193,7 +193,12 @@ pub fn grounded(
             let bears_out = words.iter().any(|w| said.contains(w));
             let shared = words.iter().filter(|w| agreed.contains(*w)).count();
             let agreed_to = !homework || (shared > 0 && shared >= words.len().min(2));
-            !is_cut_off(item) && !copied && bears_out && agreed_to
+            // A small model fills an empty section with its heading
+            // ("- Main topics discussed").
+            let heading = crate::summary::SummarySection::ALL
+                .iter()
+                .any(|s| lint::plain_words(s.heading()).join(" ") == plain);
+            !is_cut_off(item) && !copied && bears_out && agreed_to && !heading
         });
     }
     if summary.main_topics.is_empty() {
@@ -446,6 +451,21 @@ mod tests {
             ..SessionSummary::default()
         };
         assert!(grounded(summary, &refused).unwrap().homework.is_empty());
+
+        // A section's heading is not an item, even in words the session said.
+        let mut recapped = transcript();
+        recapped.turns.push(Turn::new(
+            Speaker::Therapist,
+            "Let me recap the main topics we've discussed: sleep.",
+        ));
+        let headings = SessionSummary {
+            main_topics: vec!["Sleep".into(), "Main topics discussed".into()],
+            insights: vec!["Insights/realizations".into()],
+            ..SessionSummary::default()
+        };
+        let kept = grounded(headings, &recapped).unwrap();
+        assert_eq!(kept.main_topics, ["Sleep"]);
+        assert!(kept.insights.is_empty());
 
         let none = SessionSummary {
             main_topics: vec!["Her mother's car accident".into()],
