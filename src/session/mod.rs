@@ -413,11 +413,7 @@ pub fn resume_screened(
                 Owed::Protocol(detection)
             }
         });
-        let answer = match owed {
-            Some(Owed::Protocol(_)) => Some(PROTOCOL),
-            Some(Owed::FollowUp(_)) => Some(FOLLOW_UP),
-            None => None,
-        };
+        let answer = owed.map(Owed::key);
         let guidance = guidance(
             persona,
             config,
@@ -545,6 +541,16 @@ enum Owed<'a> {
     FollowUp(&'a Detection),
 }
 
+impl Owed<'_> {
+    /// What `TurnMeta::safety` says of the turn that answers it.
+    fn key(self) -> &'static str {
+        match self {
+            Owed::Protocol(_) => SAFETY_PROTOCOL,
+            Owed::FollowUp(_) => SAFETY_FOLLOW_UP,
+        }
+    }
+}
+
 /// Whether a therapist turn already answered, among `earlier` events, a
 /// disclosure this one adds nothing to: the same category, or one of the
 /// same family at a higher level (its questions cover a lower rung's). A
@@ -568,7 +574,7 @@ fn hears_protocol_answers(turns: &[Turn], events: &[SafetyEvent]) -> bool {
         return false;
     };
     match turns[before].meta.safety.as_deref() {
-        Some(answer) => answer == PROTOCOL,
+        Some(answer) => answer == SAFETY_PROTOCOL,
         // Stored before turns said which: every answer was the protocol.
         None => events.iter().any(|e| e.protocol_turn == Some(before + 1)),
     }
@@ -576,8 +582,8 @@ fn hears_protocol_answers(turns: &[Turn], events: &[SafetyEvent]) -> bool {
 
 /// What `TurnMeta::safety` says of a therapist turn that answered a
 /// disclosure.
-const PROTOCOL: &str = "protocol";
-const FOLLOW_UP: &str = "follow_up";
+pub const SAFETY_PROTOCOL: &str = "protocol";
+pub const SAFETY_FOLLOW_UP: &str = "follow_up";
 
 /// The therapist's words just before the next turn, if the last turn was
 /// theirs.
@@ -668,7 +674,7 @@ fn usage_of(meta: &TurnMeta) -> SessionUsage {
 }
 
 /// The notes an agent's prompt carries, and what this turn is for.
-struct Guidance {
+struct Guidance<'a> {
     /// The same every turn (mood, the course's memory), so prompts keep
     /// their cached prefix.
     standing: Vec<String>,
@@ -683,19 +689,19 @@ struct Guidance {
     /// The persona fact a patient turn is asked to bring up.
     fact: Option<String>,
     /// Words only this persona's story has, which a grounded patient
-    /// turn's candidates score for (empty otherwise).
-    specific: HashSet<String>,
+    /// turn's candidates score for (none for the therapist).
+    specific: Option<&'a HashSet<String>>,
 }
 
-fn guidance(
+fn guidance<'a>(
     persona: &Persona,
     config: &SessionConfig,
     speaker: Speaker,
     turns: &[Turn],
     owed: Option<Owed>,
     after_protocol: bool,
-    specific: &HashSet<String>,
-) -> Guidance {
+    specific: &'a HashSet<String>,
+) -> Guidance<'a> {
     let mood = config.mood.unwrap_or(persona.mood);
     let mut standing = vec![prompt::mood_note(speaker, persona, mood)];
     standing.extend_from_slice(match speaker {
@@ -776,10 +782,7 @@ fn guidance(
         phase,
         openings,
         fact,
-        specific: match speaker {
-            Speaker::Patient => specific.clone(),
-            Speaker::Therapist => HashSet::new(),
-        },
+        specific: (speaker == Speaker::Patient).then_some(specific),
     }
 }
 
@@ -925,8 +928,10 @@ fn speak(
                     // Up to 2 for bringing up the fact the patient was asked for.
                     score += grounding::overlap(&text, fact, persona).min(2) as i32;
                 }
-                // Up to 2 for words of this patient's own story.
-                score += grounding::specific_in(&text, &guidance.specific).min(2) as i32;
+                if let Some(specific) = guidance.specific {
+                    // Up to 2 for words of this patient's own story.
+                    score += grounding::specific_in(&text, specific).min(2) as i32;
+                }
                 if best.as_ref().is_none_or(|b| score > b.score) {
                     best = Some(Candidate {
                         score,
