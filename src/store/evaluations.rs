@@ -2,9 +2,9 @@
 //! judge and rubric version, holding the result as JSON. Scores of another
 //! judge or rubric version are kept beside, never overwritten or mixed.
 
+use super::db::params;
 use super::{Store, StoreError, now};
 use crate::persona::Persona;
-use rusqlite::{OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -28,13 +28,13 @@ impl Store {
         rubric_version: &str,
         result: &Value,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO evaluations (session_id, kind, judge, rubric_version, result, evaluated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![session, kind, judge, rubric_version, result.to_string(), now()],
-            )
-            .map_err(|e| self.sql(e))?;
+        self.execute(
+            "INSERT INTO evaluations (session_id, kind, judge, rubric_version, result, evaluated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (session_id, kind, judge, rubric_version)
+             DO UPDATE SET result = excluded.result, evaluated_at = excluded.evaluated_at",
+            params![session, kind, judge, rubric_version, result.to_string(), now()],
+        )?;
         Ok(())
     }
 
@@ -47,16 +47,12 @@ impl Store {
         judge: &str,
         rubric_version: &str,
     ) -> Result<Option<T>, StoreError> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT result FROM evaluations
-                 WHERE session_id = ?1 AND kind = ?2 AND judge = ?3 AND rubric_version = ?4",
-                params![session, kind, judge, rubric_version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let text: Option<String> = self.row(
+            "SELECT result FROM evaluations
+             WHERE session_id = ?1 AND kind = ?2 AND judge = ?3 AND rubric_version = ?4",
+            params![session, kind, judge, rubric_version],
+            |r| r.get(0),
+        )?;
         text.map(|text| {
             serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
@@ -97,32 +93,25 @@ impl Store {
     /// Whether a session has ended (an imported one always has): one still
     /// running, or stopped to be resumed, may yet get more turns.
     pub fn session_ended(&self, session: i64) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT finished_at IS NOT NULL FROM sessions WHERE id = ?1",
-                [session],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?
-            .ok_or_else(|| StoreError::NoSuchSession {
-                path: self.path.clone(),
-                id: session,
-            })
+        self.row(
+            "SELECT finished_at IS NOT NULL FROM sessions WHERE id = ?1",
+            params![session],
+            |r| r.get(0),
+        )?
+        .ok_or_else(|| StoreError::NoSuchSession {
+            path: self.path.clone(),
+            id: session,
+        })
     }
 
     /// The persona a session was run with, as it was then (none for an
     /// imported session).
     pub fn session_persona(&self, session: i64) -> Result<Option<Persona>, StoreError> {
-        let snapshot: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT p.snapshot FROM sessions s JOIN personas p ON p.id = s.persona WHERE s.id = ?1",
-                [session],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let snapshot: Option<String> = self.row(
+            "SELECT p.snapshot FROM sessions s JOIN personas p ON p.id = s.persona WHERE s.id = ?1",
+            params![session],
+            |r| r.get(0),
+        )?;
         snapshot
             .map(|snapshot| {
                 serde_json::from_str(&snapshot).map_err(|e| StoreError::Corrupt {
@@ -138,19 +127,28 @@ impl Store {
     /// The ids of the sessions in `scope`, oldest first; a session, course
     /// or run that does not exist is an error naming it.
     pub fn session_ids(&self, scope: SessionScope) -> Result<Vec<i64>, StoreError> {
-        let (query, id) = match scope {
-            SessionScope::One(id) => ("SELECT id FROM sessions WHERE id = ?1", id),
-            SessionScope::Course(id) => (
+        let ids = match scope {
+            SessionScope::One(id) => {
+                self.rows("SELECT id FROM sessions WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+            }
+            SessionScope::Course(id) => self.rows(
                 "SELECT id FROM sessions WHERE course_id = ?1 ORDER BY session_number, id",
-                id,
+                params![id],
+                |r| r.get(0),
             ),
-            SessionScope::Run(id) => (
-                "SELECT id FROM sessions WHERE run_id = ?1 ORDER BY course_id, session_number, id",
-                id,
+            SessionScope::Run(id) => self.rows(
+                // Sessions outside a course first, on both databases.
+                "SELECT id FROM sessions WHERE run_id = ?1
+                 ORDER BY course_id IS NOT NULL, course_id, session_number, id",
+                params![id],
+                |r| r.get(0),
             ),
-            SessionScope::All => ("SELECT id FROM sessions WHERE ?1 = ?1 ORDER BY id", 0),
-        };
-        let ids = self.rows(query, [id], |r| r.get(0))?;
+            SessionScope::All => self.rows("SELECT id FROM sessions ORDER BY id", params![], |r| {
+                r.get(0)
+            }),
+        }?;
         let path = self.path.clone();
         match scope {
             SessionScope::One(id) if ids.is_empty() => Err(StoreError::NoSuchSession { path, id }),

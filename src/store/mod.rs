@@ -1,9 +1,13 @@
-//! The SQLite store: one file with personas (a snapshot of each one used),
-//! runs (their plan), courses (the units of work of a run), sessions, every
-//! turn as soon as it is spoken, summaries, safety events and token usage.
-//! Only this module knows SQL; the rest of the crate sees typed values.
+//! The store: personas (a snapshot of each one used), runs (their plan),
+//! courses (the units of work of a run), sessions, every turn as soon as it
+//! is spoken, summaries, safety events and token usage. It is a SQLite file
+//! (the default, for one machine) or a PostgreSQL database (a `postgres://`
+//! URL, for many). Only this module knows SQL; the rest of the crate sees
+//! typed values.
 //!
-//! - `mod.rs`: opening, errors and their mapping from SQLite's;
+//! - `mod.rs`: opening, errors and their mapping from the databases';
+//! - `db.rs`: the one interface both databases are used through;
+//! - `postgres.rs`: connecting to PostgreSQL (URL, credentials, TLS);
 //! - `migrate.rs`: the schema's versions;
 //! - `runs.rs`: runs, their plans and their courses;
 //! - `sessions.rs`: writing sessions as they happen, and their state;
@@ -12,23 +16,30 @@
 //! - `import.rs`: transcripts from files;
 //! - `evaluations.rs`: sessions' metrics and judges' scores.
 
+mod db;
 mod evaluations;
 mod import;
 mod migrate;
+mod postgres;
 mod read;
 mod runs;
 mod sessions;
 
 pub use evaluations::SessionScope;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
+pub use postgres::{is_url, redacted};
 pub use read::{Listed, StoredSession, TokenTotal};
 pub use runs::{RunClaim, StoredCourse, StoredPlan};
 pub use sessions::SessionState;
 
 use crate::persona::Mood;
+use db::{Conn, DbError, Param, Row};
 use rusqlite::Connection;
+use std::cell::{RefCell, RefMut};
 use std::path::{Path, PathBuf};
 
+/// Errors name the store by `path`: the file, or the PostgreSQL URL
+/// without its password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {message}")]
@@ -68,8 +79,13 @@ pub enum StoreError {
 }
 
 pub struct Store {
-    conn: Connection,
+    /// In a cell so that reads and writes take `&self`, as they did when
+    /// the store was SQLite alone (PostgreSQL's client needs `&mut`).
+    conn: RefCell<Conn>,
+    /// The file, or the URL without its password.
     path: PathBuf,
+    /// How to connect again (a run's claim holds a connection of its own).
+    postgres: Option<postgres::Target>,
 }
 
 /// The default store: `$XDG_DATA_HOME/cbtsim/cbtsim.db`, else
@@ -88,8 +104,13 @@ fn now() -> String {
 }
 
 impl Store {
-    /// Opens (or creates) a store, migrating an older schema and refusing a newer one.
+    /// Opens (or creates) a store, migrating an older schema and refusing a
+    /// newer one: a SQLite file, or the PostgreSQL database a
+    /// `postgres://` URL names.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(url) = path.to_str().filter(|p| is_url(p)) {
+            return Store::open_postgres(url);
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Sql {
                 path: path.to_path_buf(),
@@ -98,6 +119,23 @@ impl Store {
         }
         let conn = Connection::open(path).map_err(|e| sql(path, e))?;
         Store::set_up(conn, path)
+    }
+
+    fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let target = postgres::Target::parse(url)?;
+        let client = target.connect()?;
+        let mut store = Store {
+            conn: RefCell::new(Conn::postgres(client)),
+            path: PathBuf::from(&target.shown),
+            postgres: Some(target),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Whether this store is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 
     /// A store in memory, gone when it is dropped: what `--no-store` runs
@@ -109,12 +147,7 @@ impl Store {
     }
 
     fn set_up(conn: Connection, path: &Path) -> Result<Store, StoreError> {
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
-        store
-            .conn
+        conn
             // With WAL, NORMAL syncs at checkpoints rather than at every
             // commit: a killed process loses nothing committed (only a power
             // cut could take the last turns), and a turn costs no fsync.
@@ -122,6 +155,11 @@ impl Store {
                 "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
             )
             .map_err(|e| sql(path, e))?;
+        let mut store = Store {
+            conn: RefCell::new(Conn::Sqlite(conn)),
+            path: path.to_path_buf(),
+            postgres: None,
+        };
         let version = store.version()?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
@@ -139,6 +177,9 @@ impl Store {
     /// read-only file or folder, a read-only medium): then it is opened
     /// read-only, as it is, without migrating it.
     pub fn open_to_read(path: &Path) -> Result<Store, StoreError> {
+        if path.to_str().is_some_and(is_url) {
+            return Store::open(path);
+        }
         match Store::open(path) {
             Err(StoreError::ReadOnly { .. }) => {}
             opened => return opened,
@@ -159,8 +200,9 @@ impl Store {
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri, flags).map_err(|e| sql(path, e))?;
         let store = Store {
-            conn,
+            conn: RefCell::new(Conn::Sqlite(conn)),
             path: path.to_path_buf(),
+            postgres: None,
         };
         match store.version()? {
             SCHEMA_VERSION => Ok(store),
@@ -179,23 +221,57 @@ impl Store {
         &self.path
     }
 
-    fn sql(&self, e: rusqlite::Error) -> StoreError {
+    fn sql(&self, e: impl Into<DbError>) -> StoreError {
         sql(&self.path, e)
     }
 
-    /// Runs a query and collects one value per row.
+    fn db(&self) -> RefMut<'_, Conn> {
+        self.conn.borrow_mut()
+    }
+
+    /// Runs a statement.
+    fn execute(&self, query: &str, params: &[&dyn Param]) -> Result<u64, StoreError> {
+        self.db().execute(query, params).map_err(|e| self.sql(e))
+    }
+
+    /// Runs an insert that ends `RETURNING id`; gives the new row's id.
+    fn insert(&self, query: &str, params: &[&dyn Param]) -> Result<i64, StoreError> {
+        self.db().insert(query, params).map_err(|e| self.sql(e))
+    }
+
+    /// Runs a query and reads one value per row.
     fn rows<T>(
         &self,
         query: &str,
-        params: impl rusqlite::Params,
-        row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+        params: &[&dyn Param],
+        mut row: impl FnMut(&Row) -> Result<T, DbError>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut statement = self.conn.prepare(query).map_err(|e| self.sql(e))?;
-        let mut values = Vec::new();
-        for value in statement.query_map(params, row).map_err(|e| self.sql(e))? {
-            values.push(value.map_err(|e| self.sql(e))?);
-        }
-        Ok(values)
+        let rows = self.db().query(query, params).map_err(|e| self.sql(e))?;
+        rows.iter()
+            .map(|r| row(r).map_err(|e| self.sql(e)))
+            .collect()
+    }
+
+    /// Runs a query and reads its first row, if it has one.
+    fn row<T>(
+        &self,
+        query: &str,
+        params: &[&dyn Param],
+        row: impl FnOnce(&Row) -> Result<T, DbError>,
+    ) -> Result<Option<T>, StoreError> {
+        let first = self
+            .db()
+            .query_row(query, params)
+            .map_err(|e| self.sql(e))?;
+        first.map(|r| row(&r).map_err(|e| self.sql(e))).transpose()
+    }
+
+    /// Runs `work` in one transaction, committed only if it succeeds.
+    fn transaction<T>(
+        &self,
+        work: impl FnOnce(&mut Conn) -> Result<T, DbError>,
+    ) -> Result<T, StoreError> {
+        self.db().transaction(false, work).map_err(|e| self.sql(e))
     }
 }
 
@@ -219,9 +295,31 @@ fn mood(phq9: Option<u32>, gad7: Option<u32>) -> Option<Mood> {
     })
 }
 
-fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
+fn sql(path: &Path, e: impl Into<DbError>) -> StoreError {
+    use ::postgres::error::SqlState;
     use rusqlite::ErrorCode;
     let path = path.to_path_buf();
+    let e = match e.into() {
+        DbError::Sqlite(e) => e,
+        DbError::Postgres(e) => {
+            return match e.code() {
+                Some(code) if *code == SqlState::DISK_FULL => StoreError::Full { path },
+                Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => {
+                    StoreError::ReadOnly { path }
+                }
+                _ => StoreError::Sql {
+                    path,
+                    message: DbError::Postgres(e).to_string(),
+                },
+            };
+        }
+        e @ DbError::Decode(_) => {
+            return StoreError::Sql {
+                path,
+                message: e.to_string(),
+            };
+        }
+    };
     match e.sqlite_error_code() {
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path },
         Some(ErrorCode::DiskFull) => StoreError::Full { path },

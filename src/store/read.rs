@@ -2,6 +2,7 @@
 //! a stored row that does not decode is `StoreError::Corrupt`, naming the
 //! table and the row, never a default.
 
+use super::db::{Row, params};
 use super::{Store, StoreError, mood};
 use crate::persona::Mood;
 use crate::risk::RiskLevel;
@@ -11,7 +12,6 @@ use crate::speaker::Speaker;
 use crate::termination::TerminationReason;
 use crate::transcript::Transcript;
 use crate::turn::{Turn, TurnMeta};
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 /// A row of `cbtsim list`.
@@ -37,7 +37,7 @@ impl Store {
         // Both queries give: id, persona, session number, started, ended,
         // turns, PHQ-9, GAD-7.
         let listed = |kind: &'static str| {
-            move |r: &rusqlite::Row| {
+            move |r: &Row| {
                 Ok(Listed {
                     kind,
                     id: r.get(0)?,
@@ -61,44 +61,41 @@ impl Store {
              FROM courses c JOIN personas p ON p.id = c.persona JOIN runs r ON r.id = c.run_id
              -- A single run's course is its one session, listed below.
              WHERE r.command != 'run' ORDER BY c.id",
-            [],
+            params![],
             listed("course"),
         )?;
         rows.extend(self.rows(
             "SELECT s.id, COALESCE(p.persona_id, ''), s.session_number, s.started_at, s.termination_reason,
                     (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id), s.phq9, s.gad7
              FROM sessions s LEFT JOIN personas p ON p.id = s.persona ORDER BY s.id",
-            [],
+            params![],
             listed("session"),
         )?);
         Ok(rows)
     }
 
     pub fn last_session(&self) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row("SELECT MAX(id) FROM sessions", [], |r| r.get(0))
-            .map_err(|e| self.sql(e))
+        Ok(self
+            .row("SELECT MAX(id) FROM sessions", params![], |r| r.get(0))?
+            .flatten())
     }
 
     /// A stored session as a transcript.
     pub fn transcript(&self, session: i64) -> Result<Transcript, StoreError> {
         let head = self
-            .conn
-            .query_row(
+            .row(
                 "SELECT session_number, termination_reason, termination_details, termination_speaker, summary FROM sessions WHERE id = ?1",
-                [session],
+                params![session],
                 |r| {
                     Ok((
-                        r.get::<_, u32>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
+                        r.get::<u32>(0)?,
+                        r.get::<Option<String>>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<Option<String>>(3)?,
+                        r.get::<Option<String>>(4)?,
                     ))
                 },
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?
+            )?
             .ok_or_else(|| StoreError::NoSuchSession {
                 path: self.path.clone(),
                 id: session,
@@ -112,8 +109,8 @@ impl Store {
         };
         let rows = self.rows(
             "SELECT position, speaker, text, meta FROM turns WHERE session_id = ?1 ORDER BY position",
-            [session],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            params![session],
+            |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<String>(3)?)),
         )?;
         let mut turns = Vec::new();
         for (position, speaker, text, meta) in rows {
@@ -165,11 +162,13 @@ pub struct StoredSession {
 impl Store {
     /// The sessions of one course, or of the whole store, in order.
     pub fn sessions(&self, course: Option<i64>) -> Result<Vec<StoredSession>, StoreError> {
-        // The heads first, each transcript read after.
+        // The heads first, each transcript read after. Sessions outside a
+        // course come first: SQLite sorts NULL first and PostgreSQL last,
+        // so the order says so itself.
         let mut sessions = self.rows(
             "SELECT s.id, p.persona_id, s.course_id, s.phq9, s.gad7 FROM sessions s LEFT JOIN personas p ON p.id = s.persona
-                 WHERE ?1 IS NULL OR s.course_id = ?1 ORDER BY s.course_id, s.session_number, s.id",
-            [course],
+                 WHERE CAST(?1 AS BIGINT) IS NULL OR s.course_id = ?1 ORDER BY s.course_id IS NOT NULL, s.course_id, s.session_number, s.id",
+            params![course],
             |r| {
                 Ok(StoredSession {
                     id: r.get(0)?,
@@ -210,11 +209,13 @@ impl Store {
     /// Token usage per role and model over the whole store, or one run.
     pub fn token_totals(&self, run: Option<i64>) -> Result<Vec<TokenTotal>, StoreError> {
         let totals = self.rows(
-            "SELECT u.role, u.model, SUM(u.prompt_tokens), SUM(u.completion_tokens), SUM(u.estimated_replies) > 0
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+            "SELECT u.role, u.model, CAST(SUM(u.prompt_tokens) AS BIGINT),
+                    CAST(SUM(u.completion_tokens) AS BIGINT), SUM(u.estimated_replies) > 0
                  FROM token_usage u JOIN sessions s ON s.id = u.session_id
-                 WHERE ?1 IS NULL OR s.run_id = ?1
-                 GROUP BY u.role, u.model ORDER BY u.role, u.model",
-            [run],
+                 WHERE CAST(?1 AS BIGINT) IS NULL OR s.run_id = ?1
+                 GROUP BY u.role, u.model ORDER BY u.role, u.model IS NOT NULL, u.model",
+            params![run],
             |r| {
                 Ok(TokenTotal {
                     role: r.get(0)?,
@@ -245,10 +246,11 @@ impl Store {
     /// (not the summarizer's or the safety model's).
     pub fn reply_counts(&self, session: i64) -> Result<ReplyCounts, StoreError> {
         let counts = self.rows(
-            "SELECT COALESCE(SUM(replies), 0), COALESCE(SUM(rejected_replies), 0),
-                    COALESCE(SUM(repaired_replies), 0)
+            "SELECT CAST(COALESCE(SUM(replies), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(rejected_replies), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(repaired_replies), 0) AS BIGINT)
                  FROM token_usage WHERE session_id = ?1 AND role IN ('therapist', 'patient')",
-            [session],
+            params![session],
             |r| {
                 Ok(ReplyCounts {
                     replies: r.get(0)?,
@@ -265,15 +267,15 @@ impl Store {
         let rows = self.rows(
             "SELECT rowid, turn, category, level, words, protocol_turn FROM safety_events
                  WHERE session_id = ?1 ORDER BY turn, rowid",
-            [session],
+            params![session],
             |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<i64>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<String>(4)?,
+                    r.get::<Option<i64>>(5)?,
                 ))
             },
         )?;

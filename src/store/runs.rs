@@ -1,10 +1,10 @@
 //! Runs, their plans, and their courses (the units of work a run is made
 //! of: one per persona and repeat, a single run's too).
 
-use super::{Store, StoreError, now, sql};
+use super::db::params;
+use super::{Store, StoreError, now};
 use crate::persona::Persona;
 use crate::plan::RunPlan;
-use rusqlite::{OptionalExtension, params};
 
 /// A run's plan as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,11 +23,14 @@ pub enum StoredPlan {
 }
 
 /// Held while a process runs a run: a second process cannot run it at the
-/// same time (which could store a session twice). An advisory lock on a
-/// file beside the store, released by the system when the process ends,
-/// however it ends.
+/// same time (which could store a session twice). An advisory lock,
+/// released when the process ends, however it ends: on a file beside a
+/// SQLite store, or PostgreSQL's on a connection of the claim's own.
 pub struct RunClaim {
     file: Option<(std::fs::File, std::path::PathBuf)>,
+    /// Closing it (dropping the claim, or the process ending) releases the
+    /// server's lock.
+    _connection: Option<postgres::Client>,
 }
 
 impl RunClaim {
@@ -62,13 +65,10 @@ pub struct StoredCourse {
 impl Store {
     /// Records a new run and its plan; its courses come with `add_courses`.
     pub fn create_run(&self, plan: &RunPlan) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO runs (command, settings, plan, started_at) VALUES (?1, '{}', ?2, ?3)",
-                params![plan.kind.as_str(), plan.to_json(), now()],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(self.conn.last_insert_rowid())
+        self.insert(
+            "INSERT INTO runs (command, settings, plan, started_at) VALUES (?1, '{}', ?2, ?3) RETURNING id",
+            params![plan.kind.as_str(), plan.to_json(), now()],
+        )
     }
 
     /// Records a run of a kind that has no plan (an import).
@@ -77,13 +77,10 @@ impl Store {
         command: &str,
         settings: &serde_json::Value,
     ) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO runs (command, settings, started_at) VALUES (?1, ?2, ?3)",
-                params![command, settings.to_string(), now()],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(self.conn.last_insert_rowid())
+        self.insert(
+            "INSERT INTO runs (command, settings, started_at) VALUES (?1, ?2, ?3) RETURNING id",
+            params![command, settings.to_string(), now()],
+        )
     }
 
     /// Snapshots the personas (`personas[i]` is the plan's i-th) and adds
@@ -94,48 +91,42 @@ impl Store {
         plan: &RunPlan,
         personas: &[Persona],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
-        let mut rows = Vec::new();
-        for persona in personas {
-            let snapshot = serde_json::to_string(persona).expect("a persona serialises");
-            tx.execute(
-                "INSERT INTO personas (persona_id, snapshot) VALUES (?1, ?2)",
-                params![persona.id, snapshot],
-            )
-            .map_err(|e| sql(&path, e))?;
-            rows.push(tx.last_insert_rowid());
-        }
-        for course in plan.courses() {
-            tx.execute(
-                "INSERT INTO courses (run_id, persona, sessions_planned, started_at, unit_index, repeat_index, first_session, seed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    run,
-                    rows[course.persona],
-                    plan.sessions,
-                    now(),
-                    course.index,
-                    course.repeat,
-                    plan.first_session,
-                    course.seed
-                ],
-            )
-            .map_err(|e| sql(&path, e))?;
-        }
-        tx.commit().map_err(|e| sql(&path, e))
+        self.transaction(|tx| {
+            let mut rows = Vec::new();
+            for persona in personas {
+                let snapshot = serde_json::to_string(persona).expect("a persona serialises");
+                rows.push(tx.insert(
+                    "INSERT INTO personas (persona_id, snapshot) VALUES (?1, ?2) RETURNING id",
+                    params![persona.id, snapshot],
+                )?);
+            }
+            for course in plan.courses() {
+                tx.execute(
+                    "INSERT INTO courses (run_id, persona, sessions_planned, started_at, unit_index, repeat_index, first_session, seed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        run,
+                        rows[course.persona],
+                        plan.sessions,
+                        now(),
+                        course.index,
+                        course.repeat,
+                        plan.first_session,
+                        course.seed
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     pub fn run_plan(&self, run: i64) -> Result<StoredPlan, StoreError> {
         let (plan, settings, started_at, command): (Option<String>, String, String, String) = self
-            .conn
-            .query_row(
+            .row(
                 "SELECT plan, settings, started_at, command FROM runs WHERE id = ?1",
-                [run],
+                params![run],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?
+            )?
             .ok_or_else(|| StoreError::NoSuchRun {
                 path: self.path.clone(),
                 id: run,
@@ -163,53 +154,45 @@ impl Store {
     /// Gives a run stored before plans its plan: its course (a single
     /// run gets one, holding its sessions) takes the plan's settings.
     pub fn adopt_legacy_run(&mut self, run: i64, plan: &RunPlan) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
-        tx.execute(
-            "UPDATE runs SET plan = ?1 WHERE id = ?2",
-            params![plan.to_json(), run],
-        )
-        .map_err(|e| sql(&path, e))?;
-        let course: Option<i64> = tx
-            .query_row("SELECT id FROM courses WHERE run_id = ?1", [run], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| sql(&path, e))?;
-        let persona: Option<i64> = tx
-            .query_row(
-                "SELECT persona FROM sessions WHERE run_id = ?1 ORDER BY id LIMIT 1",
-                [run],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sql(&path, e))?;
-        match (course, persona) {
-            (Some(course), _) => {
-                tx.execute(
-                    "UPDATE courses SET first_session = ?1, seed = ?2 WHERE id = ?3",
-                    params![plan.first_session, plan.course_seed(0), course],
-                )
-                .map_err(|e| sql(&path, e))?;
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE runs SET plan = ?1 WHERE id = ?2",
+                params![plan.to_json(), run],
+            )?;
+            let course: Option<i64> = tx
+                .query_row("SELECT id FROM courses WHERE run_id = ?1", params![run])?
+                .map(|r| r.get(0))
+                .transpose()?;
+            let persona: Option<i64> = tx
+                .query_row(
+                    "SELECT persona FROM sessions WHERE run_id = ?1 ORDER BY id LIMIT 1",
+                    params![run],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?;
+            match (course, persona) {
+                (Some(course), _) => {
+                    tx.execute(
+                        "UPDATE courses SET first_session = ?1, seed = ?2 WHERE id = ?3",
+                        params![plan.first_session, plan.course_seed(0), course],
+                    )?;
+                }
+                (None, Some(persona)) => {
+                    let course = tx.insert(
+                        "INSERT INTO courses (run_id, persona, sessions_planned, started_at, first_session, seed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                        params![run, persona, plan.sessions, now(), plan.first_session, plan.course_seed(0)],
+                    )?;
+                    tx.execute(
+                        "UPDATE sessions SET course_id = ?1 WHERE run_id = ?2",
+                        params![course, run],
+                    )?;
+                }
+                // Nothing was stored but the run: its course is made when it runs.
+                (None, None) => {}
             }
-            (None, Some(persona)) => {
-                tx.execute(
-                    "INSERT INTO courses (run_id, persona, sessions_planned, started_at, first_session, seed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![run, persona, plan.sessions, now(), plan.first_session, plan.course_seed(0)],
-                )
-                .map_err(|e| sql(&path, e))?;
-                let course = tx.last_insert_rowid();
-                tx.execute(
-                    "UPDATE sessions SET course_id = ?1 WHERE run_id = ?2",
-                    params![course, run],
-                )
-                .map_err(|e| sql(&path, e))?;
-            }
-            // Nothing was stored but the run: its course is made when it runs.
-            (None, None) => {}
-        }
-        tx.commit().map_err(|e| sql(&path, e))
+            Ok(())
+        })
     }
 
     /// A run's courses in grid order.
@@ -219,19 +202,19 @@ impl Store {
                     c.first_session, c.seed, c.finished_at IS NOT NULL, c.error
              FROM courses c JOIN personas p ON p.id = c.persona
              WHERE c.run_id = ?1 ORDER BY c.unit_index, c.id",
-            [run],
+            params![run],
             |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                    r.get::<_, u32>(6)?,
-                    r.get::<_, u32>(7)?,
-                    r.get::<_, bool>(8)?,
-                    r.get::<_, Option<String>>(9)?,
+                    r.get::<i64>(0)?,
+                    r.get::<u32>(1)?,
+                    r.get::<i64>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<u32>(4)?,
+                    r.get::<u32>(5)?,
+                    r.get::<u32>(6)?,
+                    r.get::<u32>(7)?,
+                    r.get::<bool>(8)?,
+                    r.get::<Option<String>>(9)?,
                 ))
             },
         )?;
@@ -272,33 +255,27 @@ impl Store {
     }
 
     pub fn finish_course(&self, course: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE courses SET finished_at = ?1, error = NULL WHERE id = ?2",
-                params![now(), course],
-            )
-            .map_err(|e| self.sql(e))?;
+        self.execute(
+            "UPDATE courses SET finished_at = ?1, error = NULL WHERE id = ?2",
+            params![now(), course],
+        )?;
         Ok(())
     }
 
     /// Records why a course failed (None clears it as it runs again).
     pub fn set_course_error(&self, course: i64, error: Option<&str>) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE courses SET error = ?1 WHERE id = ?2",
-                params![error, course],
-            )
-            .map_err(|e| self.sql(e))?;
+        self.execute(
+            "UPDATE courses SET error = ?1 WHERE id = ?2",
+            params![error, course],
+        )?;
         Ok(())
     }
 
     pub fn finish_run(&self, run: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET finished_at = ?1 WHERE id = ?2",
-                params![now(), run],
-            )
-            .map_err(|e| self.sql(e))?;
+        self.execute(
+            "UPDATE runs SET finished_at = ?1 WHERE id = ?2",
+            params![now(), run],
+        )?;
         Ok(())
     }
 
@@ -306,7 +283,13 @@ impl Store {
     /// that another process has it.
     pub fn claim_run(&self, run: i64) -> Result<RunClaim, StoreError> {
         if self.path == std::path::Path::new(":memory:") {
-            return Ok(RunClaim { file: None });
+            return Ok(RunClaim {
+                file: None,
+                _connection: None,
+            });
+        }
+        if let Some(target) = &self.postgres {
+            return self.claim_run_on_server(target, run);
         }
         let lock = std::path::PathBuf::from(format!("{}.run-{run}.lock", self.path.display()));
         let file = std::fs::OpenOptions::new()
@@ -321,6 +304,7 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(RunClaim {
                 file: Some((file, lock)),
+                _connection: None,
             }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
                 path: self.path.clone(),
@@ -333,12 +317,55 @@ impl Store {
         }
     }
 
+    /// PostgreSQL's session-level advisory lock on the run, held by a
+    /// connection of the claim's own: the server releases it when that
+    /// connection closes, also when the process is killed.
+    fn claim_run_on_server(
+        &self,
+        target: &super::postgres::Target,
+        run: i64,
+    ) -> Result<RunClaim, StoreError> {
+        let mut conn = super::db::Conn::postgres(target.connect()?);
+        let locked: bool = conn
+            .query_row(
+                "SELECT pg_try_advisory_lock(?1, ?2)",
+                params![RUN_LOCK_CLASS, run],
+            )
+            .and_then(|r| r.expect("a SELECT of a function has a row").get::<bool>(0))
+            .map_err(|e| self.sql(e))?;
+        if !locked {
+            return Err(StoreError::Busy {
+                path: self.path.clone(),
+                run,
+            });
+        }
+        let super::db::Conn::Postgres { client, .. } = conn else {
+            unreachable!("made as a PostgreSQL connection above")
+        };
+        Ok(RunClaim {
+            file: None,
+            _connection: Some(*client),
+        })
+    }
+
     /// Runs that never finished, oldest first.
     pub fn unfinished_runs(&self) -> Result<Vec<i64>, StoreError> {
         self.rows(
             "SELECT id FROM runs WHERE finished_at IS NULL AND command IN ('run', 'course', 'batch') ORDER BY id",
-            [],
+            params![],
             |r| r.get(0),
         )
+    }
+}
+
+/// The first key of PostgreSQL's two-key advisory locks that claim runs:
+/// cbtsim's own, so a run id never collides with another program's lock.
+const RUN_LOCK_CLASS: i64 = 0x6362_7473;
+
+#[cfg(test)]
+mod lock_tests {
+    #[test]
+    fn the_lock_class_fits_postgres_int4_key() {
+        assert!(i32::try_from(super::RUN_LOCK_CLASS).is_ok());
     }
 }

@@ -2,7 +2,8 @@
 //! a kill loses at most the turn being spoken), and reading back how far
 //! each session of a course got.
 
-use super::{Store, StoreError, mood, now, sql};
+use super::db::{Conn, DbError, params};
+use super::{Store, StoreError, mood, now};
 use crate::course::{HomeworkDone, PatientState};
 use crate::persona::Mood;
 use crate::session::{RoleUsage, SafetyEvent};
@@ -10,7 +11,6 @@ use crate::speaker::Speaker;
 use crate::summary::SessionSummary;
 use crate::termination::TerminationReason;
 use crate::turn::Turn;
-use rusqlite::{Connection, params};
 
 /// A session of a run, as far as it got.
 #[derive(Debug, Clone)]
@@ -45,34 +45,29 @@ impl Store {
         session_number: u32,
         state: &PatientState,
     ) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at, phq9, gad7, homework_done)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    run,
-                    course,
-                    persona,
-                    session_number,
-                    now(),
-                    state.mood.phq9,
-                    state.mood.gad7,
-                    state.homework.map(HomeworkDone::as_str)
-                ],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(self.conn.last_insert_rowid())
+        self.insert(
+            "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at, phq9, gad7, homework_done)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            params![
+                run,
+                course,
+                persona,
+                session_number,
+                now(),
+                state.mood.phq9,
+                state.mood.gad7,
+                state.homework.map(HomeworkDone::as_str)
+            ],
+        )
     }
 
     /// Stores a turn the moment it is spoken (one transaction per turn).
     pub fn add_turn(&self, session: i64, position: usize, turn: &Turn) -> Result<(), StoreError> {
         let meta = serde_json::to_string(&turn.meta).expect("metadata serialises");
-        self.conn
-            .execute(
-                "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![session, position as i64, turn.speaker.as_str(), turn.text, meta],
-            )
-            .map_err(|e| self.sql(e))?;
+        self.execute(
+            "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![session, position, turn.speaker.as_str(), turn.text, meta],
+        )?;
         Ok(())
     }
 
@@ -90,30 +85,29 @@ impl Store {
             TerminationReason::NaturalEnd { speaker, .. } => speaker.map(Speaker::as_str),
             _ => None,
         };
-        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
-        tx.execute(
-            "UPDATE sessions SET finished_at = ?1, termination_reason = ?2, termination_details = ?3, termination_speaker = ?4 WHERE id = ?5",
-            params![now(), reason.display_name(), reason.details(), speaker, session],
-        )
-        .map_err(|e| sql(&self.path, e))?;
-        for share in usage {
-            add_usage(&tx, session, share).map_err(|e| sql(&self.path, e))?;
-        }
-        for event in events {
+        self.transaction(|tx| {
             tx.execute(
-                "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    session,
-                    event.turn as i64,
-                    event.category.as_str(),
-                    event.level.as_str(),
-                    serde_json::to_string(&event.words).expect("words serialise"),
-                    event.protocol_turn.map(|t| t as i64)
-                ],
-            )
-            .map_err(|e| sql(&self.path, e))?;
-        }
-        tx.commit().map_err(|e| sql(&self.path, e))
+                "UPDATE sessions SET finished_at = ?1, termination_reason = ?2, termination_details = ?3, termination_speaker = ?4 WHERE id = ?5",
+                params![now(), reason.display_name(), reason.details(), speaker, session],
+            )?;
+            for share in usage {
+                add_usage(tx, session, share)?;
+            }
+            for event in events {
+                tx.execute(
+                    "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        session,
+                        event.turn,
+                        event.category.as_str(),
+                        event.level.as_str(),
+                        serde_json::to_string(&event.words).expect("words serialise"),
+                        event.protocol_turn
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Stores a session's summary (or why there is none) with what the
@@ -132,16 +126,16 @@ impl Store {
             ),
             Err(e) => (None, Some(e)),
         };
-        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
-        tx.execute(
-            "UPDATE sessions SET summary = ?1, summary_error = ?2 WHERE id = ?3",
-            params![json, error, session],
-        )
-        .map_err(|e| sql(&self.path, e))?;
-        if let Some(share) = usage {
-            add_usage(&tx, session, share).map_err(|e| sql(&self.path, e))?;
-        }
-        tx.commit().map_err(|e| sql(&self.path, e))
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE sessions SET summary = ?1, summary_error = ?2 WHERE id = ?3",
+                params![json, error, session],
+            )?;
+            if let Some(share) = usage {
+                add_usage(tx, session, share)?;
+            }
+            Ok(())
+        })
     }
 
     /// The sessions of a course, in order.
@@ -150,7 +144,7 @@ impl Store {
             "SELECT id, session_number, termination_reason, summary IS NOT NULL, summary_error, phq9, gad7,
                     (SELECT COUNT(*) FROM safety_events e WHERE e.session_id = sessions.id)
                  FROM sessions WHERE course_id = ?1 ORDER BY session_number, id",
-            [course],
+            params![course],
             |r| {
                 Ok(SessionState {
                     id: r.get(0)?,
@@ -169,23 +163,23 @@ impl Store {
     /// safety events and evaluations are cleared (they are recorded anew
     /// when it ends, and it can be evaluated again); its turns stay.
     pub fn reopen_session(&mut self, session: i64) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
-        tx.execute(
-            "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
-            [session],
-        )
-        .map_err(|e| sql(&self.path, e))?;
-        tx.execute("DELETE FROM token_usage WHERE session_id = ?1", [session])
-            .map_err(|e| sql(&self.path, e))?;
-        tx.execute("DELETE FROM safety_events WHERE session_id = ?1", [session])
-            .map_err(|e| sql(&self.path, e))?;
-        tx.execute("DELETE FROM evaluations WHERE session_id = ?1", [session])
-            .map_err(|e| sql(&self.path, e))?;
-        tx.commit().map_err(|e| sql(&self.path, e))
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
+                params![session],
+            )?;
+            for table in ["token_usage", "safety_events", "evaluations"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE session_id = ?1"),
+                    params![session],
+                )?;
+            }
+            Ok(())
+        })
     }
 }
 
-fn add_usage(conn: &Connection, session: i64, share: &RoleUsage) -> rusqlite::Result<()> {
+fn add_usage(conn: &mut Conn, session: i64, share: &RoleUsage) -> Result<(), DbError> {
     let u = &share.usage;
     conn.execute(
         "INSERT INTO token_usage (session_id, role, model, prompt_tokens, cached_prompt_tokens,

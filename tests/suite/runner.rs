@@ -427,12 +427,15 @@ fn a_run_stored_before_plans_is_given_one_and_resumes() {
     assert_eq!(runner::load_plan(&mut store, 1).unwrap(), plan);
 }
 
-#[test]
-fn a_stored_row_that_does_not_decode_is_an_error_naming_it() {
-    // On a file, so that rows can be damaged behind the store's back.
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("s.db");
-    let mut file_store = Store::open(&db).unwrap();
+super::test_db::on_both_stores!(
+    a_stored_row_that_does_not_decode_is_an_error_naming_it,
+    a_run_is_run_by_one_process_at_a_time,
+);
+
+fn a_stored_row_that_does_not_decode_is_an_error_naming_it(test_db: super::test_db::TestDb) {
+    // In a real store, so that rows can be damaged behind the store's back.
+    let db = std::path::Path::new(test_db.db());
+    let mut file_store = Store::open(db).unwrap();
     let plan = plan(PlanKind::Run, &["samuel-okafor"], "scripted");
     let run = runner::create(&mut file_store, &plan).unwrap();
     let file_store = Mutex::new(file_store);
@@ -446,25 +449,17 @@ fn a_stored_row_that_does_not_decode_is_an_error_naming_it() {
         &Unobserved,
     );
     drop(file_store);
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute(
-        "UPDATE turns SET speaker = 'narrator' WHERE position = 2",
-        [],
-    )
-    .unwrap();
-    conn.execute("UPDATE turns SET meta = '{not json' WHERE position = 4", [])
-        .unwrap();
-    drop(conn);
-    let store = Store::open(&db).unwrap();
+    test_db.execute(
+        "UPDATE turns SET speaker = 'narrator' WHERE position = 2;
+         UPDATE turns SET meta = '{not json' WHERE position = 4;",
+    );
+    let store = Store::open(db).unwrap();
     let error = store.transcript(1).unwrap_err().to_string();
     assert!(
         error.contains("turns row session 1 position 2") && error.contains("narrator"),
         "{error}"
     );
-    conn_fix(
-        &db,
-        "UPDATE turns SET speaker = 'patient' WHERE position = 2",
-    );
+    test_db.execute("UPDATE turns SET speaker = 'patient' WHERE position = 2");
     let error = store.transcript(1).unwrap_err().to_string();
     assert!(
         error.contains("position 4") && error.contains("metadata"),
@@ -472,22 +467,13 @@ fn a_stored_row_that_does_not_decode_is_an_error_naming_it() {
     );
 }
 
-fn conn_fix(db: &std::path::Path, statement: &str) {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute(statement, [])
-        .unwrap();
-}
-
-#[test]
-fn a_run_is_run_by_one_process_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("claimed.db");
+fn a_run_is_run_by_one_process_at_a_time(test_db: super::test_db::TestDb) {
+    let db = std::path::Path::new(test_db.db());
     let plan = plan(PlanKind::Run, &["samuel-okafor"], "scripted");
-    let mut store = Store::open(&db).unwrap();
+    let mut store = Store::open(db).unwrap();
     let run = runner::create(&mut store, &plan).unwrap();
     // Another process (here: another handle on the store) holds the run.
-    let other = Store::open(&db).unwrap();
+    let other = Store::open(db).unwrap();
     let claim = other.claim_run(run).unwrap();
     let store = Mutex::new(store);
     let models = models(&plan, Arc::new(ScriptedModel::new(Vec::<String>::new())));
@@ -512,6 +498,11 @@ fn a_run_is_run_by_one_process_at_a_time() {
         !std::path::Path::new(&lock).exists(),
         "a finished run leaves no lock file"
     );
+    // The claim is given up with its holder: claimed again, it is again
+    // one at a time.
+    let held = other.claim_run(run).unwrap();
+    assert!(other.claim_run(run).is_err(), "one claim at a time");
+    held.release_finished();
 }
 
 /// A summarizer whose server is down until `up` is set.

@@ -1,14 +1,27 @@
-//! The SQLite store: sessions stored as they happen, listed and shown back.
+//! The store: sessions stored as they happen, listed and shown back. The
+//! tests that `on_both_stores!` names run on a SQLite file and on a
+//! PostgreSQL database; the others are about what only a file has
+//! (permissions, a full disk, older schema versions, the data folder).
 
+use super::test_db::{TestDb, on_both_stores};
 use super::util::{cbtsim_process, listed, run};
 use cbtsim::store::{SCHEMA_VERSION, Store};
 use serde_json::Value;
 
-#[test]
-fn a_run_is_stored_turn_by_turn_and_shown_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("nested/cbtsim.db");
-    let db = db.to_str().unwrap();
+on_both_stores!(
+    a_run_is_stored_turn_by_turn_and_shown_back,
+    list_shows_courses_and_sessions,
+    a_store_from_a_newer_cbtsim_is_refused_untouched,
+    imported_transcripts_export_in_every_format,
+    a_broken_file_imports_nothing,
+    a_run_killed_mid_session_resumes_where_it_stopped,
+    a_course_stopped_by_a_failed_backend_resumes_with_its_memory,
+    ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it,
+    a_second_process_cannot_run_a_run_that_is_running,
+);
+
+fn a_run_is_stored_turn_by_turn_and_shown_back(store: TestDb) {
+    let db = store.db();
     let (code, stdout, stderr) = run(&[
         "run",
         "--persona",
@@ -62,11 +75,8 @@ fn a_run_is_stored_turn_by_turn_and_shown_back() {
     assert!(stderr.contains("no session 7"), "{stderr}");
 }
 
-#[test]
-fn list_shows_courses_and_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cbtsim.db");
-    let db = db.to_str().unwrap();
+fn list_shows_courses_and_sessions(store: TestDb) {
+    let db = store.db();
     let (code, _, stderr) = run(&[
         "course",
         "--persona",
@@ -92,29 +102,21 @@ fn list_shows_courses_and_sessions() {
     }
     assert_eq!(rows[2]["session_number"], 2);
 
-    let (code, _, stderr) = run(&[
-        "list",
-        "--db",
-        dir.path().join("absent.db").to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = run(&["list", "--db", &store.absent()]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("absent.db"), "{stderr}");
+    assert!(stderr.contains("absent"), "{stderr}");
 }
 
-#[test]
-fn a_store_from_a_newer_cbtsim_is_refused_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("future.db");
-    {
-        let store = Store::open(&db).unwrap();
-        store.start_run("run", &serde_json::json!({})).unwrap();
-    }
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+fn a_store_from_a_newer_cbtsim_is_refused_untouched(store: TestDb) {
+    let db = store.db();
+    Store::open(std::path::Path::new(db))
+        .unwrap()
+        .start_run("run", &serde_json::json!({}))
         .unwrap();
-    drop(conn);
-    let before = std::fs::read(&db).unwrap();
-    let (code, _, stderr) = run(&["list", "--db", db.to_str().unwrap()]);
+    store.set_schema_version(SCHEMA_VERSION + 1);
+    let file = || std::fs::read(db).ok();
+    let before = file();
+    let (code, _, stderr) = run(&["list", "--db", db]);
     assert_eq!(code, 2);
     assert!(stderr.contains("newer cbtsim"), "{stderr}");
     let (code, _, _) = run(&[
@@ -124,10 +126,12 @@ fn a_store_from_a_newer_cbtsim_is_refused_untouched() {
         "--model",
         "scripted",
         "--db",
-        db.to_str().unwrap(),
+        db,
     ]);
     assert_eq!(code, 2);
-    assert_eq!(std::fs::read(&db).unwrap(), before, "nothing was written");
+    assert_eq!(file(), before, "nothing was written to the file");
+    assert_eq!(store.count("runs"), 1, "nothing was written");
+    assert_eq!(store.schema_version(), SCHEMA_VERSION + 1);
 }
 
 /// Runs `cbtsim export` with these arguments; it must succeed.
@@ -138,11 +142,9 @@ fn export(args: &[&str]) {
     assert_eq!(code, 0, "{stderr}");
 }
 
-#[test]
-fn imported_transcripts_export_in_every_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cbtsim.db");
-    let db = db.to_str().unwrap();
+fn imported_transcripts_export_in_every_format(store: TestDb) {
+    let db = store.db();
+    let dir = store.dir();
     // Our own 12-turn flawed session, which the store keeps as it is.
     let flawed = super::util::flawed_session();
     let (code, stdout, stderr) = run(&["import", "--db", db, flawed.to_str().unwrap()]);
@@ -164,7 +166,7 @@ fn imported_transcripts_export_in_every_format() {
     assert_eq!(code, 0);
 
     // Text: a file per session, each parsing back to what was stored.
-    let folder = dir.path().join("text");
+    let folder = dir.join("text");
     export(&[
         "--db",
         db,
@@ -191,7 +193,7 @@ fn imported_transcripts_export_in_every_format() {
     );
 
     // JSONL for OpenAI fine-tuning: the therapist is the assistant.
-    let jsonl = dir.path().join("openai.jsonl");
+    let jsonl = dir.join("openai.jsonl");
     export(&[
         "--db",
         db,
@@ -214,7 +216,7 @@ fn imported_transcripts_export_in_every_format() {
     assert_eq!(messages[2]["role"], "assistant");
 
     // ShareGPT: human and gpt.
-    let sharegpt = dir.path().join("sharegpt.jsonl");
+    let sharegpt = dir.join("sharegpt.jsonl");
     export(&[
         "--db",
         db,
@@ -237,7 +239,7 @@ fn imported_transcripts_export_in_every_format() {
     assert_eq!(first["conversations"].as_array().unwrap().len(), 12);
 
     // JSON and Markdown.
-    let json = dir.path().join("all.json");
+    let json = dir.join("all.json");
     export(&[
         "--db",
         db,
@@ -249,7 +251,7 @@ fn imported_transcripts_export_in_every_format() {
     ]);
     let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(all.len(), 3);
-    let md = dir.path().join("md");
+    let md = dir.join("md");
     export(&[
         "--db",
         db,
@@ -266,12 +268,10 @@ fn imported_transcripts_export_in_every_format() {
     );
 }
 
-#[test]
-fn a_broken_file_imports_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cbtsim.db");
+fn a_broken_file_imports_nothing(store: TestDb) {
+    let db = std::path::Path::new(store.db());
     let good = super::util::data("transcripts/clean-natural-end.txt");
-    let bad = dir.path().join("bad.txt");
+    let bad = store.dir().join("bad.txt");
     std::fs::write(&bad, "Session Number: 1\n\nNova: hello\n").unwrap();
     let (code, _, stderr) = run(&[
         "import",
@@ -290,26 +290,9 @@ fn a_broken_file_imports_nothing() {
     assert_eq!(listed.trim(), "[]");
 }
 
-fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
-    let Ok(conn) = rusqlite::Connection::open(db) else {
-        return Vec::new();
-    };
-    let Ok(mut statement) =
-        conn.prepare("SELECT position, speaker FROM turns ORDER BY session_id, position")
-    else {
-        return Vec::new();
-    };
-    statement
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
-}
-
-#[test]
-fn a_run_killed_mid_session_resumes_where_it_stopped() {
+fn a_run_killed_mid_session_resumes_where_it_stopped(store: TestDb) {
     let _real_model = super::util::real_model();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cbtsim.db");
+    let db = std::path::Path::new(store.db());
     let mut child = cbtsim_process()
         .args([
             "run",
@@ -323,13 +306,13 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
             "1",
             "--db",
         ])
-        .arg(&db)
+        .arg(db)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while stored_turns(&db).len() < 2 {
+    while store.stored_turns().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "no turns stored");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -339,15 +322,15 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = stored_turns(&db);
+    let before = store.stored_turns();
     assert!(before.len() >= 2 && before.len() < 6, "{before:?}");
 
-    let rows = listed(&db);
+    let rows = listed(db);
     assert_eq!(rows[0]["termination_reason"], Value::Null, "unfinished");
 
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
     assert_eq!(code, 0, "{stderr}");
-    let after = stored_turns(&db);
+    let after = store.stored_turns();
     let positions: Vec<i64> = after.iter().map(|(p, _)| *p).collect();
     assert_eq!(
         positions,
@@ -378,11 +361,14 @@ fn a_run_killed_mid_session_resumes_where_it_stopped() {
     assert!(stderr.contains("nothing to resume"), "{stderr}");
 
     // No store at all: said so, and none is created.
-    let missing = dir.path().join("missing.db");
-    let (code, _, stderr) = run(&["resume", "--db", missing.to_str().unwrap(), "--last"]);
+    let missing = store.absent();
+    let (code, _, stderr) = run(&["resume", "--db", &missing, "--last"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("no store at"), "{stderr}");
-    assert!(!missing.exists());
+    assert!(stderr.contains("absent"), "{stderr}");
+    if let TestDb::Sqlite { .. } = store {
+        assert!(stderr.contains("no store at"), "{stderr}");
+        assert!(!std::path::Path::new(&missing).exists());
+    }
 }
 
 #[test]
@@ -677,8 +663,7 @@ fn through_fault_server(
     (config, format!("{}#test-model", server.base_url))
 }
 
-#[test]
-fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
+fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory(store: TestDb) {
     use super::fault_server::{FaultServer, chat_reply, json};
     let ok = |text: &str| json(200, &chat_reply(text));
     let summary = |topic: &str, homework: &str| {
@@ -707,10 +692,9 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         ok("Having a plan the night before."),
         summary("Walks on three mornings", ""),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, model) = through_fault_server(dir.path(), &server);
-    let db = dir.path().join("cbtsim.db");
-    let db_arg = db.to_str().unwrap();
+    let dir = store.dir();
+    let (config, model) = through_fault_server(dir, &server);
+    let db_arg = store.db();
     let (code, _, stderr) = run(&[
         "--config",
         config.to_str().unwrap(),
@@ -776,7 +760,7 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
         "session 3's patient gets session 2's homework: {}",
         requests[9]
     );
-    let summaries = dir.path().join("all.json");
+    let summaries = dir.join("all.json");
     export(&[
         "--db",
         db_arg,
@@ -799,8 +783,7 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory() {
     );
 }
 
-#[test]
-fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
+fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it(store: TestDb) {
     use super::fault_server::{FaultServer, Reply, chat_reply};
     // Slow replies give time to press Ctrl-C mid-session.
     let replies = (1..=20)
@@ -810,9 +793,8 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
         })
         .collect();
     let server = FaultServer::start(replies);
-    let dir = tempfile::tempdir().unwrap();
-    let (config, model) = through_fault_server(dir.path(), &server);
-    let db = dir.path().join("cbtsim.db");
+    let (config, model) = through_fault_server(store.dir(), &server);
+    let db = std::path::Path::new(store.db());
     let child = cbtsim_process()
         .arg("--config")
         .arg(&config)
@@ -826,13 +808,13 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
             &model,
             "--db",
         ])
-        .arg(&db)
+        .arg(db)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while stored_turns(&db).len() < 2 {
+    while store.stored_turns().len() < 2 {
         assert!(started.elapsed().as_secs() < 60, "no turns stored");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -840,16 +822,79 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("stopping after this turn"), "{stderr}");
-    let kept = stored_turns(&db);
+    let kept = store.stored_turns();
     assert!(kept.len() >= 2 && kept.len() < 6, "{kept:?}");
 
-    assert_eq!(listed(&db)[0]["termination_reason"], "Interrupted");
+    assert_eq!(listed(db)[0]["termination_reason"], "Interrupted");
 
     let (code, _, stderr) = run(&["resume", "--db", db.to_str().unwrap(), "--last"]);
     assert_eq!(code, 0, "{stderr}");
-    let after = stored_turns(&db);
+    let after = store.stored_turns();
     assert_eq!(&after[..kept.len()], &kept[..]);
     let positions: Vec<i64> = after.iter().map(|(p, _)| *p).collect();
     assert_eq!(positions, (0..6).collect::<Vec<i64>>());
-    assert_eq!(listed(&db)[0]["termination_reason"], "Max Turns Reached");
+    assert_eq!(listed(db)[0]["termination_reason"], "Max Turns Reached");
+}
+
+fn a_second_process_cannot_run_a_run_that_is_running(store: TestDb) {
+    use super::fault_server::{FaultServer, Reply, chat_reply};
+    // Slow enough that the run is still going when the second starts.
+    let replies = (1..=8)
+        .map(|i| Reply::Slow {
+            pause: std::time::Duration::from_millis(1000),
+            body: chat_reply(&format!("This is reply number {i}, said slowly.")),
+        })
+        .collect();
+    let server = FaultServer::start(replies);
+    let (config, model) = through_fault_server(store.dir(), &server);
+    let mut child = cbtsim_process()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "run",
+            "--persona",
+            "jordan-blake",
+            "--max-turns",
+            "8",
+            "--no-summary",
+            "--model",
+            &model,
+            "--db",
+            store.db(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while store.stored_turns().is_empty() {
+        assert!(started.elapsed().as_secs() < 60, "no turns stored");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, _, stderr) = run(&["resume", "--db", store.db(), "--last"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("being run by another cbtsim process"),
+        "{stderr}"
+    );
+    assert!(child.wait().unwrap().success());
+    let turns = store.stored_turns();
+    let positions: Vec<i64> = turns.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (0..8).collect::<Vec<i64>>(), "each turn once");
+}
+
+/// Every stored turn of a SQLite file as (position, speaker).
+fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut statement) =
+        conn.prepare("SELECT position, speaker FROM turns ORDER BY session_id, position")
+    else {
+        return Vec::new();
+    };
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }

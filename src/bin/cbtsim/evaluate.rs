@@ -81,7 +81,8 @@ pub fn run(args: EvalArgs, config: Option<&Path>) -> Result<()> {
     };
     let sessions = store.lock().expect("not poisoned yet").session_ids(scope)?;
     if sessions.is_empty() {
-        bail!("{} holds no sessions to evaluate", path.display());
+        let store = store.lock().expect("not poisoned yet");
+        bail!("{} holds no sessions to evaluate", store.path().display());
     }
     let settings = EvalSettings {
         metrics: args.only.iter().any(|o| o == "metrics"),

@@ -96,7 +96,7 @@ enum Command {
     Report(Box<evaluate::ReportArgs>),
     /// List the courses and sessions in a store.
     List {
-        /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
+        /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
         #[arg(long)]
         db: Option<PathBuf>,
         /// Print a JSON array of {kind, id, persona, session_number, turns,
@@ -131,7 +131,7 @@ enum Command {
     },
     /// Show a stored session.
     Show {
-        /// The store (default: the XDG data folder's cbtsim/cbtsim.db).
+        /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
         #[arg(long)]
         db: Option<PathBuf>,
         /// The session's id (see `cbtsim list`).
@@ -1167,10 +1167,12 @@ fn safety_check() -> Result<()> {
 }
 
 /// The store a reading command names (or the default one), which must exist:
-/// reading never creates an empty store.
+/// reading never creates an empty store. (A PostgreSQL database is checked
+/// as it is opened: the server says whether it exists.)
 fn existing_store(db: Option<PathBuf>) -> Result<PathBuf> {
     let path = db.unwrap_or_else(cbtsim::store::default_path);
-    if !path.exists() {
+    let url = path.to_str().is_some_and(cbtsim::store::is_url);
+    if !url && !path.exists() {
         bail!(
             "no store at {}: run a session first, or name the store with --db",
             path.display()

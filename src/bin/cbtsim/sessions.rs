@@ -34,8 +34,9 @@ pub struct SessionArgs {
     max_turns: u32,
     #[arg(long, default_value_t = 0)]
     seed: u32,
-    /// The store the session(s) are written to as they happen (default: the
-    /// XDG data folder's cbtsim/cbtsim.db).
+    /// The store the session(s) are written to as they happen: a SQLite
+    /// file, or a postgres:// URL (default: the XDG data folder's
+    /// cbtsim/cbtsim.db).
     #[arg(long)]
     db: Option<PathBuf>,
     /// Keep nothing: the session is only printed.
@@ -253,7 +254,7 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget, json: bool) -> Result<E
         ResumeTarget::Last => store.unfinished_runs()?.into_iter().rev().take(1).collect(),
     };
     if runs.is_empty() {
-        eprintln!("cbtsim: nothing to resume in {}", path.display());
+        eprintln!("cbtsim: nothing to resume in {}", store.path().display());
         return Ok(ExitCode::SUCCESS);
     }
     drop(store);
