@@ -131,6 +131,8 @@ fn takes_text(spec: &str) -> bool {
     match spec.parse::<ModelSpec>() {
         Ok(ModelSpec::Local(_) | ModelSpec::Scripted { .. }) => true,
         Ok(ModelSpec::Http { base, .. }) => base,
+        // A pool's endpoints serve one model; the first says which kind.
+        Ok(ModelSpec::Pool(endpoints)) => takes_text(&endpoints[0].to_string()),
         Ok(ModelSpec::OpenAi(_)) | Err(_) => false,
     }
 }

@@ -13,6 +13,7 @@ pub mod default_model;
 pub mod embedded;
 pub mod encoder;
 pub mod http;
+pub mod pool;
 pub mod schema;
 pub mod scripted;
 pub mod spec;

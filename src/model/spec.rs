@@ -38,11 +38,13 @@ pub enum ModelSpec {
         script: Option<PathBuf>,
         delay_ms: Option<u64>,
     },
+    /// `http://a/v1#M,http://b/v1#M`: several OpenAI-compatible endpoints
+    /// serving one model, used as one (`pool.rs`).
+    Pool(Vec<ModelSpec>),
 }
 
 /// The spec syntax, for error messages and help.
-pub const SPEC_FORMS: &str =
-    "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base], scripted[:FILE]";
+pub const SPEC_FORMS: &str = "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base] (several, separated by commas, for endpoints serving one model), scripted[:FILE]";
 
 /// A model spec that is none of `SPEC_FORMS`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +56,16 @@ impl FromStr for ModelSpec {
 
     fn from_str(spec: &str) -> Result<ModelSpec, SpecError> {
         let bad = || SpecError(spec.to_string());
+        if spec.contains(',') {
+            let endpoints = spec
+                .split(',')
+                .map(|part| match part.trim().parse()? {
+                    endpoint @ ModelSpec::Http { .. } => Ok(endpoint),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(ModelSpec::Pool(endpoints));
+        }
         if spec == "local" {
             return Ok(ModelSpec::Local(None));
         }
@@ -125,6 +137,15 @@ impl fmt::Display for ModelSpec {
                 write!(f, "{base_url}#{model}")?;
                 if *base {
                     f.write_str("?base")?;
+                }
+                Ok(())
+            }
+            ModelSpec::Pool(endpoints) => {
+                for (i, endpoint) in endpoints.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{endpoint}")?;
                 }
                 Ok(())
             }
@@ -274,6 +295,9 @@ pub struct HttpSettings {
     pub requests_per_minute: Option<u32>,
     pub max_concurrency: Option<u32>,
     pub stream: Option<bool>,
+    /// How long an endpoint of several serving one model is left alone
+    /// after a request to it failed (default 30 s).
+    pub skip_failed_endpoint_s: Option<f64>,
 }
 
 pub const CONFIG_FILE: &str = "cbtsim.toml";
@@ -486,6 +510,18 @@ impl Models {
                 let delay = Duration::from_millis(delay_ms.unwrap_or(0));
                 Arc::new(model.with_delay(delay))
             }
+            ModelSpec::Pool(endpoints) => {
+                let endpoints = endpoints
+                    .iter()
+                    .map(|e| self.open(e))
+                    .collect::<Result<_, _>>()?;
+                let skip_for = self
+                    .config
+                    .http
+                    .skip_failed_endpoint_s
+                    .map_or(super::pool::SKIP_FAILED_FOR, Duration::from_secs_f64);
+                Arc::new(super::pool::PoolModel::new(endpoints, skip_for))
+            }
         };
         self.opened.insert(spec.clone(), model.clone());
         Ok(model)
@@ -508,6 +544,7 @@ mod tests {
             "scripted:replies.txt",
             "scripted?delay_ms=20",
             "scripted:replies.txt?delay_ms=5",
+            "http://10.0.0.1:8000/v1#llama,http://10.0.0.2:8000/v1#llama",
         ] {
             let spec: ModelSpec = text.parse().unwrap();
             assert_eq!(spec.to_string(), text);
@@ -532,6 +569,9 @@ mod tests {
                 .is_err()
         );
         assert!("scripted?delay=5".parse::<ModelSpec>().is_err());
+        // Only servers can serve one model together.
+        assert!("http://a/v1#m,local".parse::<ModelSpec>().is_err());
+        assert!("http://a/v1#m,".parse::<ModelSpec>().is_err());
         assert!("scripted:".parse::<ModelSpec>().is_err());
         assert!("scriptedx".parse::<ModelSpec>().is_err());
         let error = "gguf:x".parse::<ModelSpec>().unwrap_err();

@@ -1,7 +1,7 @@
 //! `cbtsim batch` as a user runs it: the grid, the store, a kill and
 //! `resume --all`, dry runs and model checks, and the default model.
 
-use super::fault_server::{FaultServer, Reply, chat_reply};
+use super::fault_server::{FaultServer, Reply, chat_reply, json as fault_json};
 use super::util::{cbtsim_process, listed, run};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -315,6 +315,60 @@ fn the_http_concurrency_cap_holds_across_the_courses_of_a_batch() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1,
         "one request at a time over all courses"
+    );
+}
+
+#[test]
+fn a_role_on_two_endpoints_finishes_its_batch_when_one_fails() {
+    // One server fails every request (HTTP 500); the other answers.
+    let failing = FaultServer::start(Vec::new());
+    let replies: Vec<Reply> = (0..4)
+        .map(|i| {
+            fault_json(
+                200,
+                &chat_reply(&format!("Reply number {i}, from the server that works.")),
+            )
+        })
+        .collect();
+    let working = FaultServer::start(replies);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cbtsim.toml");
+    // The two endpoints as a config names them for a role.
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\ntherapist = \"{f}#m,{w}#m\"\npatient = \"{f}#m,{w}#m\"\n\n[http]\nstream = false\nmax_retries = 0\n",
+            f = failing.base_url,
+            w = working.base_url
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("pool.db");
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "batch",
+        "--personas",
+        "alicia-rodriguez,samuel-okafor",
+        "--max-turns",
+        "2",
+        "--summarizer-model",
+        "scripted",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let turns: Vec<i64> = listed(&db)
+        .iter()
+        .filter(|r| r["kind"] == "session")
+        .map(|r| r["turns"].as_i64().unwrap())
+        .collect();
+    assert_eq!(turns, [2, 2], "both sessions ran to their end");
+    assert_eq!(working.request_count(), 4, "every turn on the working one");
+    assert_eq!(
+        failing.request_count(),
+        1,
+        "the failing endpoint is skipped after it fails"
     );
 }
 

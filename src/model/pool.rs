@@ -1,0 +1,205 @@
+//! Several OpenAI-compatible endpoints serving one model, used as one
+//! (the spec `http://a/v1#m,http://b/v1#m`): each request goes to the
+//! endpoint with the fewest requests outstanding, each endpoint keeps its
+//! own concurrency cap (its own `HttpModel`), and an endpoint whose
+//! request fails in a way that may pass (unreachable, timed out, rate
+//! limited, a server error) is skipped for a while, the request going to
+//! the next one.
+
+use super::{ChatModel, Completion, Conversation, ModelError, Request};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a failed endpoint is left alone by default.
+pub const SKIP_FAILED_FOR: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct PoolModel {
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    endpoints: Vec<Endpoint>,
+    skip_for: Duration,
+    /// Outstanding requests and skip times, together: a pick reads both.
+    state: Mutex<Vec<EndpointState>>,
+}
+
+struct Endpoint {
+    model: Arc<dyn ChatModel>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct EndpointState {
+    outstanding: u32,
+    skipped_until: Option<Instant>,
+}
+
+impl PoolModel {
+    /// A pool of `endpoints` (at least one).
+    pub fn new(endpoints: Vec<Arc<dyn ChatModel>>, skip_for: Duration) -> PoolModel {
+        assert!(!endpoints.is_empty(), "a pool has an endpoint");
+        let state = vec![EndpointState::default(); endpoints.len()];
+        PoolModel {
+            inner: Arc::new(Pool {
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|model| Endpoint { model })
+                    .collect(),
+                skip_for,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+}
+
+impl Pool {
+    /// The endpoint for the next request, not one of `tried`: among those
+    /// not skipped, the one with the fewest outstanding requests (the first
+    /// on a tie); when all are skipped, the one whose skip ends first.
+    /// Counts the request as outstanding there.
+    fn pick(&self, tried: &[usize], now: Instant) -> Option<usize> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let candidates = (0..state.len()).filter(|i| !tried.contains(i));
+        let chosen = candidates
+            .clone()
+            .filter(|&i| state[i].skipped_until.is_none_or(|t| t <= now))
+            .min_by_key(|&i| state[i].outstanding)
+            .or_else(|| candidates.min_by_key(|&i| state[i].skipped_until))?;
+        state[chosen].outstanding += 1;
+        Some(chosen)
+    }
+
+    fn done(&self, endpoint: usize, failed: bool, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = &mut state[endpoint];
+        entry.outstanding -= 1;
+        entry.skipped_until = failed.then_some(now + self.skip_for);
+    }
+}
+
+impl ChatModel for PoolModel {
+    fn describe(&self) -> String {
+        let specs: Vec<String> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.model.describe())
+            .collect();
+        specs.join(",")
+    }
+
+    fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+        let conversations = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.model.conversation())
+            .collect::<Result<_, _>>()?;
+        Ok(Box::new(PoolConversation {
+            pool: self.inner.clone(),
+            conversations,
+        }))
+    }
+
+    fn chat(&self) -> bool {
+        self.inner.endpoints[0].model.chat()
+    }
+
+    /// Usable when one endpoint is: the others are skipped while down.
+    fn check(&self) -> Result<(), ModelError> {
+        let mut first_error = None;
+        for endpoint in &self.inner.endpoints {
+            match endpoint.model.check() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("a pool has an endpoint"))
+    }
+}
+
+struct PoolConversation {
+    pool: Arc<Pool>,
+    /// One per endpoint.
+    conversations: Vec<Box<dyn Conversation>>,
+}
+
+impl Conversation for PoolConversation {
+    fn stream(
+        &mut self,
+        request: &Request,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        let mut tried = Vec::new();
+        loop {
+            let endpoint = self
+                .pool
+                .pick(&tried, Instant::now())
+                .expect("the loop ends before every endpoint is tried");
+            let mut streamed = false;
+            let result = self.conversations[endpoint].stream(request, &mut |delta| {
+                streamed = true;
+                on_delta(delta)
+            });
+            let failed = result.as_ref().is_err_and(ModelError::is_retryable);
+            self.pool.done(endpoint, failed, Instant::now());
+            tried.push(endpoint);
+            match result {
+                // Once text has been shown, another endpoint's reply would
+                // follow it: the error is the caller's to handle.
+                Err(_) if failed && !streamed && tried.len() < self.conversations.len() => {}
+                done => return done,
+            }
+        }
+    }
+
+    fn forget(&mut self) {
+        for conversation in &mut self.conversations {
+            conversation.forget();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::scripted::ScriptedModel;
+
+    fn pool(n: usize) -> PoolModel {
+        let endpoints = (0..n)
+            .map(|_| Arc::new(ScriptedModel::new(Vec::<String>::new())) as Arc<dyn ChatModel>)
+            .collect();
+        PoolModel::new(endpoints, Duration::from_secs(30))
+    }
+
+    #[test]
+    fn requests_go_to_the_endpoint_with_the_fewest_outstanding() {
+        let pool = pool(3);
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..4).map(|_| pool.inner.pick(&[], now).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0], "spread out, the first on a tie");
+        pool.inner.done(1, false, now);
+        assert_eq!(pool.inner.pick(&[], now), Some(1), "1 has the fewest now");
+        assert_eq!(pool.inner.pick(&[1, 2], now), Some(0), "never one tried");
+    }
+
+    #[test]
+    fn a_failed_endpoint_is_skipped_for_a_while() {
+        let pool = pool(2);
+        let now = Instant::now();
+        assert_eq!(pool.inner.pick(&[], now), Some(0));
+        pool.inner.done(0, true, now);
+        // 0 is idle but skipped: 1 gets every request, however busy.
+        for _ in 0..3 {
+            assert_eq!(pool.inner.pick(&[], now), Some(1));
+        }
+        // With only skipped endpoints left, the request still goes out.
+        assert_eq!(pool.inner.pick(&[1], now), Some(0));
+        let later = now + Duration::from_secs(31);
+        pool.inner.done(0, true, now);
+        assert_eq!(pool.inner.pick(&[], later), Some(0), "the skip is over");
+    }
+}
