@@ -883,6 +883,44 @@ fn a_second_process_cannot_run_a_run_that_is_running(store: TestDb) {
     assert_eq!(positions, (0..8).collect::<Vec<i64>>(), "each turn once");
 }
 
+#[test]
+fn a_password_in_the_url_is_never_shown_or_stored() {
+    let store = TestDb::postgres();
+    // The test server trusts loopback, so any password is accepted.
+    let url = store
+        .db()
+        .replace("postgres://cbtsim@", "postgres://cbtsim:hunter2@");
+    let (code, stdout, stderr) = run(&[
+        "run",
+        "--persona",
+        "mei-lin-chen",
+        "--model",
+        "scripted",
+        "--max-turns",
+        "2",
+        "--db",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("stored as run 1 in postgres://cbtsim@"),
+        "{stderr}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains("hunter2"));
+    let (code, _, stderr) = run(&["show", "--db", &url, "999"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no session 999") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    let stored = store.query("SELECT plan, settings FROM runs");
+    assert!(!stored.concat().concat().contains("hunter2"), "{stored:?}");
+    assert!(
+        !stored.concat().concat().contains("postgres://"),
+        "{stored:?}"
+    );
+}
+
 /// Every stored turn of a SQLite file as (position, speaker).
 fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
     let Ok(conn) = rusqlite::Connection::open(db) else {
