@@ -457,12 +457,12 @@ fn a_bad_ratings_file_names_its_line() {
     }
 }
 
-#[test]
-fn eval_and_agreement_through_the_command_line() {
+super::test_db::on_both_stores!(eval_agreement_and_report_through_the_command_line);
+
+fn eval_agreement_and_report_through_the_command_line(store: super::test_db::TestDb) {
     use super::util::{data, run};
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("eval.db");
-    let db = db.to_str().unwrap();
+    let dir = store.dir();
+    let db = store.db();
     let session = data("transcripts/structured-cbt-session.txt");
     let (code, _, stderr) = run(&["import", "--db", db, session.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
@@ -486,7 +486,7 @@ fn eval_and_agreement_through_the_command_line() {
         "{stdout}"
     );
 
-    let csv = dir.path().join("ratings.csv");
+    let csv = dir.join("ratings.csv");
     let rows: String = ITEMS
         .iter()
         .enumerate()
@@ -511,6 +511,27 @@ fn eval_and_agreement_through_the_command_line() {
     let (code, _, stderr) = run(&["eval", "--db", db, "99", "--only", "metrics"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no session 99"), "{stderr}");
+
+    // The report reads the stored evaluations back.
+    let out = dir.join("report.json");
+    let (code, _, stderr) = run(&[
+        "report",
+        "--db",
+        db,
+        "--all",
+        "--format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("(1 sessions, 0 courses)"), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains(RUBRIC_VERSION) || text.contains("ctrs"),
+        "{text}"
+    );
 }
 
 #[test]
