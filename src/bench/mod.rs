@@ -7,6 +7,7 @@ pub mod batch;
 pub mod quality;
 pub mod safety;
 pub mod session;
+pub mod store;
 
 use crate::model::spec::{Config, ModelSpec};
 use crate::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};

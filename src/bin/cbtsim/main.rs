@@ -282,6 +282,20 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What the store costs a session: milliseconds to write a turn (each
+    /// in its own transaction) and to read a session back, on the store
+    /// named and on SQLite in memory, side by side. Leaves a session of
+    /// bench turns in the store: name a scratch one.
+    Store {
+        /// The store: a SQLite file, or a postgres:// URL.
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        turns: u32,
+        /// Print {stores: [{store, turn_ms_mean, turn_ms_p95, read_ms}], turns}.
+        #[arg(long)]
+        json: bool,
+    },
     /// The same sessions at several concurrency levels, side by side:
     /// sessions per hour and tokens per second at each.
     Batch {
@@ -473,6 +487,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Course(args) => {
             prepare_detector();
             return sessions::course(*args, config.as_deref());
+        }
+        Command::Bench(BenchCommand::Store { db, turns, json }) => {
+            let mut store = cbtsim::store::Store::open(&db)?;
+            eprintln!("cbtsim: bench: {turns} turns written one at a time");
+            let r = cbtsim::bench::store::bench_store(&mut store, turns)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                let mut text = format!(
+                    "store cost per turn, {} turns:
+",
+                    r.turns
+                );
+                for s in &r.stores {
+                    text += &format!(
+                        "  {}: write a turn {:.3} ms (p95 {:.3} ms), read the session {:.2} ms
+",
+                        s.store, s.turn_ms_mean, s.turn_ms_p95, s.read_ms
+                    );
+                }
+                emit(&text)?;
+            }
         }
         Command::Bench(BenchCommand::Model { model, json }) => {
             bench_model(&model, config.as_deref(), json)?
