@@ -44,7 +44,7 @@ pub enum ModelSpec {
 }
 
 /// The spec syntax, for error messages and help.
-pub const SPEC_FORMS: &str = "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base] (several, separated by commas, for endpoints serving one model), scripted[:FILE]";
+pub const SPEC_FORMS: &str = "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base] (several with the same MODEL, separated by commas, for endpoints serving one model), scripted[:FILE]";
 
 /// A model spec that is none of `SPEC_FORMS`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +64,21 @@ impl FromStr for ModelSpec {
                     _ => Err(bad()),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // One model: the same name, and a base model on every one or none.
+            let same = endpoints.windows(2).all(|pair| match pair {
+                [
+                    ModelSpec::Http {
+                        model: a, base: x, ..
+                    },
+                    ModelSpec::Http {
+                        model: b, base: y, ..
+                    },
+                ] => a == b && x == y,
+                _ => false,
+            });
+            if !same {
+                return Err(bad());
+            }
             return Ok(ModelSpec::Pool(endpoints));
         }
         if spec == "local" {
@@ -515,11 +530,14 @@ impl Models {
                     .iter()
                     .map(|e| self.open(e))
                     .collect::<Result<_, _>>()?;
-                let skip_for = self
-                    .config
-                    .http
-                    .skip_failed_endpoint_s
-                    .map_or(super::pool::SKIP_FAILED_FOR, Duration::from_secs_f64);
+                let skip_for = match self.config.http.skip_failed_endpoint_s {
+                    None => super::pool::SKIP_FAILED_FOR,
+                    Some(s) => Duration::try_from_secs_f64(s).map_err(|_| {
+                        ModelError::Backend(format!(
+                            "[http] skip_failed_endpoint_s = {s}: not a number of seconds"
+                        ))
+                    })?,
+                };
                 Arc::new(super::pool::PoolModel::new(endpoints, skip_for))
             }
         };
@@ -572,6 +590,13 @@ mod tests {
         // Only servers can serve one model together.
         assert!("http://a/v1#m,local".parse::<ModelSpec>().is_err());
         assert!("http://a/v1#m,".parse::<ModelSpec>().is_err());
+        // ... and serve one model, of one kind.
+        assert!("http://a/v1#m,http://b/v1#n".parse::<ModelSpec>().is_err());
+        assert!(
+            "http://a/v1#m,http://b/v1#m?base"
+                .parse::<ModelSpec>()
+                .is_err()
+        );
         assert!("scripted:".parse::<ModelSpec>().is_err());
         assert!("scriptedx".parse::<ModelSpec>().is_err());
         let error = "gguf:x".parse::<ModelSpec>().unwrap_err();

@@ -170,7 +170,7 @@ impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbError::Sqlite(e) => e.fmt(f),
-            // The server's own message (and its detail), not only "db error".
+            // The server's own message, not only "db error".
             DbError::Postgres(e) => match e.as_db_error() {
                 Some(db) => write!(f, "{}", db.message()),
                 None => e.fmt(f),
@@ -291,7 +291,20 @@ impl Conn {
             _ => "BEGIN",
         };
         self.batch(begin)?;
-        let done = work(self).and_then(|value| {
+        // A panic in the work must not leave the transaction open: every
+        // later write on this connection would go into it and be lost.
+        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self)));
+        let done = match worked {
+            Ok(done) => done,
+            Err(panic) => {
+                let _ = self.batch("ROLLBACK");
+                std::panic::resume_unwind(panic);
+            }
+        };
+        // (PostgreSQL answers COMMIT of a failed transaction by rolling it
+        // back without an error; every statement's error is returned above
+        // first, so no failed transaction reaches COMMIT.)
+        let done = done.and_then(|value| {
             self.batch("COMMIT")?;
             Ok(value)
         });
@@ -324,9 +337,18 @@ pub fn dollar_placeholders(sql: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(sql.len());
     let mut quoted = false;
+    let mut comment = false;
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\'' {
+        if comment {
+            comment = c != '\n';
+            out.push(c);
+            continue;
+        }
+        if c == '-' && !quoted && chars.peek() == Some(&'-') {
+            comment = true;
+        }
+        if c == '\'' && !comment {
             quoted = !quoted;
         }
         if c == '?' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
@@ -446,6 +468,11 @@ mod tests {
             dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND d = ?12"),
             "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d = $12"
         );
+        // An apostrophe in a comment opens no string.
+        assert_eq!(
+            dollar_placeholders("SELECT a -- the run's\nFROM t WHERE b = ?1"),
+            "SELECT a -- the run's\nFROM t WHERE b = $1"
+        );
         assert!(matches!(
             dollar_placeholders("SELECT 1"),
             Cow::Borrowed("SELECT 1")
@@ -462,6 +489,26 @@ mod tests {
         assert!(error.contains("column 0"), "{error}");
         assert!(row.get::<i64>(1).is_err(), "NULL is not read as 0");
         assert!(row.get::<u32>(2).is_ok() && row.get::<String>(3).is_err());
+    }
+
+    #[test]
+    fn a_panic_in_a_transaction_rolls_it_back() {
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        conn.batch("CREATE TABLE t (v TEXT)").unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<(), DbError> = conn.transaction(false, |tx| {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", params!["lost"])?;
+                panic!("a bug in the work");
+            });
+        }));
+        assert!(panicked.is_err());
+        // Not inside the open transaction: this write is committed.
+        conn.execute("INSERT INTO t (v) VALUES (?1)", params!["kept"])
+            .unwrap();
+        conn.batch("BEGIN; ROLLBACK;").unwrap();
+        let rows = conn.query("SELECT v FROM t", params![]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<String>(0).unwrap(), "kept");
     }
 
     #[test]

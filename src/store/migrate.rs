@@ -264,7 +264,9 @@ impl Store {
             return Ok(());
         }
         let path = self.path.clone();
-        self.conn
+        // The version found inside the lock, when it is newer than ours.
+        let newer: Option<i64> = self
+            .conn
             .borrow_mut()
             .transaction(true, |tx| {
                 tx.execute(
@@ -283,6 +285,15 @@ impl Store {
                     .transpose()?
                     .flatten();
                 let mut version = version.unwrap_or(0);
+                let target = POSTGRES_BASELINE.0 + POSTGRES_MIGRATIONS.len() as i64;
+                // Another cbtsim may have migrated it meanwhile, even a
+                // newer one: never write an older version over it.
+                if version > target {
+                    return Ok(Some(version));
+                }
+                if version == target {
+                    return Ok(None);
+                }
                 if version == 0 {
                     tx.batch(POSTGRES_BASELINE.1)?;
                     version = POSTGRES_BASELINE.0;
@@ -291,15 +302,18 @@ impl Store {
                 for migration in POSTGRES_MIGRATIONS.iter().skip(applied) {
                     tx.batch(migration)?;
                 }
-                let version = POSTGRES_BASELINE.0 + POSTGRES_MIGRATIONS.len() as i64;
                 tx.execute(&format!("DELETE FROM {POSTGRES_VERSION_TABLE}"), params![])?;
                 tx.execute(
                     &format!("INSERT INTO {POSTGRES_VERSION_TABLE} (version) VALUES (?1)"),
-                    params![version],
+                    params![target],
                 )?;
-                Ok(())
+                Ok(None)
             })
-            .map_err(|e: DbError| sql(&path, e))
+            .map_err(|e: DbError| sql(&path, e))?;
+        match newer {
+            Some(found) => Err(StoreError::NewerSchema { path, found }),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn version(&self) -> Result<i64, StoreError> {

@@ -109,7 +109,7 @@ impl Store {
     /// `postgres://` URL names.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(url) = path.to_str().filter(|p| is_url(p)) {
-            return Store::open_postgres(url);
+            return Store::open_postgres(url, true);
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Sql {
@@ -121,7 +121,10 @@ impl Store {
         Store::set_up(conn, path)
     }
 
-    fn open_postgres(url: &str) -> Result<Store, StoreError> {
+    /// The PostgreSQL database a URL names, its schema created or
+    /// migrated; to read (`create` false), one without cbtsim's tables is
+    /// an error, never given them: reading never creates a store.
+    fn open_postgres(url: &str, create: bool) -> Result<Store, StoreError> {
         let target = postgres::Target::parse(url)?;
         let client = target.connect()?;
         let mut store = Store {
@@ -129,6 +132,12 @@ impl Store {
             path: PathBuf::from(&target.shown),
             postgres: Some(target),
         };
+        if !create && store.version()? == 0 {
+            return Err(StoreError::Sql {
+                path: store.path,
+                message: "no cbtsim store in this database: run a session first".into(),
+            });
+        }
         store.migrate()?;
         Ok(store)
     }
@@ -177,8 +186,8 @@ impl Store {
     /// read-only file or folder, a read-only medium): then it is opened
     /// read-only, as it is, without migrating it.
     pub fn open_to_read(path: &Path) -> Result<Store, StoreError> {
-        if path.to_str().is_some_and(is_url) {
-            return Store::open(path);
+        if let Some(url) = path.to_str().filter(|p| is_url(p)) {
+            return Store::open_postgres(url, false);
         }
         match Store::open(path) {
             Err(StoreError::ReadOnly { .. }) => {}

@@ -13,26 +13,26 @@ pub fn is_url(db: &str) -> bool {
 }
 
 /// The URL with any password taken out (from the user part and from a
-/// `password=` parameter): what errors, logs and stored plans show.
+/// `password=` parameter): what errors, logs and stored plans show. The
+/// user part is read as the driver reads it: everything before the first
+/// `@`, whatever comes between.
 pub fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority_end, _) = rest
-        .char_indices()
-        .find(|&(_, c)| c == '/' || c == '?')
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{user}@{host}")
+    let rest = match rest.split_once('@') {
+        Some((credentials, after)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{user}@{after}")
         }
-        None => authority.to_string(),
+        None => rest.to_string(),
     };
-    let tail = match tail.split_once('?') {
+    let rest = match rest.split_once('?') {
         Some((path, query)) => {
             let kept: Vec<&str> = query
                 .split('&')
-                .filter(|p| !p.to_ascii_lowercase().starts_with("password="))
+                .filter(|p| {
+                    let key = p.split('=').next().unwrap_or_default();
+                    !percent_decoded(key).eq_ignore_ascii_case("password")
+                })
                 .collect();
             if kept.is_empty() {
                 path.to_string()
@@ -40,9 +40,33 @@ pub fn redacted(url: &str) -> String {
                 format!("{path}?{}", kept.join("&"))
             }
         }
-        None => tail.to_string(),
+        None => rest,
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{rest}")
+}
+
+/// `%XX` sequences decoded, as the driver decodes a URL's keys.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a connection needs: the parsed URL with its credentials filled
@@ -75,23 +99,27 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A run's claim is a connection that is idle for hours: probe it
+        // well before a firewall or NAT forgets it (the default is 2 h).
+        config.keepalives_idle(Duration::from_secs(30));
         Ok(Target { config, shown })
     }
 
     pub fn connect(&self) -> Result<postgres::Client, StoreError> {
         let connected = match self.config.get_ssl_mode() {
             postgres::config::SslMode::Disable => self.config.connect(postgres::NoTls),
+            // As libpq's `prefer` and `require`: encrypted, the server's
+            // certificate not checked (most servers have one of their own
+            // making, e.g. Debian's snakeoil); the driver knows no
+            // `verify-full`.
             _ => {
-                let roots = rustls::RootCertStore::from_iter(
-                    webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-                );
-                let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .dangerous()
+                    .with_custom_certificate_verifier(std::sync::Arc::new(Unverified(provider)))
+                    .with_no_client_auth();
                 self.config
                     .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
             }
@@ -102,6 +130,56 @@ impl Target {
             // the password (it is not part of the message).
             message: format!("cannot connect: {}", super::db::DbError::Postgres(e)),
         })
+    }
+}
+
+/// Takes any certificate, as libpq does below `verify-ca`; the handshake's
+/// signatures are still checked.
+#[derive(Debug)]
+struct Unverified(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -182,6 +260,13 @@ mod tests {
         assert_eq!(
             redacted("postgres://localhost/x?Password=p"),
             "postgres://localhost/x"
+        );
+        // The driver reads everything before the first `@` as the user
+        // part, a `/` in the password included, and decodes keys.
+        assert_eq!(redacted("postgres://ana:pa/ss@db/x"), "postgres://ana@db/x");
+        assert_eq!(
+            redacted("postgres://db/x?pass%77ord=hunter2&sslmode=disable"),
+            "postgres://db/x?sslmode=disable"
         );
         assert!(is_url("postgres://h/db") && is_url("postgresql://h/db"));
         assert!(!is_url("/tmp/postgres.db") && !is_url("runs.db"));

@@ -214,7 +214,7 @@ impl Store {
                     CAST(SUM(u.completion_tokens) AS BIGINT), SUM(u.estimated_replies) > 0
                  FROM token_usage u JOIN sessions s ON s.id = u.session_id
                  WHERE CAST(?1 AS BIGINT) IS NULL OR s.run_id = ?1
-                 GROUP BY u.role, u.model ORDER BY u.role, u.model IS NOT NULL, u.model",
+                 GROUP BY u.role, u.model",
             params![run],
             |r| {
                 Ok(TokenTotal {
@@ -226,6 +226,9 @@ impl Store {
                 })
             },
         )?;
+        // Sorted here: the two databases order text by different rules.
+        let mut totals = totals;
+        totals.sort_by(|a, b| (&a.role, &a.model).cmp(&(&b.role, &b.model)));
         Ok(totals)
     }
 }

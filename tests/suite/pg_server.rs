@@ -1,6 +1,7 @@
 //! A throw-away PostgreSQL server for the store tests: `initdb` into a
-//! temporary folder, `postgres` on a free loopback port with its socket in
-//! that folder, stopped and removed when dropped. PostgreSQL refuses to run
+//! temporary folder, `postgres` listening only on a Unix socket in that
+//! folder (no TCP port: nothing else on the machine can reach it, and no
+//! two tests' servers can meet), stopped and removed when dropped. PostgreSQL refuses to run
 //! as root, and CI runs as root: then the server runs as `nobody`.
 //! `scripts/setup --with-test-server` installs Debian's `postgresql`.
 
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 pub struct PgServer {
     dir: tempfile::TempDir,
     child: Child,
-    port: u16,
 }
+
+/// The port names the socket file (`.s.PGSQL.5432`) in the server's own
+/// folder; no TCP port is opened.
+const PORT: u16 = 5432;
 
 /// The folder of PostgreSQL's programs: the one `initdb` on PATH is in,
 /// else the newest under Debian's /usr/lib/postgresql.
@@ -65,14 +69,6 @@ fn program(name: &str) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl PgServer {
     pub fn start() -> PgServer {
         let dir = tempfile::Builder::new()
@@ -99,22 +95,21 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = program("postgres")
             .arg("-D")
             .arg(&data)
             .arg("-p")
-            .arg(port.to_string())
+            .arg(PORT.to_string())
             .arg("-k")
             .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("postgres starts");
-        let mut server = PgServer { dir, child, port };
+        let mut server = PgServer { dir, child };
         server.wait_until_ready();
         server
     }
@@ -122,11 +117,11 @@ impl PgServer {
     fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.admin().is_ok() {
-                return;
-            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("postgres exited ({status}): {}", self.log());
+            }
+            if self.admin().is_ok() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -144,8 +139,8 @@ impl PgServer {
     fn admin(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Client::connect(
             &format!(
-                "host=127.0.0.1 port={} user=cbtsim dbname=postgres",
-                self.port
+                "host={} port={PORT} user=cbtsim dbname=postgres",
+                self.dir.path().display()
             ),
             postgres::NoTls,
         )
@@ -158,8 +153,8 @@ impl PgServer {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         format!(
-            "postgres://cbtsim@127.0.0.1:{}/{name}?sslmode=disable",
-            self.port
+            "postgres://cbtsim@/{name}?host={}&port={PORT}&sslmode=disable",
+            self.dir.path().display()
         )
     }
 

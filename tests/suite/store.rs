@@ -713,8 +713,13 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory(store: TestDb) {
         db_arg,
     ]);
     assert_eq!(code, 1, "a failed backend stops the course: {stderr}");
+    // A URL's `?` and `&` are quoted for the shell.
+    let named = match store {
+        TestDb::Sqlite { .. } => db_arg.to_string(),
+        TestDb::Postgres { .. } => format!("'{db_arg}'"),
+    };
     assert!(
-        stderr.contains(&format!("cbtsim resume --db {db_arg} --last")),
+        stderr.contains(&format!("cbtsim resume --db {named} --last")),
         "{stderr}"
     );
     let ended = |rows: &[Value]| -> Vec<(i64, String)> {
@@ -914,6 +919,7 @@ fn a_password_in_the_url_is_never_shown_or_stored() {
         "{stderr}"
     );
     let stored = store.query("SELECT plan, settings FROM runs");
+    assert_eq!(stored.len(), 1, "the run is stored and read back");
     assert!(!stored.concat().concat().contains("hunter2"), "{stored:?}");
     assert!(
         !stored.concat().concat().contains("postgres://"),
