@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 pub struct PgServer {
     dir: tempfile::TempDir,
     child: Child,
+    /// The loopback port of a server that also takes TCP (TLS only, with
+    /// a password): `start_with_tls`.
+    tcp_port: Option<u16>,
+}
+
+/// What a server that also listens on TCP asks of a client there.
+pub struct TcpAccess<'a> {
+    /// The password of the user `cbtsim` (SCRAM).
+    pub password: &'a str,
 }
 
 /// The port names the socket file (`.s.PGSQL.5432`) in the server's own
@@ -48,6 +57,29 @@ fn bin_dir() -> PathBuf {
         .expect("PostgreSQL's initdb is installed (scripts/setup --with-test-server installs it)")
 }
 
+/// Gives a file to the user the server runs as, readable by it alone (the
+/// server refuses a key others can read).
+fn hand_to_server(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if running_as_root() {
+        let status = Command::new("chown")
+            .arg("nobody:nogroup")
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -70,7 +102,19 @@ fn program(name: &str) -> Command {
 }
 
 impl PgServer {
+    /// A server on its Unix socket only, trusting its user there.
     pub fn start() -> PgServer {
+        PgServer::start_with(None)
+    }
+
+    /// A server that also listens on a free loopback port, where it takes
+    /// only TLS connections (a certificate of its own making) with the
+    /// user's password.
+    pub fn start_with_tls(access: TcpAccess<'_>) -> PgServer {
+        PgServer::start_with(Some(access))
+    }
+
+    fn start_with(tcp: Option<TcpAccess<'_>>) -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("cbtsim-pg-")
             .tempdir()
@@ -84,32 +128,93 @@ impl PgServer {
             assert!(status.success(), "chown the server's folder to nobody");
         }
         let data = dir.path().join("data");
-        let out = program("initdb")
+        let mut initdb = program("initdb");
+        initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", "cbtsim", "--auth=trust", "--no-sync", "-E", "UTF8"])
-            .output()
-            .expect("initdb runs");
+            .args(["-U", "cbtsim", "--no-sync", "-E", "UTF8"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
+        if let Some(access) = &tcp {
+            let pwfile = dir.path().join("password");
+            std::fs::write(&pwfile, access.password).unwrap();
+            hand_to_server(&pwfile);
+            initdb.arg(format!("--pwfile={}", pwfile.display()));
+        }
+        let out = initdb.output().expect("initdb runs");
         assert!(
             out.status.success(),
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut settings = vec!["listen_addresses=".to_string(), "fsync=off".to_string()];
+        let mut tcp_port = None;
+        if tcp.is_some() {
+            // TLS only on TCP: pg_hba's host lines become hostssl lines.
+            let hba = data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba).unwrap();
+            let text: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, text).unwrap();
+            let (key, cert) = (data.join("server.key"), data.join("server.crt"));
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-x509",
+                    "-days",
+                    "1",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("openssl makes a certificate");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for file in [&key, &cert, &hba] {
+                hand_to_server(file);
+            }
+            let port = free_port();
+            tcp_port = Some(port);
+            settings = vec![
+                "listen_addresses=127.0.0.1".into(),
+                "fsync=off".into(),
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = program("postgres")
             .arg("-D")
             .arg(&data)
             .arg("-p")
-            .arg(PORT.to_string())
+            .arg(tcp_port.unwrap_or(PORT).to_string())
             .arg("-k")
             .arg(dir.path())
-            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("postgres starts");
-        let mut server = PgServer { dir, child };
+        let mut server = PgServer {
+            dir,
+            child,
+            tcp_port,
+        };
         server.wait_until_ready();
         server
     }
@@ -136,11 +241,17 @@ impl PgServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The port the socket file is named by (the TCP port when there is one).
+    fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(PORT)
+    }
+
     fn admin(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Client::connect(
             &format!(
-                "host={} port={PORT} user=cbtsim dbname=postgres",
-                self.dir.path().display()
+                "host={} port={} user=cbtsim dbname=postgres",
+                self.dir.path().display(),
+                self.port()
             ),
             postgres::NoTls,
         )
@@ -153,9 +264,17 @@ impl PgServer {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         format!(
-            "postgres://cbtsim@/{name}?host={}&port={PORT}&sslmode=disable",
-            self.dir.path().display()
+            "postgres://cbtsim@/{name}?host={}&port={}&sslmode=disable",
+            self.dir.path().display(),
+            self.port()
         )
+    }
+
+    /// The URL of a database over TCP (no password, no sslmode: the test
+    /// adds what it means to try).
+    pub fn tcp_url(&self, name: &str) -> String {
+        let port = self.tcp_port.expect("started with TCP");
+        format!("postgres://cbtsim@127.0.0.1:{port}/{name}")
     }
 
     /// Runs SQL on a database of this server (for what a test sets up or

@@ -927,6 +927,65 @@ fn a_password_in_the_url_is_never_shown_or_stored() {
     );
 }
 
+#[test]
+fn a_server_that_takes_only_tls_and_a_password_is_reached_with_both() {
+    use super::pg_server::{PgServer, TcpAccess};
+    let server = PgServer::start_with_tls(TcpAccess { password: "s3cret" });
+    server.database("tls_test");
+    let home = tempfile::tempdir().unwrap();
+    let cbtsim_with = |url: &str, password: Option<&str>, args: &[&str]| {
+        let mut command = super::util::cbtsim();
+        // No password file but the test's own.
+        command.env("HOME", home.path()).env_remove("PGPASSFILE");
+        match password {
+            Some(p) => command.env("PGPASSWORD", p),
+            None => command.env_remove("PGPASSWORD"),
+        };
+        let mut all = args.to_vec();
+        all.extend(["--db", url]);
+        command.args(&all).output().unwrap()
+    };
+    let list = ["list", "--json"];
+    let run_one = [
+        "run",
+        "--persona",
+        "kenji-watanabe",
+        "--model",
+        "scripted",
+        "--max-turns",
+        "2",
+    ];
+    let tls = format!("{}?sslmode=require", server.tcp_url("tls_test"));
+    // Without the password: refused, and said so.
+    let out = cbtsim_with(&tls, None, &run_one);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    // With PGPASSWORD, over TLS (the server takes nothing else on TCP).
+    let out = cbtsim_with(&tls, Some("s3cret"), &run_one);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In the clear: the server refuses it.
+    let clear = format!("{}?sslmode=disable", server.tcp_url("tls_test"));
+    let out = cbtsim_with(&clear, Some("s3cret"), &list);
+    assert_eq!(out.status.code(), Some(2));
+    // With the password from the password file instead.
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(&pgpass, "127.0.0.1:*:tls_test:cbtsim:s3cret\n").unwrap();
+    let out = cbtsim_with(&tls, None, &list);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["persona"], "kenji-watanabe");
+    assert_eq!(listed[0]["turns"], 2);
+}
+
 /// Every stored turn of a SQLite file as (position, speaker).
 fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
     let Ok(conn) = rusqlite::Connection::open(db) else {
