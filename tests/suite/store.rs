@@ -652,6 +652,19 @@ fn a_run_is_stored_in_the_data_folder_unless_told_not_to() {
     assert_eq!(listed[0]["turns"], 2);
 }
 
+/// A fault server with `replies` chat replies, each after `pause_ms`.
+fn slow_server(replies: usize, pause_ms: u64) -> super::fault_server::FaultServer {
+    use super::fault_server::{FaultServer, Reply, chat_reply};
+    FaultServer::start(
+        (1..=replies)
+            .map(|i| Reply::Slow {
+                pause: std::time::Duration::from_millis(pause_ms),
+                body: chat_reply(&format!("This is reply number {i}, said slowly.")),
+            })
+            .collect(),
+    )
+}
+
 /// A config (no retries, no streaming) and a model spec that send every
 /// request to the fault server, one scripted reply each.
 fn through_fault_server(
@@ -789,15 +802,8 @@ fn a_course_stopped_by_a_failed_backend_resumes_with_its_memory(store: TestDb) {
 }
 
 fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it(store: TestDb) {
-    use super::fault_server::{FaultServer, Reply, chat_reply};
     // Slow replies give time to press Ctrl-C mid-session.
-    let replies = (1..=20)
-        .map(|i| Reply::Slow {
-            pause: std::time::Duration::from_millis(300),
-            body: chat_reply(&format!("This is reply number {i}, said slowly.")),
-        })
-        .collect();
-    let server = FaultServer::start(replies);
+    let server = slow_server(20, 300);
     let (config, model) = through_fault_server(store.dir(), &server);
     let db = std::path::Path::new(store.db());
     let child = cbtsim_process()
@@ -842,15 +848,8 @@ fn ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it(store: TestDb) {
 }
 
 fn a_second_process_cannot_run_a_run_that_is_running(store: TestDb) {
-    use super::fault_server::{FaultServer, Reply, chat_reply};
     // Slow enough that the run is still going when the second starts.
-    let replies = (1..=8)
-        .map(|i| Reply::Slow {
-            pause: std::time::Duration::from_millis(1000),
-            body: chat_reply(&format!("This is reply number {i}, said slowly.")),
-        })
-        .collect();
-    let server = FaultServer::start(replies);
+    let server = slow_server(8, 1000);
     let (config, model) = through_fault_server(store.dir(), &server);
     let mut child = cbtsim_process()
         .arg("--config")
