@@ -182,6 +182,12 @@ pub fn grounded(
         .flat_map(|t| lint::content_words(&t.text))
         .collect();
     let agreed = agreed_homework(transcript);
+    // A small model fills an empty section with its heading ("- Main
+    // topics discussed"): no heading is an item.
+    let headings: Vec<String> = crate::summary::SummarySection::ALL
+        .iter()
+        .map(|s| lint::plain_words(s.heading()).join(" "))
+        .collect();
     for section in crate::summary::SummarySection::ALL {
         summary.items_mut(section).retain(|item| {
             let words = lint::content_words(item);
@@ -193,11 +199,7 @@ pub fn grounded(
             let bears_out = words.iter().any(|w| said.contains(w));
             let shared = words.iter().filter(|w| agreed.contains(*w)).count();
             let agreed_to = !homework || (shared > 0 && shared >= words.len().min(2));
-            // A small model fills an empty section with its heading
-            // ("- Main topics discussed").
-            let heading = crate::summary::SummarySection::ALL
-                .iter()
-                .any(|s| lint::plain_words(s.heading()).join(" ") == plain);
+            let heading = headings.contains(&plain);
             !is_cut_off(item) && !copied && bears_out && agreed_to && !heading
         });
     }

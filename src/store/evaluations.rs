@@ -71,14 +71,13 @@ impl Store {
         kind: &str,
         rubric_version: &str,
     ) -> Result<Vec<(i64, String, T)>, StoreError> {
-        let rows: Vec<(i64, String, String)> = self.rows(
+        let mut rows: Vec<(i64, String, String)> = self.rows(
             "SELECT session_id, judge, result FROM evaluations
              WHERE kind = ?1 AND rubric_version = ?2",
             params![kind, rubric_version],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         // Sorted here: the two databases order text by different rules.
-        let mut rows = rows;
         rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         rows.into_iter()
             .map(|(session, judge, text)| {

@@ -284,6 +284,17 @@ impl Store {
     }
 }
 
+/// The store as `--db` names it in a command to paste into a shell:
+/// quoted when a shell would read it otherwise (a URL's `?` and `&`).
+pub fn db_argument(path: &Path) -> String {
+    let shown = path.display().to_string();
+    if shown.contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-:@".contains(c))) {
+        format!("'{shown}'")
+    } else {
+        shown
+    }
+}
+
 /// A path as the path of a SQLite `file:` URI: the characters that URIs
 /// give meaning to are escaped.
 fn uri_path(path: &Path) -> String {
@@ -346,6 +357,19 @@ fn sql(path: &Path, e: impl Into<DbError>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_is_named_for_the_shell() {
+        assert_eq!(db_argument(Path::new("/data/cbtsim.db")), "/data/cbtsim.db");
+        assert_eq!(
+            db_argument(Path::new("postgres://ana@/db?host=/run&port=5432")),
+            "'postgres://ana@/db?host=/run&port=5432'"
+        );
+        assert_eq!(
+            db_argument(Path::new("/my runs/cbtsim.db")),
+            "'/my runs/cbtsim.db'"
+        );
+    }
 
     #[test]
     fn a_path_in_a_uri_escapes_what_uris_give_meaning_to() {

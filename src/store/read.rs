@@ -208,7 +208,7 @@ pub struct TokenTotal {
 impl Store {
     /// Token usage per role and model over the whole store, or one run.
     pub fn token_totals(&self, run: Option<i64>) -> Result<Vec<TokenTotal>, StoreError> {
-        let totals = self.rows(
+        let mut totals = self.rows(
             // PostgreSQL sums BIGINTs as NUMERIC: cast back.
             "SELECT u.role, u.model, CAST(SUM(u.prompt_tokens) AS BIGINT),
                     CAST(SUM(u.completion_tokens) AS BIGINT), SUM(u.estimated_replies) > 0
@@ -227,7 +227,6 @@ impl Store {
             },
         )?;
         // Sorted here: the two databases order text by different rules.
-        let mut totals = totals;
         totals.sort_by(|a, b| (&a.role, &a.model).cmp(&(&b.role, &b.model)));
         Ok(totals)
     }

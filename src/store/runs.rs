@@ -30,7 +30,7 @@ pub struct RunClaim {
     file: Option<(std::fs::File, std::path::PathBuf)>,
     /// Closing it (dropping the claim, or the process ending) releases the
     /// server's lock.
-    _connection: Option<postgres::Client>,
+    _connection: Option<super::db::Conn>,
 }
 
 impl RunClaim {
@@ -339,12 +339,9 @@ impl Store {
                 run,
             });
         }
-        let super::db::Conn::Postgres { client, .. } = conn else {
-            unreachable!("made as a PostgreSQL connection above")
-        };
         Ok(RunClaim {
             file: None,
-            _connection: Some(*client),
+            _connection: Some(conn),
         })
     }
 

@@ -363,13 +363,7 @@ fn exit_code(outcome: &RunOutcome, store: Option<&Path>) -> u8 {
         let db = if store == cbtsim::store::default_path() {
             String::new()
         } else {
-            // Quoted when a shell would read it otherwise (a URL's `&`).
-            let db = store.display().to_string();
-            if db.contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-:@".contains(c))) {
-                format!(" --db '{db}'")
-            } else {
-                format!(" --db {db}")
-            }
+            format!(" --db {}", cbtsim::store::db_argument(store))
         };
         eprintln!("cbtsim: stopped early; `cbtsim resume{db} --last` continues from the last turn");
     }
