@@ -28,6 +28,7 @@ pub mod termination;
 pub mod text_format;
 pub mod transcript;
 pub mod turn;
+pub mod worker;
 
 pub use persona::Persona;
 pub use risk::RiskLevel;

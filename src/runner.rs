@@ -24,11 +24,12 @@ use crate::session::{
     self, Agent, CarryOver, RoleUsage, SafetyEvent, SessionConfig, SessionError, SessionRecord,
     SessionSink, SessionUsage,
 };
-use crate::store::{SessionState, Store, StoreError, StoredCourse, StoredPlan, TokenTotal};
+use crate::store::{Lease, SessionState, Store, StoreError, StoredCourse, StoredPlan, TokenTotal};
 use crate::summarize::SummaryError;
 use crate::termination::TerminationReason;
 use crate::transcript::Transcript;
 use crate::turn::Turn;
+use crate::worker::Leasing;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,6 +223,13 @@ pub enum CourseStatus {
     Failed(String),
     /// Ctrl-C came before it started.
     NotStarted,
+    /// Another worker holds its lease (a queued batch's workers): it is
+    /// theirs to run.
+    Elsewhere,
+    /// This process's lease ran out (it was paused, or cut off from the
+    /// store) and another worker took the course over; nothing more of it
+    /// was written here.
+    TakenOver,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,9 +266,11 @@ pub struct Runner<'a> {
     /// The time since some fixed moment; each session's clock counts from
     /// its start. Injected so that tests control time.
     pub clock: &'a (dyn Fn() -> Duration + Sync),
+    /// The leases this process holds on courses (see `store::queue`).
+    pub leasing: &'a Leasing,
 }
 
-fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+pub(crate) fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
     // A course thread that panicked leaves the connection usable.
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -280,26 +290,39 @@ impl Runner<'_> {
             store.add_courses(run, plan, &personas)?;
             courses = store.courses(run)?;
         }
+        // A queued batch's courses may be leased by its workers, and stay
+        // theirs; any other run is this process's alone (it holds the
+        // run's claim), so a lease left by an earlier process of it that
+        // was killed is taken back at once.
+        let force = !lock(self.store).is_queued(run)?;
         let total = courses.len();
         let queue = Mutex::new(courses.into_iter().enumerate().collect::<VecDeque<_>>());
         let done: Mutex<Vec<(usize, CourseOutcome)>> = Mutex::new(Vec::new());
         let workers = (plan.concurrency as usize).clamp(1, total.max(1));
+        let courses_done = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        if self.interrupted.load(Ordering::SeqCst) {
-                            break;
+            scope.spawn(|| self.leasing.keep_renewed(self.store, &courses_done));
+            let threads: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        loop {
+                            if self.interrupted.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                            let Some((i, course)) = next else { break };
+                            let outcome = self.leased_course(run, plan, &course, force);
+                            done.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((i, outcome));
                         }
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-                        let Some((i, course)) = next else { break };
-                        let outcome = self.course(run, plan, &course);
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, outcome));
-                    }
-                });
+                    })
+                })
+                .collect();
+            for thread in threads {
+                let _ = thread.join();
             }
+            courses_done.store(true, Ordering::SeqCst);
         });
         let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
         for (i, course) in queue.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -328,19 +351,60 @@ impl Runner<'_> {
         })
     }
 
-    fn course(&self, run: i64, plan: &RunPlan, course: &StoredCourse) -> CourseOutcome {
+    /// Leases a course of `run`, runs it, and gives the lease up.
+    fn leased_course(
+        &self,
+        run: i64,
+        plan: &RunPlan,
+        course: &StoredCourse,
+        force: bool,
+    ) -> CourseOutcome {
+        let leased = lock(self.store).lease_course(
+            course.id,
+            &self.leasing.owner,
+            self.leasing.duration,
+            force,
+        );
+        let status = match leased {
+            Ok(Some(lease)) => return self.course(run, plan, course, lease),
+            Ok(None) => CourseStatus::Elsewhere,
+            Err(e) => CourseStatus::Failed(e.to_string()),
+        };
+        CourseOutcome {
+            course: info(course),
+            status,
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Runs (or continues) a course this process has leased; every write
+    /// is fenced by the lease. The lease is renewed meanwhile (see
+    /// `Leasing::keep_renewed`) and given up at the end.
+    pub fn course(
+        &self,
+        run: i64,
+        plan: &RunPlan,
+        course: &StoredCourse,
+        lease: Lease,
+    ) -> CourseOutcome {
+        self.leasing.hold(lease);
         let info = info(course);
         self.observer.course_started(&info);
         let mut sessions = Vec::new();
-        let status = match self.course_sessions(run, plan, course, &info, &mut sessions) {
+        let fence = Some(lease);
+        let status = match self.course_sessions(run, plan, course, fence, &info, &mut sessions) {
             Ok(status) => status,
+            // Whatever failed, it failed because the course is another's now.
+            Err(_) if !lock(self.store).holds(lease).unwrap_or(true) => CourseStatus::TakenOver,
             Err(e) => {
                 let error = e.to_string();
                 // Best effort: the store itself may be what failed.
-                let _ = lock(self.store).set_course_error(course.id, Some(&error));
+                let _ = lock(self.store).set_course_error(fence, course.id, Some(&error));
                 CourseStatus::Failed(error)
             }
         };
+        self.leasing.release(lease);
+        let _ = lock(self.store).release_lease(lease);
         self.observer.course_finished(&info, &status);
         CourseOutcome {
             course: info,
@@ -354,11 +418,12 @@ impl Runner<'_> {
         run: i64,
         plan: &RunPlan,
         course: &StoredCourse,
+        fence: Option<Lease>,
         info: &CourseInfo,
         results: &mut Vec<SessionResult>,
     ) -> Result<CourseStatus, RunError> {
         if course.error.is_some() {
-            lock(self.store).set_course_error(course.id, None)?;
+            lock(self.store).set_course_error(fence, course.id, None)?;
         }
         let stored = lock(self.store).course_sessions(course.id)?;
         let mut remembered: Vec<Remembered> = Vec::new();
@@ -391,20 +456,27 @@ impl Runner<'_> {
                 Some(s) => {
                     let spoken = {
                         let mut store = lock(self.store);
-                        store.reopen_session(s.id)?;
+                        store.reopen_session(fence, s.id)?;
                         store.transcript(s.id)?.turns
                     };
-                    (self.session(course, info, &config, s.id, spoken)?, s.id)
+                    (
+                        self.session(course, fence, info, &config, s.id, spoken)?,
+                        s.id,
+                    )
                 }
                 None => {
                     let id = lock(self.store).start_session(
+                        fence,
                         run,
                         Some(course.id),
                         course.persona_row,
                         number,
                         &state,
                     )?;
-                    (self.session(course, info, &config, id, Vec::new())?, id)
+                    (
+                        self.session(course, fence, info, &config, id, Vec::new())?,
+                        id,
+                    )
                 }
             };
             let stopped = self.stopped_short(&record);
@@ -418,7 +490,7 @@ impl Runner<'_> {
                 // The backend may be gone and the user may be waiting; the
                 // summary is written when the session is resumed and done.
                 _ if stopped => Some(NOT_WRITTEN.to_string()),
-                _ => match self.summarize(info, &mut record, id)? {
+                _ => match self.summarize(fence, info, &mut record, id)? {
                     Summarized::Written => None,
                     Summarized::Failed(error) => Some(error),
                     Summarized::BackendFailure(error) => {
@@ -462,7 +534,7 @@ impl Runner<'_> {
             }
         }
         if !course.finished {
-            lock(self.store).finish_course(course.id)?;
+            lock(self.store).finish_course(fence, course.id)?;
         }
         Ok(CourseStatus::Finished)
     }
@@ -486,6 +558,7 @@ impl Runner<'_> {
     fn session(
         &self,
         course: &StoredCourse,
+        fence: Option<Lease>,
         info: &CourseInfo,
         config: &SessionConfig,
         id: i64,
@@ -497,6 +570,7 @@ impl Runner<'_> {
         self.observer.session_started(info, number, spoken.len());
         let mut sink = StoreSink {
             store: self.store,
+            fence,
             session: id,
             count: spoken.len(),
             observer: self.observer,
@@ -534,6 +608,7 @@ impl Runner<'_> {
             .as_ref()
             .expect("a finished session has a reason");
         lock(self.store).finish_session(
+            fence,
             id,
             reason,
             &record.usage_by_role,
@@ -548,6 +623,7 @@ impl Runner<'_> {
     /// stores nothing, so that resume asks again.
     fn summarize(
         &self,
+        fence: Option<Lease>,
         info: &CourseInfo,
         record: &mut SessionRecord,
         id: i64,
@@ -557,7 +633,7 @@ impl Runner<'_> {
         };
         if record.transcript.turns.is_empty() {
             let error = "the session has no turns to summarise";
-            lock(self.store).set_summary(id, Err(error), None)?;
+            lock(self.store).set_summary(fence, id, Err(error), None)?;
             return Ok(Summarized::Failed(error.into()));
         }
         let mut summarizer = agent(model, AgentRole::Summarizer)?;
@@ -578,7 +654,7 @@ impl Runner<'_> {
         };
         let outcome = match written {
             Ok(summary) => {
-                lock(self.store).set_summary(id, Ok(&summary), Some(&share))?;
+                lock(self.store).set_summary(fence, id, Ok(&summary), Some(&share))?;
                 record.transcript.summary = Some(summary);
                 Summarized::Written
             }
@@ -588,7 +664,7 @@ impl Runner<'_> {
             }
             Err(e) => {
                 let error = e.to_string();
-                lock(self.store).set_summary(id, Err(&error), Some(&share))?;
+                lock(self.store).set_summary(fence, id, Err(&error), Some(&share))?;
                 Summarized::Failed(error)
             }
         };
@@ -647,6 +723,7 @@ fn read_back(store: &Store, state: &SessionState) -> Result<SessionRecord, RunEr
 /// Stores each turn the moment it is spoken, then tells the observer.
 struct StoreSink<'a> {
     store: &'a Mutex<Store>,
+    fence: Option<Lease>,
     session: i64,
     count: usize,
     observer: &'a dyn RunObserver,
@@ -657,7 +734,7 @@ struct StoreSink<'a> {
 impl SessionSink for StoreSink<'_> {
     fn turn(&mut self, turn: &Turn) -> Result<(), String> {
         lock(self.store)
-            .add_turn(self.session, self.count, turn)
+            .add_turn(self.fence, self.session, self.count, turn)
             .map_err(|e| format!("cannot store the turn: {e}"))?;
         self.observer.turn(self.info, self.number, self.count, turn);
         self.count += 1;

@@ -157,6 +157,126 @@ fn run_level(plan: &RunPlan, roles: &RoleModels, sessions: u32) -> Result<Level,
     })
 }
 
+/// `bench batch --db URL --workers 1,2,4`: the same batch queued in a
+/// store and drained by 1, 2, 4 ... workers (threads of this process, each
+/// with a connection of its own, as separate machines would have), side by
+/// side.
+pub struct WorkersBenchSettings {
+    pub each: BenchSessions,
+    /// Sessions (courses of one session) in each level's batch.
+    pub sessions: u32,
+    pub workers: Vec<u32>,
+    /// The store the batches are queued in: name a scratch one (workers
+    /// drain every queued batch in it, and the bench's stay).
+    pub db: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkersBench {
+    pub model: String,
+    pub store: String,
+    pub sessions: u32,
+    pub turns: u32,
+    pub levels: Vec<WorkersLevel>,
+    /// What a turn costs the store on its own (`bench store`, 200 turns):
+    /// the fenced write and a lease renewal.
+    pub store_per_turn: super::store::StoreFigures,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkersLevel {
+    pub workers: u32,
+    pub wall_s: f64,
+    pub sessions_per_hour: f64,
+    /// Sessions per hour over the first level's.
+    pub speedup: f64,
+    pub failed_courses: usize,
+}
+
+pub fn bench_workers(
+    settings: &WorkersBenchSettings,
+    progress: &mut dyn FnMut(&str),
+) -> Result<WorkersBench, RunError> {
+    use crate::worker::{Leasing, Worker, WorkerSettings};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    let mut plan = settings.each.plan(PlanKind::Batch);
+    plan.repeats = settings.sessions;
+    let mut store = Store::open(&settings.db)?;
+    let shown = store.path().display().to_string();
+    // Opened once and shared, as `Models` shares weights between roles.
+    let models = Mutex::new(Models::new(settings.each.config.clone()));
+    let mut levels: Vec<WorkersLevel> = Vec::new();
+    for &workers in &settings.workers {
+        let workers = workers.max(1);
+        progress(&format!(
+            "{} sessions queued in {shown}, {workers} worker(s)",
+            settings.sessions
+        ));
+        let run = crate::runner::create(&mut store, &plan)?;
+        store.queue_run(run)?;
+        let started = std::time::Instant::now();
+        let outcomes = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..workers)
+                .map(|w| {
+                    let models = &models;
+                    scope.spawn(move || -> Result<_, RunError> {
+                        let store = Mutex::new(Store::open(&settings.db)?);
+                        let leasing = Leasing::new(
+                            format!("bench-{}-{w}", std::process::id()),
+                            crate::worker::DEFAULT_LEASE,
+                        );
+                        let clock = || started.elapsed();
+                        Worker {
+                            store: &store,
+                            models,
+                            leasing: &leasing,
+                            settings: &WorkerSettings {
+                                concurrency: 1,
+                                until_idle: true,
+                                model: None,
+                                poll: std::time::Duration::from_millis(100),
+                            },
+                            interrupted: &AtomicBool::new(false),
+                            observer: &crate::runner::Unobserved,
+                            clock: &clock,
+                        }
+                        .work()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a bench worker does not panic"))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let wall = started.elapsed().as_secs_f64();
+        let sessions_per_hour = f64::from(settings.sessions) * 3600.0 / wall;
+        levels.push(WorkersLevel {
+            workers,
+            wall_s: wall,
+            sessions_per_hour,
+            speedup: levels
+                .first()
+                .map_or(1.0, |first| sessions_per_hour / first.sessions_per_hour),
+            failed_courses: outcomes
+                .iter()
+                .map(|o| o.count(|s| *s != CourseStatus::Finished))
+                .sum(),
+        });
+    }
+    progress("the store's cost per turn");
+    let figures = super::store::bench_store(&mut store, 200)?;
+    Ok(WorkersBench {
+        model: settings.each.model.to_string(),
+        store: shown,
+        sessions: settings.sessions,
+        turns: settings.each.turns,
+        levels,
+        store_per_turn: figures.stores[0].clone(),
+    })
+}
+
 fn model_error(spec: &ModelSpec, source: ModelError) -> RunError {
     RunError::Model {
         spec: spec.to_string(),

@@ -89,6 +89,7 @@ fn run_timed_in(
         interrupted: &AtomicBool::new(false),
         observer: &Unobserved,
         clock: &clock,
+        leasing: &crate::worker::Leasing::for_this_process(crate::worker::DEFAULT_LEASE),
     }
     .execute(run, plan)?;
     Ok((outcome, started.elapsed()))

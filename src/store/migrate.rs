@@ -4,7 +4,7 @@ use super::db::{Conn, DbError, params};
 use super::{Store, StoreError, sql};
 
 /// The schema version this build writes; see `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migration N takes the schema from version N-1 to N.
 pub const MIGRATIONS: &[&str] = &[
@@ -109,6 +109,15 @@ CREATE TABLE evaluations (
     PRIMARY KEY (session_id, kind, judge, rubric_version)
 );
 "#,
+    // The work queue (`queue.rs`): a batch queued for workers, and each
+    // course's lease: who holds it, until when (milliseconds on the
+    // database's clock) and the token its writes are fenced by.
+    r#"
+ALTER TABLE runs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE courses ADD COLUMN lease_owner TEXT;
+ALTER TABLE courses ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE courses ADD COLUMN lease_until INTEGER;
+"#,
 ];
 
 /// A new PostgreSQL store starts at this version, with the schema the
@@ -208,7 +217,12 @@ CREATE TABLE evaluations (
 /// PostgreSQL's migrations after the baseline: entry N takes the schema
 /// from version `POSTGRES_BASELINE.0 + N` to the next. A migration added
 /// to `MIGRATIONS` gets its PostgreSQL form here.
-const POSTGRES_MIGRATIONS: &[&str] = &[];
+const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+ALTER TABLE runs ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE courses ADD COLUMN lease_owner TEXT;
+ALTER TABLE courses ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE courses ADD COLUMN lease_until BIGINT;
+"#];
 
 /// Where a PostgreSQL store keeps its schema version, and the advisory
 /// lock its migrations take (two cbtsims opening a new database at once

@@ -10,6 +10,7 @@
 //! - `postgres.rs`: connecting to PostgreSQL (URL, credentials, TLS);
 //! - `migrate.rs`: the schema's versions;
 //! - `runs.rs`: runs, their plans and their courses;
+//! - `queue.rs`: queued batches, courses' leases and the fence on their writes;
 //! - `sessions.rs`: writing sessions as they happen, and their state;
 //! - `read.rs`: reading sessions back (lossless: a row that does not
 //!   decode is an error naming it) and listing;
@@ -21,6 +22,7 @@ mod evaluations;
 mod import;
 mod migrate;
 mod postgres;
+mod queue;
 mod read;
 mod runs;
 mod sessions;
@@ -28,6 +30,7 @@ mod sessions;
 pub use evaluations::SessionScope;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use postgres::{is_url, redacted};
+pub use queue::{BatchStatus, Lease, Leased, WorkerCount};
 pub use read::{Listed, StoredSession, TokenTotal};
 pub use runs::{RunClaim, StoredCourse, StoredPlan};
 pub use sessions::SessionState;
@@ -66,6 +69,10 @@ pub enum StoreError {
     NoSuchRun { path: PathBuf, id: i64 },
     #[error("{path}: run {run} is being run by another cbtsim process; wait for it, or stop it")]
     Busy { path: PathBuf, run: i64 },
+    #[error(
+        "{path}: course {course} was taken over by another worker (this one's lease ran out); nothing more of it is written here"
+    )]
+    LeaseLost { path: PathBuf, course: i64 },
     #[error("{path}: no course {id}, or it has no sessions")]
     NoSuchCourse { path: PathBuf, id: i64 },
     /// A stored row that does not decode: never read as a default.

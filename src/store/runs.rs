@@ -2,7 +2,7 @@
 //! of: one per persona and repeat, a single run's too).
 
 use super::db::params;
-use super::{Store, StoreError, now};
+use super::{Lease, Store, StoreError, now};
 use crate::persona::Persona;
 use crate::plan::RunPlan;
 
@@ -28,9 +28,24 @@ pub enum StoredPlan {
 /// SQLite store, or PostgreSQL's on a connection of the claim's own.
 pub struct RunClaim {
     file: Option<(std::fs::File, std::path::PathBuf)>,
-    /// Closing it (dropping the claim, or the process ending) releases the
-    /// server's lock.
-    _connection: Option<super::db::Conn>,
+    /// The connection holding the server's lock on this run. Dropping the
+    /// claim unlocks it before closing the connection: a closed socket alone
+    /// releases the lock only once the server has noticed, a moment later,
+    /// and a claim given up must be free at once. A process that dies
+    /// releases it that way, too.
+    server_lock: Option<(super::db::Conn, i64)>,
+}
+
+impl Drop for RunClaim {
+    fn drop(&mut self) {
+        if let Some((mut conn, run)) = self.server_lock.take() {
+            // An error here means the connection is gone, and with it the lock.
+            let _ = conn.query_row(
+                "SELECT pg_advisory_unlock(?1, ?2)",
+                params![RUN_LOCK_CLASS, run],
+            );
+        }
+    }
 }
 
 impl RunClaim {
@@ -197,12 +212,28 @@ impl Store {
 
     /// A run's courses in grid order.
     pub fn courses(&self, run: i64) -> Result<Vec<StoredCourse>, StoreError> {
+        self.courses_where("c.run_id = ?1", run)
+    }
+
+    /// One course, by its id.
+    pub fn course(&self, id: i64) -> Result<StoredCourse, StoreError> {
+        self.courses_where("c.id = ?1", id)?
+            .pop()
+            .ok_or_else(|| StoreError::NoSuchCourse {
+                path: self.path.clone(),
+                id,
+            })
+    }
+
+    fn courses_where(&self, condition: &str, value: i64) -> Result<Vec<StoredCourse>, StoreError> {
         let rows = self.rows(
-            "SELECT c.id, c.unit_index, c.persona, p.snapshot, c.repeat_index, c.sessions_planned,
+            &format!(
+                "SELECT c.id, c.unit_index, c.persona, p.snapshot, c.repeat_index, c.sessions_planned,
                     c.first_session, c.seed, c.finished_at IS NOT NULL, c.error
              FROM courses c JOIN personas p ON p.id = c.persona
-             WHERE c.run_id = ?1 ORDER BY c.unit_index, c.id",
-            params![run],
+             WHERE {condition} ORDER BY c.unit_index, c.id"
+            ),
+            params![value],
             |r| {
                 Ok((
                     r.get::<i64>(0)?,
@@ -254,20 +285,30 @@ impl Store {
         Ok(courses)
     }
 
-    pub fn finish_course(&self, course: i64) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE courses SET finished_at = ?1, error = NULL WHERE id = ?2",
-            params![now(), course],
-        )?;
+    /// Marks a course finished and gives up its lease.
+    pub fn finish_course(&self, fence: Option<Lease>, course: i64) -> Result<(), StoreError> {
+        self.fenced(fence, |tx| {
+            tx.execute(
+                "UPDATE courses SET finished_at = ?1, error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?2",
+                params![now(), course],
+            )
+        })?;
         Ok(())
     }
 
     /// Records why a course failed (None clears it as it runs again).
-    pub fn set_course_error(&self, course: i64, error: Option<&str>) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE courses SET error = ?1 WHERE id = ?2",
-            params![error, course],
-        )?;
+    pub fn set_course_error(
+        &self,
+        fence: Option<Lease>,
+        course: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.fenced(fence, |tx| {
+            tx.execute(
+                "UPDATE courses SET error = ?1 WHERE id = ?2",
+                params![error, course],
+            )
+        })?;
         Ok(())
     }
 
@@ -285,7 +326,7 @@ impl Store {
         if self.path == std::path::Path::new(":memory:") {
             return Ok(RunClaim {
                 file: None,
-                _connection: None,
+                server_lock: None,
             });
         }
         if let Some(target) = &self.postgres {
@@ -304,7 +345,7 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(RunClaim {
                 file: Some((file, lock)),
-                _connection: None,
+                server_lock: None,
             }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
                 path: self.path.clone(),
@@ -341,7 +382,7 @@ impl Store {
         }
         Ok(RunClaim {
             file: None,
-            _connection: Some(conn),
+            server_lock: Some((conn, run)),
         })
     }
 

@@ -3,7 +3,7 @@
 //! each session of a course got.
 
 use super::db::{Conn, DbError, params};
-use super::{Store, StoreError, mood, now};
+use super::{Lease, Store, StoreError, mood, now};
 use crate::course::{HomeworkDone, PatientState};
 use crate::persona::Mood;
 use crate::session::{RoleUsage, SafetyEvent};
@@ -39,13 +39,15 @@ impl Store {
     /// A new session, with where the patient stands as it starts.
     pub fn start_session(
         &self,
+        fence: Option<Lease>,
         run: i64,
         course: Option<i64>,
         persona: i64,
         session_number: u32,
         state: &PatientState,
     ) -> Result<i64, StoreError> {
-        self.insert(
+        self.fenced(fence, |tx| {
+            tx.insert(
             "INSERT INTO sessions (run_id, course_id, persona, session_number, started_at, phq9, gad7, homework_done)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
             params![
@@ -59,16 +61,26 @@ impl Store {
                 state.homework.map(HomeworkDone::as_str)
             ],
         )
+        })
     }
 
     /// Stores a turn the moment it is spoken (one transaction per turn).
-    pub fn add_turn(&self, session: i64, position: usize, turn: &Turn) -> Result<(), StoreError> {
+    /// With a lease, only while it is held (see `queue.rs`).
+    pub fn add_turn(
+        &self,
+        fence: Option<Lease>,
+        session: i64,
+        position: usize,
+        turn: &Turn,
+    ) -> Result<(), StoreError> {
         let meta = serde_json::to_string(&turn.meta).expect("metadata serialises");
-        self.execute(
-            "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![session, position, turn.speaker.as_str(), turn.text, meta],
-        )?;
-        Ok(())
+        let insert = "INSERT INTO turns (session_id, position, speaker, text, meta) VALUES (?1, ?2, ?3, ?4, ?5)";
+        let params = params![session, position, turn.speaker.as_str(), turn.text, meta];
+        match fence {
+            // One statement is its own transaction.
+            None => self.execute(insert, params).map(|_| ()),
+            Some(_) => self.fenced(fence, |tx| tx.execute(insert, params).map(|_| ())),
+        }
     }
 
     /// Records how a session ended, what each agent used (per role and
@@ -76,6 +88,7 @@ impl Store {
     /// stored as ended without them.
     pub fn finish_session(
         &mut self,
+        fence: Option<Lease>,
         session: i64,
         reason: &TerminationReason,
         usage: &[RoleUsage],
@@ -85,7 +98,7 @@ impl Store {
             TerminationReason::NaturalEnd { speaker, .. } => speaker.map(Speaker::as_str),
             _ => None,
         };
-        self.transaction(|tx| {
+        self.fenced(fence, |tx| {
             tx.execute(
                 "UPDATE sessions SET finished_at = ?1, termination_reason = ?2, termination_details = ?3, termination_speaker = ?4 WHERE id = ?5",
                 params![now(), reason.display_name(), reason.details(), speaker, session],
@@ -115,6 +128,7 @@ impl Store {
     /// without its usage, nor its usage twice.
     pub fn set_summary(
         &mut self,
+        fence: Option<Lease>,
         session: i64,
         summary: Result<&SessionSummary, &str>,
         usage: Option<&RoleUsage>,
@@ -126,7 +140,7 @@ impl Store {
             ),
             Err(e) => (None, Some(e)),
         };
-        self.transaction(|tx| {
+        self.fenced(fence, |tx| {
             tx.execute(
                 "UPDATE sessions SET summary = ?1, summary_error = ?2 WHERE id = ?3",
                 params![json, error, session],
@@ -162,8 +176,8 @@ impl Store {
     /// Opens a stopped session again for more turns: its ending, usage,
     /// safety events and evaluations are cleared (they are recorded anew
     /// when it ends, and it can be evaluated again); its turns stay.
-    pub fn reopen_session(&mut self, session: i64) -> Result<(), StoreError> {
-        self.transaction(|tx| {
+    pub fn reopen_session(&mut self, fence: Option<Lease>, session: i64) -> Result<(), StoreError> {
+        self.fenced(fence, |tx| {
             tx.execute(
                 "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
                 params![session],

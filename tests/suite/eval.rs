@@ -162,7 +162,7 @@ fn crisis_store() -> (Mutex<Store>, Vec<i64>) {
     use cbtsim::session::SafetyEvent;
     let (store, ids) = store_with(&["crisis-handled.txt", "structured-cbt-session.txt"]);
     let crisis = transcript("crisis-handled.txt");
-    store.lock().unwrap().reopen_session(ids[0]).unwrap();
+    store.lock().unwrap().reopen_session(None, ids[0]).unwrap();
     let event = SafetyEvent {
         turn: 2,
         category: Category::Burden,
@@ -173,7 +173,13 @@ fn crisis_store() -> (Mutex<Store>, Vec<i64>) {
     store
         .lock()
         .unwrap()
-        .finish_session(ids[0], crisis.termination.as_ref().unwrap(), &[], &[event])
+        .finish_session(
+            None,
+            ids[0],
+            crisis.termination.as_ref().unwrap(),
+            &[],
+            &[event],
+        )
         .unwrap();
     (store, ids)
 }
@@ -252,7 +258,7 @@ fn evaluations_are_stored_and_not_asked_for_again_unless_forced() {
 #[test]
 fn a_session_that_has_not_ended_is_left_out_so_its_scores_never_go_stale() {
     let (store, ids) = store_with(&["structured-cbt-session.txt", "clean-natural-end.txt"]);
-    store.lock().unwrap().reopen_session(ids[1]).unwrap();
+    store.lock().unwrap().reopen_session(None, ids[1]).unwrap();
     let metrics_only = EvalSettings {
         ctrs: false,
         ..BOTH
@@ -733,6 +739,7 @@ fn evaluated_batch() -> (Mutex<Store>, i64) {
         interrupted: &std::sync::atomic::AtomicBool::new(false),
         observer: &Unobserved,
         clock: &clock,
+        leasing: &cbtsim::worker::Leasing::for_this_process(cbtsim::worker::DEFAULT_LEASE),
     }
     .execute(run, &plan)
     .unwrap();

@@ -10,6 +10,7 @@ mod models_cli;
 mod personas;
 mod pg_server;
 mod properties;
+mod queue;
 mod runner;
 mod safety;
 mod session;

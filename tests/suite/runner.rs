@@ -55,6 +55,7 @@ fn execute(
         interrupted,
         observer,
         clock: &clock,
+        leasing: &cbtsim::worker::Leasing::for_this_process(cbtsim::worker::DEFAULT_LEASE),
     }
     .execute(run, plan)
     .unwrap()
@@ -484,6 +485,7 @@ fn a_run_is_run_by_one_process_at_a_time(test_db: super::test_db::TestDb) {
         interrupted: &AtomicBool::new(false),
         observer: &Unobserved,
         clock: &clock,
+        leasing: &cbtsim::worker::Leasing::for_this_process(cbtsim::worker::DEFAULT_LEASE),
     };
     let error = runner.execute(run, &plan).unwrap_err().to_string();
     assert!(

@@ -41,6 +41,13 @@ failed (each is named; the others ran); 130 stopped by Ctrl-C (resume continues 
 
 cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
 
+const WORKER_EXIT_CODES: &str = "Exit codes: 0 the worker stopped (--until-idle: nothing was \
+left) and every course it ran finished; 1 a course it ran stopped short (a backend failure, or \
+another worker took it over); 2 an error of the store, or a course failed (each is named); 130 \
+stopped by Ctrl-C (the courses it ran stop after their turn and go back to the queue).
+
+cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Read, write and check transcripts in the reference text format.
@@ -69,6 +76,13 @@ enum Command {
     /// most C courses at once; one failed course does not stop the others.
     #[command(after_help = BATCH_EXIT_CODES)]
     Batch(Box<sessions::BatchArgs>),
+    /// Run the courses of batches queued with `batch --detach`, with any
+    /// number of other workers on any machines sharing the store (a
+    /// postgres:// URL; a SQLite file serves the workers of one machine).
+    /// Each course is leased, and renewed while it runs; a worker that dies
+    /// leaves its course to another once its lease runs out.
+    #[command(after_help = WORKER_EXIT_CODES)]
+    Worker(Box<sessions::WorkerArgs>),
     /// Continue interrupted runs, courses and batches (Ctrl-C, kill, a
     /// failed backend) from their last stored turn, with the plan they were
     /// started with.
@@ -94,13 +108,20 @@ enum Command {
     /// session, course and therapist model, and a chart per course
     /// (Markdown, JSON, or one self-contained HTML file).
     Report(Box<evaluate::ReportArgs>),
-    /// List the courses and sessions in a store.
+    /// List the courses and sessions in a store, then each batch's courses
+    /// by where they stand (queued, running and on which worker, finished,
+    /// failed).
     List {
         /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Only the batches.
+        #[arg(long)]
+        batches: bool,
         /// Print a JSON array of {kind, id, persona, session_number, turns,
-        /// termination_reason, started_at}.
+        /// termination_reason, started_at}; with --batches, of {run,
+        /// started_at, queued, running: [{worker, courses}], finished,
+        /// failed}.
         #[arg(long)]
         json: bool,
     },
@@ -283,25 +304,36 @@ enum BenchCommand {
         json: bool,
     },
     /// What the store costs a session: milliseconds to write a turn (each
-    /// in its own transaction) and to read a session back, on the store
-    /// named and on SQLite in memory, side by side. Leaves a session of
-    /// bench turns in the store: name a scratch one.
+    /// in its own transaction, fenced by its course's lease), to renew the
+    /// lease and to read a session back, on the store named and on SQLite
+    /// in memory, side by side. Leaves a session of bench turns in the
+    /// store: name a scratch one.
     Store {
         /// The store: a SQLite file, or a postgres:// URL.
         #[arg(long)]
         db: PathBuf,
         #[arg(long, default_value_t = 500)]
         turns: u32,
-        /// Print {stores: [{store, turn_ms_mean, turn_ms_p95, read_ms}], turns}.
+        /// Print {stores: [{store, turn_ms_mean, turn_ms_p95, renew_ms_mean,
+        /// read_ms}], turns}.
         #[arg(long)]
         json: bool,
     },
     /// The same sessions at several concurrency levels, side by side:
-    /// sessions per hour and tokens per second at each.
+    /// sessions per hour and tokens per second at each. With --workers, the
+    /// batch is queued in --db and drained by that many workers at each
+    /// level instead, and the store's cost per turn is measured too.
     Batch {
         /// Concurrency levels, comma-separated.
         #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
         concurrency: Vec<u32>,
+        /// Worker counts, comma-separated (needs --db).
+        #[arg(long, value_delimiter = ',', requires = "db", conflicts_with_all = ["concurrency", "batching"])]
+        workers: Vec<u32>,
+        /// The store the workers share: a scratch one (a postgres:// URL,
+        /// or a SQLite file); the bench's batches stay in it.
+        #[arg(long, requires = "workers")]
+        db: Option<PathBuf>,
         /// Sessions at each level.
         #[arg(long, default_value_t = 8)]
         sessions: u32,
@@ -467,7 +499,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prepare_detector();
             return sessions::resume(db, target, false);
         }
-        Command::List { db, json } => list(db, json)?,
+        Command::List { db, batches, json } => list(db, batches, json)?,
+        Command::Worker(args) => {
+            prepare_detector();
+            return sessions::worker(*args, config.as_deref());
+        }
         Command::Eval(args) => evaluate::run(*args, config.as_deref())?,
         Command::Report(args) => evaluate::report(*args)?,
         Command::Export {
@@ -502,9 +538,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 for s in &r.stores {
                     text += &format!(
-                        "  {}: write a turn {:.3} ms (p95 {:.3} ms), read the session {:.2} ms
+                        "  {}: write a turn {:.3} ms (p95 {:.3} ms), renew its lease {:.3} ms, read the session {:.2} ms
 ",
-                        s.store, s.turn_ms_mean, s.turn_ms_p95, s.read_ms
+                        s.store, s.turn_ms_mean, s.turn_ms_p95, s.renew_ms_mean, s.read_ms
                     );
                 }
                 emit(&text)?;
@@ -545,11 +581,67 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Bench(BenchCommand::Batch {
+            workers,
+            db: Some(db),
+            sessions,
+            each,
+            json,
+            ..
+        }) => {
+            let settings = cbtsim::bench::batch::WorkersBenchSettings {
+                each: each.settings(config.as_deref())?,
+                sessions,
+                workers,
+                db,
+            };
+            let report = cbtsim::bench::batch::bench_workers(&settings, &mut |stage| {
+                eprintln!("cbtsim: bench: {stage}")
+            })?;
+            if json {
+                print_json(&report)?;
+            } else {
+                let mut out = format!(
+                    "model: {}\nstore: {}\n{} sessions of {} turns at each level\n{:>8} {:>9} {:>15} {:>8}\n",
+                    report.model,
+                    report.store,
+                    report.sessions,
+                    report.turns,
+                    "workers",
+                    "wall s",
+                    "sessions/hour",
+                    "speedup"
+                );
+                for l in &report.levels {
+                    out += &format!(
+                        "{:>8} {:>9.1} {:>15.1} {:>7.2}x{}\n",
+                        l.workers,
+                        l.wall_s,
+                        l.sessions_per_hour,
+                        l.speedup,
+                        match l.failed_courses {
+                            0 => String::new(),
+                            n => format!("  ({n} courses did not finish)"),
+                        }
+                    );
+                }
+                let s = &report.store_per_turn;
+                out += &format!(
+                    "store per turn: write {:.3} ms (p95 {:.3} ms) + lease renewal {:.3} ms = {:.3} ms\n",
+                    s.turn_ms_mean,
+                    s.turn_ms_p95,
+                    s.renew_ms_mean,
+                    s.turn_ms_mean + s.renew_ms_mean
+                );
+                emit(&out)?;
+            }
+        }
+        Command::Bench(BenchCommand::Batch {
             concurrency,
             sessions,
             batching,
             each,
             json,
+            ..
         }) => {
             let settings = cbtsim::bench::batch::BatchBenchSettings {
                 each: each.settings(config.as_deref())?,
@@ -1222,8 +1314,16 @@ fn open_store(db: Option<PathBuf>) -> Result<cbtsim::store::Store> {
     Ok(cbtsim::store::Store::open_to_read(&existing_store(db)?)?)
 }
 
-fn list(db: Option<PathBuf>, json: bool) -> Result<()> {
-    let rows = open_store(db)?.list()?;
+fn list(db: Option<PathBuf>, batches: bool, json: bool) -> Result<()> {
+    let store = open_store(db)?;
+    if batches {
+        let statuses = store.batch_statuses()?;
+        return match json {
+            true => print_json(&statuses),
+            false => emit(&progress::describe_batches(&statuses)),
+        };
+    }
+    let rows = store.list()?;
     if json {
         return print_json(&rows);
     }
@@ -1242,6 +1342,11 @@ fn list(db: Option<PathBuf>, json: bool) -> Result<()> {
             r.termination_reason.as_deref().unwrap_or("(unfinished)"),
             r.started_at
         );
+    }
+    let statuses = store.batch_statuses()?;
+    if !statuses.is_empty() {
+        out += "\n";
+        out += &progress::describe_batches(&statuses);
     }
     emit(&out)
 }

@@ -301,7 +301,74 @@ fn describe_status(status: &CourseStatus) -> String {
         CourseStatus::BackendFailure(e) => format!("stopped by a backend failure: {e}"),
         CourseStatus::Failed(e) => format!("failed: {e}"),
         CourseStatus::NotStarted => "not started".into(),
+        CourseStatus::Elsewhere => "left to the worker that holds it".into(),
+        CourseStatus::TakenOver => "taken over by another worker (this one's lease ran out)".into(),
     }
+}
+
+/// A worker's log: a line per course leased and ended, and per session.
+pub struct WorkerLog;
+
+impl RunObserver for WorkerLog {
+    fn course_started(&self, course: &CourseInfo) {
+        eprintln!("cbtsim: course {} ({}) leased", course.id, label(course));
+    }
+
+    fn session_started(&self, course: &CourseInfo, number: u32, continued_after: usize) {
+        if continued_after > 0 {
+            eprintln!(
+                "cbtsim: course {} ({}) session {number} continues after turn {continued_after}",
+                course.id,
+                label(course)
+            );
+        }
+    }
+
+    fn session_finished(&self, course: &CourseInfo, session: &SessionResult) {
+        eprintln!(
+            "cbtsim: course {} ({}) session {}: {} ({} turns)",
+            course.id,
+            label(course),
+            session.transcript.session_number,
+            session
+                .transcript
+                .termination
+                .as_ref()
+                .map_or("unfinished", |t| t.display_name()),
+            session.transcript.turns.len()
+        );
+    }
+
+    fn course_finished(&self, course: &CourseInfo, status: &CourseStatus) {
+        eprintln!(
+            "cbtsim: course {} ({}) {}",
+            course.id,
+            label(course),
+            describe_status(status)
+        );
+    }
+}
+
+/// Each batch's courses by where they stand, as a table.
+pub fn describe_batches(statuses: &[cbtsim::store::BatchStatus]) -> String {
+    let mut out = format!(
+        "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<24} workers\n",
+        "batch", "run", "queued", "running", "finished", "failed", "started"
+    );
+    for s in statuses {
+        let running: u64 = s.running.iter().map(|w| w.courses).sum();
+        let workers = s
+            .running
+            .iter()
+            .map(|w| format!("{} ({})", w.worker, w.courses))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out += &format!(
+            "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<24} {}\n",
+            "batch", s.run, s.queued, running, s.finished, s.failed, s.started_at, workers
+        );
+    }
+    out
 }
 
 /// Prints a finished session: the whole text, or (when its turns were

@@ -1,7 +1,7 @@
-//! `cbtsim run`, `course`, `batch` and `resume`: flags become a `RunPlan`,
-//! the library's runner runs it, and this module shows progress and
-//! results and turns the outcome into an exit code (`exit_code`, the one
-//! place that does).
+//! `cbtsim run`, `course`, `batch`, `resume` and `worker`: flags become a
+//! `RunPlan`, the library's runner (or worker) runs it, and this module
+//! shows progress and results and turns the outcome into an exit code
+//! (`code_of`, the one place that does).
 
 use crate::progress::{self, Display};
 use crate::{emit, existing_store, print_json, read};
@@ -126,8 +126,39 @@ pub struct BatchArgs {
     /// the config has prices), check each model, and run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Queue the batch in the store and print its run id, without running
+    /// it: `cbtsim worker` processes run it.
+    #[arg(long, conflicts_with_all = ["dry_run", "no_store"])]
+    detach: bool,
     #[command(flatten)]
     common: SessionArgs,
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The store holding the queued batches: a postgres:// URL, or a
+    /// SQLite file (default: the XDG data folder's cbtsim/cbtsim.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Courses run at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Exit when no queued batch has a course left to run (courses other
+    /// workers are running count as left: their workers may die).
+    #[arg(long)]
+    until_idle: bool,
+    /// How long a lease on a course lasts unless renewed (it is renewed
+    /// three times as often): after a worker dies, its course waits this
+    /// long before another worker takes it over.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_seconds: u64,
+    /// Run every role of the queued plans on this model instead of theirs
+    /// (for instance the endpoints this machine reaches).
+    #[arg(long)]
+    model: Option<ModelSpec>,
+    /// Print a JSON summary of the courses run at the end.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Set by Ctrl-C; sessions stop after the turn in progress.
@@ -219,7 +250,82 @@ pub fn batch(args: BatchArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     if args.dry_run {
         return dry_run(&plan, args.common.json);
     }
+    if args.detach {
+        return detach(plan, &args.common);
+    }
     start(plan, &args.common, None).map(ExitCode::from)
+}
+
+/// Stores a batch as queued work and prints its run id.
+fn detach(plan: RunPlan, args: &SessionArgs) -> Result<ExitCode> {
+    plan.validate()?;
+    // A model spec that cannot be used is said now, not by every worker.
+    runner::check_models(&plan, &mut Models::new(plan.config.clone()))?;
+    let mut store = Store::open(&args.db.clone().unwrap_or_else(cbtsim::store::default_path))?;
+    let run = runner::create(&mut store, &plan)?;
+    store.queue_run(run)?;
+    let courses = store.courses(run)?.len();
+    if args.json {
+        print_json(&serde_json::json!({"run": run, "courses": courses, "queued": true}))?;
+    } else {
+        emit(&format!("{run}\n"))?;
+    }
+    eprintln!(
+        "cbtsim: queued batch run {run} ({courses} courses) in {}; `cbtsim worker --db {}` runs it",
+        store.path().display(),
+        cbtsim::store::db_argument(store.path())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs queued courses until Ctrl-C (or, with --until-idle, until none is
+/// left).
+pub fn worker(args: WorkerArgs, config_file: Option<&Path>) -> Result<ExitCode> {
+    install_ctrl_c()?;
+    let path = existing_store(args.db)?;
+    let store = Mutex::new(Store::open(&path)?);
+    let config = Config::load(config_file)?;
+    let models = Mutex::new(Models::new(config));
+    let leasing = cbtsim::worker::Leasing::for_this_process(std::time::Duration::from_secs(
+        args.lease_seconds,
+    ));
+    eprintln!(
+        "cbtsim: worker {} on {} ({} at once, leases of {} s)",
+        leasing.owner,
+        path.display(),
+        args.concurrency,
+        args.lease_seconds
+    );
+    let settings = cbtsim::worker::WorkerSettings {
+        concurrency: args.concurrency,
+        until_idle: args.until_idle,
+        model: args.model.map(|m| m.to_string()),
+        poll: std::time::Duration::from_secs(1),
+    };
+    let started = std::time::Instant::now();
+    let clock = || started.elapsed();
+    let outcome = cbtsim::worker::Worker {
+        store: &store,
+        models: &models,
+        leasing: &leasing,
+        settings: &settings,
+        interrupted: &INTERRUPTED,
+        observer: &progress::WorkerLog,
+        clock: &clock,
+    }
+    .work()?;
+    let finished = outcome.count(|s| *s == CourseStatus::Finished);
+    let failed = outcome.count(|s| matches!(s, CourseStatus::Failed(_)));
+    let short = outcome.courses.len() - finished - failed;
+    eprintln!(
+        "cbtsim: worker {} ran {} course(s): {finished} finished, {failed} failed, {short} stopped short",
+        outcome.worker,
+        outcome.courses.len()
+    );
+    if args.json {
+        print_json(&outcome)?;
+    }
+    Ok(ExitCode::from(code_of(failed, short)))
 }
 
 /// Checks the models, stores the plan as a new run, and runs it.
@@ -308,6 +414,7 @@ fn execute(
         interrupted: &INTERRUPTED,
         observer: &display,
         clock: &clock,
+        leasing: &cbtsim::worker::Leasing::for_this_process(cbtsim::worker::DEFAULT_LEASE),
     };
     let outcome = runner.execute(run, plan)?;
     display.finish(&outcome)?;
@@ -367,11 +474,21 @@ fn exit_code(outcome: &RunOutcome, store: Option<&Path>) -> u8 {
         };
         eprintln!("cbtsim: stopped early; `cbtsim resume{db} --last` continues from the last turn");
     }
+    let short = match outcome.finished {
+        true => 0,
+        false => backend.max(1),
+    };
+    code_of(failed, short)
+}
+
+/// 130 after Ctrl-C; 2 when a course failed; 1 when one stopped short (a
+/// backend failure, another worker); 0 when everything ran to its end.
+fn code_of(failed: usize, stopped_short: usize) -> u8 {
     if INTERRUPTED.load(Ordering::SeqCst) {
         130
     } else if failed > 0 {
         2
-    } else if backend > 0 {
+    } else if stopped_short > 0 {
         1
     } else {
         0
