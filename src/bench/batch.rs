@@ -206,6 +206,9 @@ pub fn bench_workers(
     let shown = store.path().display().to_string();
     // Opened once and shared, as `Models` shares weights between roles.
     let models = Mutex::new(Models::new(settings.each.config.clone()));
+    // Opened (and the guards' patterns compiled) before the first level,
+    // so that it does not pay for what the others reuse.
+    RoleModels::open(&plan, &mut models.lock().unwrap_or_else(|e| e.into_inner()))?;
     let mut levels: Vec<WorkersLevel> = Vec::new();
     for &workers in &settings.workers {
         let workers = workers.max(1);

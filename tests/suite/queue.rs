@@ -491,8 +491,7 @@ fn a_worker_paused_past_its_lease_writes_nothing_into_a_course_taken_over() {
     let test_db = TestDb::postgres();
     let db = test_db.db().to_string();
     // One course, one session of 24 turns, a reply taking 150 ms: time to
-    // pause its worker mid-session and for another to be mid-session when
-    // the first wakes.
+    // pause its worker mid-session.
     let plan = batch_plan(&["mei-lin-chen"], 1, 24, "scripted");
     queue(&db, &plan);
     let turns = || test_db.count("turns");
@@ -504,8 +503,12 @@ fn a_worker_paused_past_its_lease_writes_nothing_into_a_course_taken_over() {
     // Past its lease (1 s): another worker takes the course over.
     std::thread::sleep(Duration::from_millis(2500));
     let taker = worker_process(&db, 1, model);
-    wait_for("the second worker to store turns", || {
-        turns() >= at_pause + 2
+    // Woken the moment the second worker holds the course, before it has
+    // spoken (its first reply takes at least as long as what is left of
+    // the first worker's): the first's late turn would go into a free
+    // position, and only the fence keeps it out.
+    wait_for("the second worker to lease the course", || {
+        leased_by(&test_db, &taker).len() == 1
     });
     signal(&paused, "-CONT");
     let paused = paused.wait_with_output().unwrap();
@@ -584,4 +587,49 @@ fn bench_batch_with_workers_queues_each_level_and_drains_it() {
             .query("SELECT id FROM runs WHERE finished_at IS NULL")
             .is_empty()
     );
+}
+
+#[test]
+fn a_worker_runs_a_queued_batch_on_the_default_model() {
+    let _real_model = super::util::real_model();
+    let test_db = TestDb::postgres();
+    let db = test_db.db().to_string();
+    let queued = cbtsim_process()
+        .args([
+            "batch",
+            "--detach",
+            "--personas",
+            "alicia-rodriguez",
+            "--sessions",
+            "1",
+            "--max-turns",
+            "4",
+            "--candidates",
+            "1",
+            "--db",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    let worker = cbtsim_process()
+        .args(["worker", "--until-idle", "--db", &db])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&worker.stderr);
+    assert_eq!(worker.status.code(), Some(0), "{log}");
+    assert!(log.contains("leased") && log.contains("finished"), "{log}");
+    assert_done_once(&test_db, 1, 1);
+    let model = test_db.query("SELECT meta FROM turns WHERE meta LIKE '%gemma%' LIMIT 1");
+    assert_eq!(model.len(), 1, "the turns were spoken by the default model");
+    let listed = cbtsim_process()
+        .args(["list", "--batches", "--json", "--db", &db])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["finished"], 1);
 }

@@ -352,7 +352,7 @@ impl RunObserver for WorkerLog {
 /// Each batch's courses by where they stand, as a table.
 pub fn describe_batches(statuses: &[cbtsim::store::BatchStatus]) -> String {
     let mut out = format!(
-        "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<24} workers\n",
+        "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<30} workers\n",
         "batch", "run", "queued", "running", "finished", "failed", "started"
     );
     for s in statuses {
@@ -364,7 +364,7 @@ pub fn describe_batches(statuses: &[cbtsim::store::BatchStatus]) -> String {
             .collect::<Vec<_>>()
             .join(", ");
         out += &format!(
-            "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<24} {}\n",
+            "{:<6} {:>4}  {:>6} {:>7} {:>8} {:>6}  {:<30} {}\n",
             "batch", s.run, s.queued, running, s.finished, s.failed, s.started_at, workers
         );
     }
