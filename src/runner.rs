@@ -366,7 +366,12 @@ impl Runner<'_> {
             force,
         );
         let status = match leased {
-            Ok(Some(lease)) => return self.course(run, plan, course, lease),
+            Ok(Some(lease)) => {
+                let outcome = self.course(run, plan, course, lease);
+                self.leasing.release(lease);
+                let _ = lock(self.store).release_lease(lease);
+                return outcome;
+            }
             Ok(None) => CourseStatus::Elsewhere,
             Err(e) => CourseStatus::Failed(e.to_string()),
         };
@@ -379,7 +384,7 @@ impl Runner<'_> {
 
     /// Runs (or continues) a course this process has leased; every write
     /// is fenced by the lease. The lease is renewed meanwhile (see
-    /// `Leasing::keep_renewed`) and given up at the end.
+    /// `Leasing::keep_renewed`); the caller gives it up.
     pub fn course(
         &self,
         run: i64,
@@ -403,8 +408,6 @@ impl Runner<'_> {
                 CourseStatus::Failed(error)
             }
         };
-        self.leasing.release(lease);
-        let _ = lock(self.store).release_lease(lease);
         self.observer.course_finished(&info, &status);
         CourseOutcome {
             course: info,

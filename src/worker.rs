@@ -46,7 +46,10 @@ impl Leasing {
     }
 
     pub(crate) fn hold(&self, lease: Lease) {
-        self.held().push(lease);
+        let mut held = self.held();
+        if !held.contains(&lease) {
+            held.push(lease);
+        }
     }
 
     pub(crate) fn release(&self, lease: Lease) {
@@ -176,6 +179,9 @@ impl Worker<'_> {
                 continue;
             };
             let lease = leased.lease;
+            // Renewed from now: opening a run's models can take longer
+            // than a lease.
+            leasing.hold(lease);
             let prepared = self.prepare(plans, leased.run).and_then(|plan| {
                 let course = lock(self.store).course(lease.course)?;
                 Ok((plan, course))
@@ -185,16 +191,21 @@ impl Worker<'_> {
                 // This worker cannot open the run's models (a model file
                 // missing here, a server it cannot reach): the course is
                 // left to workers that can, and this one stops.
-                Err(e @ RunError::Model { .. }) => {
-                    lock(self.store).release_lease(lease)?;
+                // So does a store that failed.
+                Err(e @ (RunError::Model { .. } | RunError::Store(_))) => {
+                    self.give_up(lease);
                     return Err(e);
                 }
                 Err(e) => {
                     // The run itself cannot be run (its plan, a persona):
                     // recorded with the course, as a run would.
-                    let store = lock(self.store);
-                    store.set_course_error(Some(lease), lease.course, Some(&e.to_string()))?;
-                    store.release_lease(lease)?;
+                    let recorded = lock(self.store).set_course_error(
+                        Some(lease),
+                        lease.course,
+                        Some(&e.to_string()),
+                    );
+                    self.give_up(lease);
+                    recorded?;
                     continue;
                 }
             };
@@ -208,18 +219,14 @@ impl Worker<'_> {
                 leasing,
             };
             let outcome = runner.course(leased.run, plan, &course, lease);
-            {
-                let store = lock(self.store);
-                if let CourseStatus::BackendFailure(error) = &outcome.status {
-                    // Not left to be leased again at once, over and over:
-                    // it counts as failed, and `cbtsim resume` continues it.
-                    let error = format!("stopped by a backend failure: {error}");
-                    let _ = store.set_course_error(Some(lease), lease.course, Some(&error));
-                }
-                if outcome.status == CourseStatus::Finished {
-                    store.finish_run_if_done(leased.run)?;
-                }
+            if let CourseStatus::BackendFailure(error) = &outcome.status {
+                // Recorded before the lease is given up, so that it is not
+                // leased again at once, over and over: it counts as failed,
+                // and `cbtsim resume` continues it.
+                let error = format!("stopped by a backend failure: {error}");
+                let _ = lock(self.store).set_course_error(Some(lease), lease.course, Some(&error));
             }
+            self.give_up(lease);
             worked
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -255,6 +262,13 @@ impl Worker<'_> {
         let prepared = Arc::new((plan, models));
         plans.insert(run, prepared.clone());
         Ok(prepared)
+    }
+
+    /// Gives a lease up (best effort: if the store cannot be reached, the
+    /// lease runs out on its own).
+    fn give_up(&self, lease: Lease) {
+        self.leasing.release(lease);
+        let _ = lock(self.store).release_lease(lease);
     }
 
     /// Sleeps, waking early for Ctrl-C.

@@ -124,12 +124,21 @@ impl Target {
                     .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
             }
         };
-        connected.map_err(|e| StoreError::Sql {
+        let error = |e| StoreError::Sql {
             path: PathBuf::from(&self.shown),
             // The error names the server's reason or the socket's, never
             // the password (it is not part of the message).
             message: format!("cannot connect: {}", super::db::DbError::Postgres(e)),
-        })
+        };
+        let mut client = connected.map_err(error)?;
+        // A process paused or cut off in the middle of a transaction (they
+        // last milliseconds) would hold its row locks for as long as it is
+        // gone, and keep the course it was writing from other workers: the
+        // server ends such a session after 30 s.
+        client
+            .batch_execute("SET idle_in_transaction_session_timeout = 30000")
+            .map_err(error)?;
+        Ok(client)
     }
 }
 

@@ -18,7 +18,7 @@
 //! SQLite every write transaction is exclusive.
 
 use super::db::{Conn, DbError, params};
-use super::{Store, StoreError, now};
+use super::{Store, StoreError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -177,12 +177,14 @@ impl Store {
     }
 
     /// Extends a lease by `duration` from now. False: the lease was lost
-    /// (it ran out and another worker took the course).
+    /// (it ran out and another worker took the course) or given up (a
+    /// renewal that raced the release must not take the course back).
     pub fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<bool, StoreError> {
         let now = db_now(self.postgres.is_some());
         let renewed = self.execute(
             &format!(
-                "UPDATE courses SET lease_until = {now} + ?1 WHERE id = ?2 AND lease_token = ?3"
+                "UPDATE courses SET lease_until = {now} + ?1
+                 WHERE id = ?2 AND lease_token = ?3 AND lease_until IS NOT NULL"
             ),
             params![millis(duration), lease.course, lease.token],
         )?;
@@ -223,30 +225,14 @@ impl Store {
             .unwrap_or(0) as u64)
     }
 
-    /// Marks a run finished once every course of it has; true if it is.
-    pub fn finish_run_if_done(&self, run: i64) -> Result<bool, StoreError> {
-        self.execute(
-            "UPDATE runs SET finished_at = ?1 WHERE id = ?2 AND finished_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM courses c WHERE c.run_id = ?2 AND c.finished_at IS NULL)",
-            params![now(), run],
-        )?;
-        Ok(self
-            .row(
-                "SELECT finished_at IS NOT NULL FROM runs WHERE id = ?1",
-                params![run],
-                |r| r.get::<bool>(0),
-            )?
-            .unwrap_or(false))
-    }
-
-    /// Each batch's courses by where they stand, oldest batch first.
+    /// Each queued batch's courses by where they stand, oldest batch first.
     pub fn batch_statuses(&self) -> Result<Vec<BatchStatus>, StoreError> {
         let clock = self.db_clock()?;
         let rows = self.rows(
             "SELECT r.id, r.started_at, c.finished_at IS NOT NULL, c.error IS NOT NULL,
                     CASE WHEN c.lease_until >= ?1 THEN c.lease_owner END
              FROM runs r JOIN courses c ON c.run_id = r.id
-             WHERE r.command = 'batch' ORDER BY r.id, c.id",
+             WHERE r.queued = 1 ORDER BY r.id, c.id",
             params![clock],
             |r| {
                 Ok((

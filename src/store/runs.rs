@@ -285,12 +285,39 @@ impl Store {
         Ok(courses)
     }
 
-    /// Marks a course finished and gives up its lease.
+    /// Marks a course finished and gives up its lease; the last course of
+    /// a queued batch to finish marks the batch finished, in the same
+    /// transaction (a worker killed in between would leave it unfinished
+    /// for good: no one else would look at it again).
     pub fn finish_course(&self, fence: Option<Lease>, course: i64) -> Result<(), StoreError> {
+        let lock_run = match self.postgres.is_some() {
+            // Two workers finishing a batch's last two courses at once each
+            // see the other's unfinished: the run's row takes them in turn,
+            // and the second's check (a statement of its own, so a fresh
+            // snapshot) sees the first's.
+            true => " FOR UPDATE OF r",
+            false => "",
+        };
         self.fenced(fence, |tx| {
+            let now = now();
             tx.execute(
                 "UPDATE courses SET finished_at = ?1, error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?2",
-                params![now(), course],
+                params![now, course],
+            )?;
+            let run: i64 = tx
+                .query_row(
+                    &format!(
+                        "SELECT r.id FROM runs r JOIN courses c ON c.run_id = r.id WHERE c.id = ?1{lock_run}"
+                    ),
+                    params![course],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?
+                .expect("a course has a run");
+            tx.execute(
+                "UPDATE runs SET finished_at = ?1 WHERE id = ?2 AND queued = 1 AND finished_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM courses c WHERE c.run_id = ?2 AND c.finished_at IS NULL)",
+                params![now, run],
             )
         })?;
         Ok(())

@@ -206,6 +206,14 @@ fn a_lost_lease_fences_every_write(test_db: TestDb) {
     );
     store.finish_course(Some(b), b.course).unwrap();
     assert!(store.holds(b).unwrap());
+    assert!(
+        store.unfinished_runs().unwrap().is_empty(),
+        "the batch's last course to finish finishes the batch"
+    );
+    assert!(
+        !store.renew_lease(b, minute).unwrap(),
+        "a lease given up is not renewed back"
+    );
 }
 
 fn workers_drain_a_queued_batch_together(test_db: TestDb) {
@@ -446,27 +454,30 @@ fn three_workers_finish_a_batch_when_one_is_killed() {
         "--detach runs nothing"
     );
     let model = "scripted?delay_ms=40";
-    let victim = worker_process(&db, 2, model);
-    // The victim holds a course and has stored turns of it.
-    let mut held = Vec::new();
+    // The victim is slower (a course takes it seconds), so that it is
+    // caught in the middle of a session.
+    let victim = worker_process(&db, 2, "scripted?delay_ms=300");
+    let mid_session = |course: &str| {
+        test_db
+            .query(&format!(
+            "SELECT 1 FROM sessions s WHERE s.course_id = {course} AND s.termination_reason IS NULL
+               AND EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id)"
+        ))
+            .len()
+            == 1
+    };
     wait_for("the first worker to store turns of its course", || {
-        held = leased_by(&test_db, &victim);
-        held.len() == 1
-            && !test_db
-                .query(&format!(
-                    "SELECT 1 FROM turns t JOIN sessions s ON s.id = t.session_id WHERE s.course_id = {}",
-                    held[0]
-                ))
-                .is_empty()
+        let held = leased_by(&test_db, &victim);
+        held.len() == 1 && mid_session(&held[0])
     });
     let others = [worker_process(&db, 2, model), worker_process(&db, 2, model)];
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
+    // Stopped first, so that what it holds is read while it stands still,
+    // then killed.
+    signal(&victim, "-STOP");
+    let held = leased_by(&test_db, &victim);
+    assert!(held.len() == 1 && mid_session(&held[0]), "{held:?}");
     signal(&victim, "-KILL");
-    let victim_course = leased_by(&test_db, &victim);
-    assert_eq!(
-        victim_course, held,
-        "the killed worker still holds its course"
-    );
     let victim = victim.wait_with_output().unwrap();
     assert!(!victim.status.success());
     let mut logs = String::new();
@@ -499,6 +510,8 @@ fn a_worker_paused_past_its_lease_writes_nothing_into_a_course_taken_over() {
     let paused = worker_process(&db, 1, model);
     wait_for("the first worker to store two turns", || turns() >= 2);
     signal(&paused, "-STOP");
+    // A commit already on its way lands before the count.
+    std::thread::sleep(Duration::from_millis(200));
     let at_pause = turns();
     // Past its lease (1 s): another worker takes the course over.
     std::thread::sleep(Duration::from_millis(2500));

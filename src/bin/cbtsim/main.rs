@@ -108,14 +108,14 @@ enum Command {
     /// session, course and therapist model, and a chart per course
     /// (Markdown, JSON, or one self-contained HTML file).
     Report(Box<evaluate::ReportArgs>),
-    /// List the courses and sessions in a store, then each batch's courses
-    /// by where they stand (queued, running and on which worker, finished,
-    /// failed).
+    /// List the courses and sessions in a store, then each queued batch's
+    /// courses by where they stand (queued, running and on which worker,
+    /// finished, failed).
     List {
         /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
         #[arg(long)]
         db: Option<PathBuf>,
-        /// Only the batches.
+        /// Only the queued batches (`batch --detach`).
         #[arg(long)]
         batches: bool,
         /// Print a JSON array of {kind, id, persona, session_number, turns,
