@@ -16,6 +16,7 @@ pub mod markdown;
 pub mod model;
 pub mod persona;
 pub mod plan;
+pub mod play;
 pub mod risk;
 pub mod runner;
 pub mod safety;

@@ -49,6 +49,10 @@ pub struct RunPlan {
     pub session: SessionPlan,
     /// The backend settings (embedded, HTTP) the plan was made with.
     pub config: Config,
+    /// The side a person plays (`cbtsim play`); resuming the run asks
+    /// them for their turns again. None for simulated sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub played_by: Option<crate::speaker::Speaker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +281,7 @@ impl RunPlan {
             models,
             session,
             config,
+            played_by: None,
         }
     }
 
@@ -559,6 +564,7 @@ pub fn from_legacy_argv(argv: &[String], started_at: &str) -> Result<RunPlan, Pl
         models,
         session,
         config,
+        played_by: None,
     };
     plan.validate()?;
     Ok(plan)

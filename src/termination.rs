@@ -32,6 +32,8 @@ pub enum TerminationReason {
     BackendFailure { error: String },
     /// The user stopped the run (Ctrl-C).
     Interrupted { after_turns: u32 },
+    /// The person playing one side (`cbtsim play`) ended the session.
+    UserEnded { role: Speaker },
     /// A reason written by another tool that cbtsim does not know, kept verbatim.
     Other { reason: String, details: String },
 }
@@ -51,6 +53,7 @@ pub const BUDGET_EXHAUSTED: &str = "Budget Exhausted";
 pub const CONVERSATION_LOOP: &str = "Conversation Loop";
 pub const BACKEND_FAILURE: &str = "Backend Failure";
 pub const INTERRUPTED: &str = "Interrupted";
+pub const USER_ENDED: &str = "User Ended Session";
 
 impl TerminationReason {
     /// The `Reason:` line, e.g. "Natural Session End".
@@ -64,6 +67,7 @@ impl TerminationReason {
             TerminationReason::ConversationLoop { .. } => CONVERSATION_LOOP,
             TerminationReason::BackendFailure { .. } => BACKEND_FAILURE,
             TerminationReason::Interrupted { .. } => INTERRUPTED,
+            TerminationReason::UserEnded { .. } => USER_ENDED,
             TerminationReason::Other { reason, .. } => reason,
         }
     }
@@ -79,6 +83,7 @@ impl TerminationReason {
             TerminationReason::ConversationLoop { .. } => "conversation_loop",
             TerminationReason::BackendFailure { .. } => "backend_failure",
             TerminationReason::Interrupted { .. } => "interrupted",
+            TerminationReason::UserEnded { .. } => "user_ended",
             TerminationReason::Other { .. } => "other",
         }
     }
@@ -114,6 +119,9 @@ impl TerminationReason {
             }
             TerminationReason::Interrupted { after_turns } => {
                 format!("Interrupted by the user after {after_turns} turns")
+            }
+            TerminationReason::UserEnded { role } => {
+                format!("The person playing the {} ended the session", role.as_str())
             }
             // Kept as written (only line breaks flattened) so imported files round-trip.
             TerminationReason::Other { details, .. } => details.replace(['\r', '\n'], " "),
@@ -174,6 +182,12 @@ fn typed_from_parts(
         BACKEND_FAILURE => caps(&BACKEND_RE).map(|c| TerminationReason::BackendFailure {
             error: c[1].to_string(),
         }),
+        USER_ENDED => caps(&USER_ENDED_RE).map(|c| TerminationReason::UserEnded {
+            role: match &c[1] {
+                "therapist" => Speaker::Therapist,
+                _ => Speaker::Patient,
+            },
+        }),
         INTERRUPTED => caps(&INTERRUPTED_RE).and_then(|c| {
             Some(TerminationReason::Interrupted {
                 after_turns: num(&c, 1)?,
@@ -209,6 +223,8 @@ static BUDGET_RE: LazyLock<Regex> = LazyLock::new(|| {
 });
 static LOOP_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^Turn (\d+) repeats turn (\d+)$"));
 static BACKEND_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^The model backend failed: (.*)$"));
+static USER_ENDED_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^The person playing the (therapist|patient) ended the session$"));
 static INTERRUPTED_RE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^Interrupted by the user after (\d+) turns$"));
 
@@ -251,6 +267,12 @@ mod tests {
                 error: "connection refused".into(),
             },
             TerminationReason::Interrupted { after_turns: 4 },
+            TerminationReason::UserEnded {
+                role: Speaker::Patient,
+            },
+            TerminationReason::UserEnded {
+                role: Speaker::Therapist,
+            },
         ];
         for reason in reasons {
             let back = TerminationReason::from_parts(

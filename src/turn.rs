@@ -66,6 +66,10 @@ pub struct TurnMeta {
     /// and the resources, within the session's phase).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<String>,
+    /// Typed by a person (`cbtsim play`), stored as typed: no model
+    /// produced it and no guard touched it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub person: bool,
 }
 
 impl TurnMeta {

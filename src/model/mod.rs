@@ -281,6 +281,13 @@ pub trait Conversation: Send {
 
     /// Drops any cached state, so the next request starts from nothing.
     fn forget(&mut self) {}
+
+    /// A person typing this side's turns (`cbtsim play`), not a model: the
+    /// session takes their turns as typed, with no prompt, guard or
+    /// candidates.
+    fn person(&mut self) -> Option<&mut dyn crate::play::Person> {
+        None
+    }
 }
 
 /// Finds the first stop sequence in `text`: (byte offset, sequence).

@@ -243,7 +243,7 @@ pub fn ensure_resources(text: &str, resources: &str, repairs: &mut Vec<Repair>) 
     format!("{}\n\n{resources}", text.trim_end())
 }
 
-fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
+pub(crate) fn repair(repairs: &mut Vec<Repair>, kind: &str, action: &str) {
     repairs.push(Repair {
         kind: kind.into(),
         action: action.into(),

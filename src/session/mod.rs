@@ -427,21 +427,50 @@ pub fn resume_screened(
             Speaker::Therapist => &mut *therapist,
             Speaker::Patient => &mut *patient,
         };
-        let (outcome, usage) = speak(
-            persona,
-            agent,
-            speaker,
-            config,
-            &record.transcript.turns,
-            &guidance,
-            clock,
-        );
+        let (outcome, usage) = match agent.conversation.person() {
+            Some(person) => (
+                person_turn(
+                    person,
+                    &agent.model,
+                    speaker,
+                    &record.transcript.turns,
+                    clock,
+                ),
+                SessionUsage::default(),
+            ),
+            None => speak(
+                persona,
+                agent,
+                speaker,
+                config,
+                &record.transcript.turns,
+                &guidance,
+                clock,
+            ),
+        };
         record.count(speaker, usage);
         let mut turn = match outcome {
             Ok(turn) => turn,
             Err(Unspoken::Backend(e)) => {
+                // A disclosure is answered with the resources at once, even
+                // when the model that should have answered it failed.
+                if let Some(Owed::Protocol(detection) | Owed::FollowUp(detection)) = owed {
+                    let turn = fallback_protocol_turn(detection, config, &agent.model, turns + 1);
+                    if let Some(event) = record.safety_events.last_mut() {
+                        event.protocol_turn = Some(turns + 1);
+                    }
+                    record.transcript.turns.push(turn);
+                    let turn = record.transcript.turns.last().expect("just pushed");
+                    sink.turn(turn).map_err(SessionError::Sink)?;
+                }
                 break TerminationReason::BackendFailure {
                     error: e.to_string(),
+                };
+            }
+            Err(Unspoken::Ended) => break TerminationReason::UserEnded { role: speaker },
+            Err(Unspoken::Gone) => {
+                break TerminationReason::Interrupted {
+                    after_turns: turns as u32,
                 };
             }
             Err(Unspoken::Loop(earlier)) => {
@@ -467,7 +496,11 @@ pub fn resume_screened(
         };
         if let Some(detection) = &answered {
             let resources = safety::resources_for_category(detection.category, &config.resources);
-            turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
+            // A person's turn is kept as typed, even when it leaves the
+            // resources out: a trainee's answer is theirs to be rated on.
+            if !turn.meta.person {
+                turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
+            }
             turn.meta.safety = answer.map(str::to_string);
             if let Some(event) = record.safety_events.last_mut() {
                 event.protocol_turn = Some(number);
@@ -788,6 +821,11 @@ fn guidance<'a>(
 
 enum Unspoken {
     Backend(ModelError),
+    /// The person playing this side ended the session (`/end`).
+    Ended,
+    /// The person playing this side left (end of input, Ctrl-C): the
+    /// session can be resumed.
+    Gone,
     /// Every reply repeated the speaker's earlier turn at this index (among all turns).
     Loop(usize),
     Rejected(Rejection),
@@ -978,9 +1016,69 @@ fn speak(
             fact: guidance.fact.clone(),
             // Set by the caller, which knows what the turn answered.
             safety: None,
+            person: false,
         },
     };
     (Ok(turn), usage)
+}
+
+/// The therapist's answer to a disclosure when its model failed: no model
+/// wrote it, so it says so in its metadata (a repair), and it carries the
+/// resources the protocol requires.
+fn fallback_protocol_turn(
+    detection: &Detection,
+    config: &SessionConfig,
+    model: &str,
+    number: usize,
+) -> Turn {
+    let resources = safety::resources_for_category(detection.category, &config.resources);
+    let mut repairs = Vec::new();
+    guard::repair(
+        &mut repairs,
+        "safety_fallback",
+        &format!("the model failed at turn {number}; the engine answered the disclosure itself"),
+    );
+    let text = guard::ensure_resources(
+        "I want to stop here, because what you just told me matters more than anything else \
+         we were doing, and I am concerned for your safety. Please reach out to someone now.",
+        &resources,
+        &mut repairs,
+    );
+    Turn {
+        speaker: Speaker::Therapist,
+        text,
+        meta: TurnMeta {
+            model: Some(model.to_string()),
+            repairs,
+            safety: Some("protocol".into()),
+            ..TurnMeta::default()
+        },
+    }
+}
+
+/// A person's turn, as typed (`cbtsim play`).
+fn person_turn(
+    person: &mut dyn crate::play::Person,
+    model: &str,
+    speaker: Speaker,
+    turns: &[Turn],
+    clock: Clock,
+) -> Result<Turn, Unspoken> {
+    let started = clock();
+    match person.turn(speaker, turns) {
+        crate::play::PersonTurn::Said(text) => Ok(Turn {
+            speaker,
+            text,
+            meta: TurnMeta {
+                model: Some(model.to_string()),
+                elapsed_ms: Some(clock().saturating_sub(started).as_millis() as u64),
+                person: true,
+                ..TurnMeta::default()
+            },
+        }),
+        crate::play::PersonTurn::End => Err(Unspoken::Ended),
+        crate::play::PersonTurn::Gone => Err(Unspoken::Gone),
+    }
 }
 
 /// The score that picks among usable candidates (higher is better): each

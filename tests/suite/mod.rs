@@ -9,6 +9,7 @@ mod lint;
 mod models_cli;
 mod personas;
 mod pg_server;
+mod play;
 mod properties;
 mod queue;
 mod runner;

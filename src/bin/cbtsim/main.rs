@@ -31,7 +31,8 @@ struct Cli {
 
 const SESSION_EXIT_CODES: &str = "Exit codes: 0 every session ran to its end; 1 a backend \
 failure stopped the run (`cbtsim resume --last` continues it); 2 an error (what was stored is \
-kept); 130 stopped by Ctrl-C (resume continues it).
+kept); 130 stopped by Ctrl-C, or by the end of the input of a person playing a side (resume \
+continues it).
 
 cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.";
 
@@ -83,6 +84,14 @@ enum Command {
     /// leaves its course to another once its lease runs out.
     #[command(after_help = WORKER_EXIT_CODES)]
     Worker(Box<sessions::WorkerArgs>),
+    /// Play one side of a session yourself, as the therapist (to practise
+    /// CBT) or as the patient (to try a therapist model): you type your
+    /// turns, the model plays the other side through the same engine,
+    /// guards, crisis protocol and store. One turn per line; /end ends the
+    /// session, /help lists the commands; Ctrl-C or the end of input stops
+    /// it where it is (`cbtsim resume` continues it).
+    #[command(after_help = SESSION_EXIT_CODES)]
+    Play(Box<sessions::PlayArgs>),
     /// Continue interrupted runs, courses and batches (Ctrl-C, kill, a
     /// failed backend) from their last stored turn, with the plan they were
     /// started with.
@@ -500,6 +509,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return sessions::resume(db, target, false);
         }
         Command::List { db, batches, json } => list(db, batches, json)?,
+        Command::Play(args) => {
+            prepare_detector();
+            return sessions::play(*args, config.as_deref());
+        }
         Command::Worker(args) => {
             prepare_detector();
             return sessions::worker(*args, config.as_deref());

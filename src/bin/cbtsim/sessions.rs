@@ -14,8 +14,8 @@ use cbtsim::text_format;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What `run`, `course` and `batch` share.
 #[derive(clap::Args, Clone)]
@@ -93,6 +93,21 @@ pub struct RunArgs {
     /// Skip the session summary.
     #[arg(long)]
     no_summary: bool,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct PlayArgs {
+    /// The side you play; the model plays the other.
+    #[arg(long = "as", value_parser = ["therapist", "patient"])]
+    role: String,
+    /// A library persona id (see `persona list`) or a persona TOML file.
+    #[arg(long)]
+    persona: String,
+    /// Which session of a course this is.
+    #[arg(long, default_value_t = 1)]
+    session_number: u32,
+    #[command(flatten)]
+    common: SessionArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -230,6 +245,108 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     start(plan, &args.common, args.out.as_deref()).map(ExitCode::from)
 }
 
+/// A person plays one side of a session, typing their turns.
+pub fn play(args: PlayArgs, config_file: Option<&Path>) -> Result<ExitCode> {
+    let mut plan = plan(
+        PlanKind::Run,
+        vec![args.persona.clone()],
+        &args.common,
+        config_file,
+    )?;
+    plan.first_session = args.session_number;
+    plan.played_by = Some(match args.role.as_str() {
+        "therapist" => cbtsim::Speaker::Therapist,
+        _ => cbtsim::Speaker::Patient,
+    });
+    eprintln!("cbtsim: you are the {}. {}", args.role, cbtsim::play::HELP);
+    start(plan, &args.common, None).map(ExitCode::from)
+}
+
+/// The person at this terminal (or at the other end of stdin) as the
+/// side of the session they play: one turn per line, with line editing
+/// and history at a terminal.
+fn person_at_stdin(role: cbtsim::Speaker) -> Arc<dyn cbtsim::model::ChatModel> {
+    let prompt = format!("{}> ", role.label());
+    if std::io::stdin().is_terminal()
+        && let Ok(editor) = rustyline::DefaultEditor::new()
+    {
+        let person = TerminalPerson { editor, prompt };
+        return Arc::new(cbtsim::play::PersonModel::new(Box::new(person)));
+    }
+    // A line at a time, the lock on stdin taken for each (a held lock
+    // could not move to the session's thread).
+    let lines = std::iter::from_fn(|| {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        }
+    })
+    // Ctrl-C while waiting for a line: the session stops there.
+    .take_while(|_| !INTERRUPTED.load(Ordering::SeqCst));
+    let prompted = PromptedLines {
+        lines,
+        prompt,
+        first: true,
+    };
+    let person = cbtsim::play::LinePerson::new(prompted, |note: &str| eprintln!("cbtsim: {note}"));
+    Arc::new(cbtsim::play::PersonModel::new(Box::new(person)))
+}
+
+/// A person at a terminal: rustyline's line editing and history.
+struct TerminalPerson {
+    editor: rustyline::DefaultEditor,
+    prompt: String,
+}
+
+impl cbtsim::play::Person for TerminalPerson {
+    fn turn(
+        &mut self,
+        _speaker: cbtsim::Speaker,
+        _turns: &[cbtsim::Turn],
+    ) -> cbtsim::play::PersonTurn {
+        use cbtsim::play::{HELP, Line, PersonTurn, parse_line};
+        loop {
+            eprintln!();
+            let line = match self.editor.readline(&self.prompt) {
+                Ok(line) => line,
+                // Ctrl-C (the terminal is raw while a line is edited, so it
+                // arrives as a key) or Ctrl-D: the session stops here.
+                Err(_) => return PersonTurn::Gone,
+            };
+            let _ = self.editor.add_history_entry(line.as_str());
+            match parse_line(&line) {
+                Line::Turn(text) => return PersonTurn::Said(text),
+                Line::End => return PersonTurn::End,
+                Line::Help => eprintln!("cbtsim: {HELP}"),
+                Line::Blank => {}
+                Line::Unknown(command) => eprintln!("cbtsim: unknown command {command}; {HELP}"),
+            }
+        }
+    }
+}
+
+/// Lines read after a prompt on stderr (when stdin is a terminal).
+struct PromptedLines<I> {
+    lines: I,
+    prompt: String,
+    first: bool,
+}
+
+impl<I: Iterator<Item = String>> Iterator for PromptedLines<I> {
+    type Item = String;
+    fn next(&mut self) -> Option<String> {
+        if std::io::stdin().is_terminal() {
+            if !self.first {
+                eprintln!();
+            }
+            eprint!("{}", self.prompt);
+        }
+        self.first = false;
+        self.lines.next()
+    }
+}
+
 pub fn course(args: CourseArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     let mut plan = plan(
         PlanKind::Course,
@@ -325,14 +442,14 @@ pub fn worker(args: WorkerArgs, config_file: Option<&Path>) -> Result<ExitCode> 
     if args.json {
         print_json(&outcome)?;
     }
-    Ok(ExitCode::from(code_of(failed, short)))
+    Ok(ExitCode::from(code_of(failed, short, false)))
 }
 
 /// Checks the models, stores the plan as a new run, and runs it.
 fn start(plan: RunPlan, args: &SessionArgs, out: Option<&Path>) -> Result<u8> {
     plan.validate()?;
     // Before anything is stored: a model that cannot be used stops here.
-    let models = RoleModels::open(&plan, &mut Models::new(plan.config.clone()))?;
+    let models = open_models(&plan)?;
     let mut store = if args.no_store {
         Store::in_memory()?
     } else {
@@ -340,6 +457,21 @@ fn start(plan: RunPlan, args: &SessionArgs, out: Option<&Path>) -> Result<u8> {
     };
     let run = runner::create(&mut store, &plan)?;
     execute(store, run, &plan, &models, args.json, out)
+}
+
+/// A plan's models; the side a person plays is the person at stdin.
+fn open_models(plan: &RunPlan) -> Result<RoleModels> {
+    let mut models = RoleModels::open(plan, &mut Models::new(plan.config.clone()))?;
+    match plan.played_by {
+        Some(cbtsim::Speaker::Therapist) => {
+            models.therapist = person_at_stdin(cbtsim::Speaker::Therapist)
+        }
+        Some(cbtsim::Speaker::Patient) => {
+            models.patient = person_at_stdin(cbtsim::Speaker::Patient)
+        }
+        None => {}
+    }
+    Ok(models)
 }
 
 /// Which runs `cbtsim resume` continues.
@@ -377,7 +509,7 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget, json: bool) -> Result<E
                 plan.personas.join(", "),
                 plan.sessions
             );
-            let models = RoleModels::open(&plan, &mut Models::new(plan.config.clone()))?;
+            let models = open_models(&plan)?;
             execute(store, run, &plan, &models, json, None)
         })();
         let this = resumed.unwrap_or_else(|e| {
@@ -405,7 +537,9 @@ fn execute(
     let path = store.path().to_path_buf();
     let stored = path != Path::new(":memory:");
     let store = Mutex::new(store);
-    let display = Display::new(plan, models, json, std::io::stdout().is_terminal());
+    // A played session shows the model's turns as they come, always.
+    let stream = std::io::stdout().is_terminal() || plan.played_by.is_some();
+    let display = Display::new(plan, models, json, stream);
     let started = std::time::Instant::now();
     let clock = || started.elapsed();
     let runner = Runner {
@@ -478,13 +612,17 @@ fn exit_code(outcome: &RunOutcome, store: Option<&Path>) -> u8 {
         true => 0,
         false => backend.max(1),
     };
-    code_of(failed, short)
+    // Without Ctrl-C, a course is interrupted when the person playing a
+    // side stopped typing (the end of their input).
+    let stopped = outcome.count(|s| *s == CourseStatus::Interrupted) > 0;
+    code_of(failed, short, stopped)
 }
 
-/// 130 after Ctrl-C; 2 when a course failed; 1 when one stopped short (a
-/// backend failure, another worker); 0 when everything ran to its end.
-fn code_of(failed: usize, stopped_short: usize) -> u8 {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+/// 130 after Ctrl-C (or a person's input ended); 2 when a course failed;
+/// 1 when one stopped short (a backend failure, another worker); 0 when
+/// everything ran to its end.
+fn code_of(failed: usize, stopped_short: usize, stopped_by_user: bool) -> u8 {
+    if INTERRUPTED.load(Ordering::SeqCst) || stopped_by_user {
         130
     } else if failed > 0 {
         2
