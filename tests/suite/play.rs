@@ -460,3 +460,56 @@ fn play_as_the_patient_at_a_terminal_stops_at_ctrl_c_and_keeps_what_was_said() {
     );
     assert_eq!(ended.as_deref(), Some("Interrupted"), "resumable");
 }
+
+#[test]
+fn a_course_is_played_session_by_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("play.db");
+    let db = db.to_str().unwrap();
+    let (code, stdout, stderr) = play(
+        &[
+            "--as",
+            "therapist",
+            "--persona",
+            "samuel-okafor",
+            "--sessions",
+            "2",
+            "--model",
+            "scripted",
+            "--db",
+            db,
+        ],
+        "Welcome, Samuel.\n/end\nWelcome back. How did the week go?\n/end\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Session Number: 2"), "{stdout}");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let sessions: Vec<(i64, Option<i64>, String)> = conn
+        .prepare("SELECT session_number, course_id, termination_reason FROM sessions ORDER BY session_number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[0].1, sessions[1].1, "one course");
+    assert!(
+        sessions.iter().all(|s| s.2 == "User Ended Session"),
+        "{sessions:?}"
+    );
+    // The plan says who plays which side, for resume.
+    let plan: String = conn
+        .query_row("SELECT plan FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert!(plan.contains("\"played_by\":\"therapist\""), "{plan}");
+    // The second session starts where the first left the patient: its
+    // scores are carried over and moved, not the persona's first ones.
+    let moods: Vec<(i64, i64)> = conn
+        .prepare("SELECT phq9, gad7 FROM sessions ORDER BY session_number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(moods.len(), 2);
+}

@@ -103,9 +103,14 @@ pub struct PlayArgs {
     /// A library persona id (see `persona list`) or a persona TOML file.
     #[arg(long)]
     persona: String,
-    /// Which session of a course this is.
+    /// Which session of a course this is (the first, with --sessions).
     #[arg(long, default_value_t = 1)]
     session_number: u32,
+    /// Play a course: this many sessions one after another, each building
+    /// on the summaries and homework of the ones before. Stopping between
+    /// them (the end of input) leaves the rest to `cbtsim resume`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    sessions: u32,
     #[command(flatten)]
     common: SessionArgs,
 }
@@ -247,13 +252,13 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
 
 /// A person plays one side of a session, typing their turns.
 pub fn play(args: PlayArgs, config_file: Option<&Path>) -> Result<ExitCode> {
-    let mut plan = plan(
-        PlanKind::Run,
-        vec![args.persona.clone()],
-        &args.common,
-        config_file,
-    )?;
+    let kind = match args.sessions {
+        1 => PlanKind::Run,
+        _ => PlanKind::Course,
+    };
+    let mut plan = plan(kind, vec![args.persona.clone()], &args.common, config_file)?;
     plan.first_session = args.session_number;
+    plan.sessions = args.sessions;
     plan.played_by = Some(match args.role.as_str() {
         "therapist" => cbtsim::Speaker::Therapist,
         _ => cbtsim::Speaker::Patient,
