@@ -44,17 +44,17 @@ pub enum Line {
     Unknown(String),
 }
 
-/// Reads one typed line.
+/// Reads one typed line. A turn is kept as typed, but for the line's end.
 pub fn parse_line(line: &str) -> Line {
-    let text = line.trim();
-    match text {
+    let typed = line.trim_end_matches(['\r', '\n']);
+    match typed.trim() {
         "" => Line::Blank,
         "/end" => Line::End,
         "/help" => Line::Help,
         command if command.starts_with('/') && !command.contains(' ') => {
             Line::Unknown(command.to_string())
         }
-        _ => Line::Turn(text.to_string()),
+        _ => Line::Turn(typed.to_string()),
     }
 }
 
@@ -160,8 +160,8 @@ mod tests {
     #[test]
     fn lines_are_turns_commands_or_nothing() {
         assert_eq!(
-            parse_line("  Hello there. "),
-            Line::Turn("Hello there.".into())
+            parse_line("  Hello there. \r\n"),
+            Line::Turn("  Hello there. ".into())
         );
         assert_eq!(parse_line("/end"), Line::End);
         assert_eq!(parse_line(" /help "), Line::Help);

@@ -449,44 +449,30 @@ pub fn resume_screened(
             ),
         };
         record.count(speaker, usage);
+        // A disclosure is answered with the resources at once, even when
+        // the model that should have answered it gave no usable reply: the
+        // engine's own answer takes the turn, and the session ends with the
+        // failure after it (or with the escalation it calls for).
+        let mut failed = None;
+        let outcome = match (outcome, owed) {
+            (
+                Err(unspoken @ (Unspoken::Backend(_) | Unspoken::Loop(_) | Unspoken::Rejected(_))),
+                Some(Owed::Protocol(detection) | Owed::FollowUp(detection)),
+            ) => {
+                failed = Some(failure(unspoken, turns, config));
+                Ok(fallback_protocol_turn(detection, config, turns + 1))
+            }
+            (outcome, _) => outcome,
+        };
         let mut turn = match outcome {
             Ok(turn) => turn,
-            Err(Unspoken::Backend(e)) => {
-                // A disclosure is answered with the resources at once, even
-                // when the model that should have answered it failed.
-                if let Some(Owed::Protocol(detection) | Owed::FollowUp(detection)) = owed {
-                    let turn = fallback_protocol_turn(detection, config, &agent.model, turns + 1);
-                    if let Some(event) = record.safety_events.last_mut() {
-                        event.protocol_turn = Some(turns + 1);
-                    }
-                    record.transcript.turns.push(turn);
-                    let turn = record.transcript.turns.last().expect("just pushed");
-                    sink.turn(turn).map_err(SessionError::Sink)?;
-                }
-                break TerminationReason::BackendFailure {
-                    error: e.to_string(),
-                };
-            }
             Err(Unspoken::Ended) => break TerminationReason::UserEnded { role: speaker },
             Err(Unspoken::Gone) => {
                 break TerminationReason::Interrupted {
                     after_turns: turns as u32,
                 };
             }
-            Err(Unspoken::Loop(earlier)) => {
-                break TerminationReason::ConversationLoop {
-                    turn: turns as u32 + 1,
-                    earlier_turn: earlier as u32 + 1,
-                };
-            }
-            Err(Unspoken::Rejected(rejection)) => {
-                break TerminationReason::BackendFailure {
-                    error: format!(
-                        "no usable reply after {} attempts (last problem: {rejection:?})",
-                        config.candidates + EXTRA_ATTEMPTS
-                    ),
-                };
-            }
+            Err(unspoken) => break failure(unspoken, turns, config),
         };
         let number = turns + 1;
 
@@ -540,7 +526,7 @@ pub fn resume_screened(
             sink.safety_event(&event).map_err(SessionError::Sink)?;
             record.safety_events.push(event);
         }
-        if let Some(reason) = reason {
+        if let Some(reason) = reason.or(failed) {
             break reason;
         }
         speaker = speaker.other();
@@ -1022,21 +1008,43 @@ fn speak(
     (Ok(turn), usage)
 }
 
-/// The therapist's answer to a disclosure when its model failed: no model
-/// wrote it, so it says so in its metadata (a repair), and it carries the
-/// resources the protocol requires.
-fn fallback_protocol_turn(
-    detection: &Detection,
-    config: &SessionConfig,
-    model: &str,
-    number: usize,
-) -> Turn {
+/// Why a session ends when a speaker's model gave no usable turn.
+fn failure(unspoken: Unspoken, turns: usize, config: &SessionConfig) -> TerminationReason {
+    match unspoken {
+        Unspoken::Loop(earlier) => TerminationReason::ConversationLoop {
+            turn: turns as u32 + 1,
+            earlier_turn: earlier as u32 + 1,
+        },
+        Unspoken::Rejected(rejection) => TerminationReason::BackendFailure {
+            error: format!(
+                "no usable reply after {} attempts (last problem: {rejection:?})",
+                config.candidates + EXTRA_ATTEMPTS
+            ),
+        },
+        Unspoken::Backend(e) => TerminationReason::BackendFailure {
+            error: e.to_string(),
+        },
+        Unspoken::Ended | Unspoken::Gone => {
+            unreachable!("a person's choices are not failures")
+        }
+    }
+}
+
+/// The model spec recorded on a turn the engine wrote itself.
+pub const ENGINE: &str = "engine";
+
+/// The therapist's answer to a disclosure when its model gave no usable
+/// reply: the engine wrote it (its model is `engine`, and a repair says
+/// why), and it carries the resources the protocol requires.
+fn fallback_protocol_turn(detection: &Detection, config: &SessionConfig, number: usize) -> Turn {
     let resources = safety::resources_for_category(detection.category, &config.resources);
     let mut repairs = Vec::new();
     guard::repair(
         &mut repairs,
         "safety_fallback",
-        &format!("the model failed at turn {number}; the engine answered the disclosure itself"),
+        &format!(
+            "the model gave no usable reply at turn {number}; the engine answered the disclosure itself"
+        ),
     );
     let text = guard::ensure_resources(
         "I want to stop here, because what you just told me matters more than anything else \
@@ -1048,9 +1056,8 @@ fn fallback_protocol_turn(
         speaker: Speaker::Therapist,
         text,
         meta: TurnMeta {
-            model: Some(model.to_string()),
+            model: Some(ENGINE.into()),
             repairs,
-            safety: Some("protocol".into()),
             ..TurnMeta::default()
         },
     }

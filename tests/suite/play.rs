@@ -195,11 +195,21 @@ fn a_disclosure_is_answered_with_the_resources_even_when_the_model_fails() {
             .iter()
             .any(|r| r.kind == "safety_fallback")
     );
+    assert_eq!(
+        answer.meta.model.as_deref(),
+        Some("engine"),
+        "no model wrote it"
+    );
+    assert_eq!(answer.meta.safety.as_deref(), Some("protocol"));
     assert_eq!(record.safety_events[0].protocol_turn, Some(4));
-    assert!(matches!(
-        record.transcript.termination,
-        Some(TerminationReason::BackendFailure { .. })
-    ));
+    // Then the session ends as it would have after the model's answer:
+    // escalated for imminent risk, else with the failure.
+    let imminent = record.safety_events[0].level.as_str() == "imminent";
+    match &record.transcript.termination {
+        Some(TerminationReason::SafetyEscalation { turn: 3, .. }) => assert!(imminent),
+        Some(TerminationReason::BackendFailure { .. }) => assert!(!imminent),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// `cbtsim play` with `lines` on its stdin; (exit code, stdout, stderr).
@@ -247,9 +257,10 @@ fn play_as_the_therapist_through_a_pipe_stores_the_session() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("Therapist: Welcome, Alicia."), "{stdout}");
     assert!(stdout.contains("User Ended Session"), "{stdout}");
-    assert!(
-        stderr.contains("/end ends the session"),
-        "/help answered: {stderr}"
+    assert_eq!(
+        stderr.matches("/end ends the session").count(),
+        2,
+        "said at the start, and again for /help: {stderr}"
     );
     let conn = rusqlite::Connection::open(db).unwrap();
     let typed: Vec<String> = conn
@@ -349,6 +360,7 @@ impl AtTerminal {
         let mut child = std::process::Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
             .env("XDG_DATA_HOME", std::env::temp_dir())
+            .env("TERM", "xterm")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -371,13 +383,14 @@ impl AtTerminal {
         AtTerminal { child, output }
     }
 
-    /// Waits for the `n`th prompt, then types `keys`.
-    fn type_at_prompt(&mut self, prompt: &str, n: usize, keys: &str) {
+    /// Waits until `text` has been shown `n` times, then types `keys`
+    /// (keys typed early wait in the terminal, as at a keyboard).
+    fn type_after(&mut self, text: &str, n: usize, keys: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while self.output.lock().unwrap().matches(prompt).count() < n {
+        while self.output.lock().unwrap().matches(text).count() < n {
             assert!(
                 std::time::Instant::now() < deadline,
-                "no prompt {n}: {}",
+                "{text:?} not shown {n} times: {}",
                 self.output.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -410,21 +423,30 @@ fn play_as_the_therapist_at_a_terminal_edits_lines_and_ends_with_slash_end() {
         "--db",
         db,
     ]);
-    // Two characters rubbed out with Backspace before Enter: line editing.
-    terminal.type_at_prompt("Therapist> ", 1, "Hello, Alicia. How are yuo\x7f\x7fou?\r");
-    terminal.type_at_prompt("Therapist> ", 2, "/end\r");
+    terminal.type_after("Patient: ", 1, "Hello, Alicia. How are yuo\x7f\x7fou?\r");
+    // The line before, called back with the Up arrow and added to:
+    // history and line editing, which a plain read of the line does not
+    // have.
+    terminal.type_after("Patient: ", 2, "\x1b[A Still with me?\r");
+    terminal.type_after("Patient: ", 3, "/end\r");
     let (code, output) = terminal.finish();
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("User Ended Session"), "{output}");
     let conn = rusqlite::Connection::open(db).unwrap();
-    let typed: String = conn
-        .query_row(
-            "SELECT text FROM turns WHERE meta LIKE '%\"person\":true%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(typed, "Hello, Alicia. How are you?");
+    let typed: Vec<String> = conn
+        .prepare("SELECT text FROM turns WHERE meta LIKE '%\"person\":true%' ORDER BY position")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        typed,
+        [
+            "Hello, Alicia. How are you?",
+            "Hello, Alicia. How are you? Still with me?"
+        ]
+    );
 }
 
 #[test]
@@ -442,8 +464,8 @@ fn play_as_the_patient_at_a_terminal_stops_at_ctrl_c_and_keeps_what_was_said() {
         "--db",
         db,
     ]);
-    terminal.type_at_prompt("Patient> ", 1, "I have not been sleeping well.\r");
-    terminal.type_at_prompt("Patient> ", 2, "\x03");
+    terminal.type_after("Patient> ", 1, "I have not been sleeping well.\r");
+    terminal.type_after("Therapist: ", 1, "\x03");
     let (code, output) = terminal.finish();
     assert_eq!(code, 130, "{output}");
     let conn = rusqlite::Connection::open(db).unwrap();

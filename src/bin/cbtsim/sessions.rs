@@ -272,7 +272,9 @@ pub fn play(args: PlayArgs, config_file: Option<&Path>) -> Result<ExitCode> {
 /// and history at a terminal.
 fn person_at_stdin(role: cbtsim::Speaker) -> Arc<dyn cbtsim::model::ChatModel> {
     let prompt = format!("{}> ", role.label());
+    // rustyline draws on stdout: only when both are the terminal.
     if std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
         && let Ok(editor) = rustyline::DefaultEditor::new()
     {
         let person = TerminalPerson { editor, prompt };
@@ -316,7 +318,13 @@ impl cbtsim::play::Person for TerminalPerson {
             let line = match self.editor.readline(&self.prompt) {
                 Ok(line) => line,
                 // Ctrl-C (the terminal is raw while a line is edited, so it
-                // arrives as a key) or Ctrl-D: the session stops here.
+                // arrives as a key, not a signal): stopped as by Ctrl-C
+                // anywhere else, so `resume --all` goes no further.
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                    return PersonTurn::Gone;
+                }
+                // Ctrl-D: the session stops here.
                 Err(_) => return PersonTurn::Gone,
             };
             let _ = self.editor.add_history_entry(line.as_str());
@@ -508,6 +516,17 @@ pub fn resume(db: Option<PathBuf>, target: ResumeTarget, json: bool) -> Result<E
         let resumed = (|| -> Result<u8> {
             let mut store = Store::open(&path)?;
             let plan = runner::load_plan(&mut store, run)?;
+            // A played session needs its person: `--all` without a
+            // terminal would stop each one again at once.
+            if plan.played_by.is_some()
+                && matches!(target, ResumeTarget::All)
+                && !std::io::stdin().is_terminal()
+            {
+                eprintln!(
+                    "cbtsim: run {run} is a played session: left for `cbtsim resume {run}` with its person at the terminal"
+                );
+                return Ok(0);
+            }
             eprintln!(
                 "cbtsim: resuming run {run} ({} of {}, {} session(s) each)",
                 plan.kind.as_str(),
