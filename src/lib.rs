@@ -29,6 +29,7 @@ pub mod termination;
 pub mod text_format;
 pub mod transcript;
 pub mod turn;
+pub mod web;
 pub mod worker;
 
 pub use persona::Persona;

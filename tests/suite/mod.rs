@@ -19,3 +19,4 @@ mod store;
 mod test_db;
 mod text_format;
 mod util;
+mod web;

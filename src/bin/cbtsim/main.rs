@@ -92,6 +92,22 @@ enum Command {
     /// it where it is (`cbtsim resume` continues it).
     #[command(after_help = SESSION_EXIT_CODES)]
     Play(Box<sessions::PlayArgs>),
+    /// A local web app over a store: browse its sessions and read each
+    /// one (its turns with their metadata, its ending and summary), and a
+    /// JSON API (GET /api/sessions as `list --json`, GET /api/sessions/ID
+    /// as `show --format json`). Binds to loopback; any other address
+    /// needs --token, which every request must then carry.
+    Serve {
+        /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// A secret every request must carry (Authorization: Bearer
+        /// TOKEN, or ?token=TOKEN once in a browser, which sets a cookie).
+        #[arg(long, env = "CBTSIM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Continue interrupted runs, courses and batches (Ctrl-C, kill, a
     /// failed backend) from their last stored turn, with the plan they were
     /// started with.
@@ -512,6 +528,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Play(args) => {
             prepare_detector();
             return sessions::play(*args, config.as_deref());
+        }
+        Command::Serve { db, addr, token } => {
+            let db = existing_store(db)?;
+            // Opened once now: a store that cannot be read is said at once.
+            let shown = cbtsim::store::Store::open_to_read(&db)?
+                .path()
+                .display()
+                .to_string();
+            let config = cbtsim::web::WebConfig { db, token };
+            cbtsim::web::serve(addr, config, |bound| {
+                eprintln!("cbtsim: serving {shown} at http://{bound}/ (Ctrl-C stops)")
+            })?;
         }
         Command::Worker(args) => {
             prepare_detector();
