@@ -3,20 +3,27 @@
 //! `show --format json`. Its pages are built here, with no external
 //! scripts, fonts or styles.
 //!
+//! People rate sessions on the CTRS here (a form on the session page, or
+//! `POST /api/sessions/{id}/ratings`); the ratings go to the store, where
+//! `cbtsim eval agreement` reads them.
+//!
 //! Security: it binds to loopback unless a token is given (`check_bind`);
 //! with a token, every request must carry it (an `Authorization: Bearer`
 //! header, the `cbtsim_token` cookie, or `?token=` once, which sets the
 //! cookie); every piece of model or person text is escaped; ids are
-//! integers; only the routes below exist, and nothing here changes the
-//! store (no request can be forged across sites to change it).
+//! integers; only the routes below exist. A request that writes (a rating)
+//! is refused when it comes from another site: its `Origin` (or
+//! `Sec-Fetch-Site`) must be this app's, and the API takes JSON only,
+//! which a page of another site cannot send without asking first.
 
+use crate::eval::ctrs::ITEMS;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +91,8 @@ pub fn router(config: WebConfig) -> Router {
         .route("/sessions/{id}", get(session_page))
         .route("/api/sessions", get(api_sessions))
         .route("/api/sessions/{id}", get(api_session))
+        .route("/api/sessions/{id}/ratings", post(api_rate))
+        .route("/sessions/{id}/ratings", post(form_rate))
         .layer(middleware::from_fn_with_state(config.clone(), guard))
         .with_state(config)
 }
@@ -166,8 +175,23 @@ async fn with_store<T: Send + 'static>(
     config: &WebConfig,
     read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
+    on_store(config, false, read).await
+}
+
+async fn on_store<T: Send + 'static>(
+    config: &WebConfig,
+    write: bool,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
     let db = config.db.clone();
-    let done = tokio::task::spawn_blocking(move || read(&Store::open_to_read(&db)?)).await;
+    let done = tokio::task::spawn_blocking(move || {
+        let store = match write {
+            true => Store::open(&db)?,
+            false => Store::open_to_read(&db)?,
+        };
+        work(&store)
+    })
+    .await;
     match done {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e @ StoreError::NoSuchSession { .. })) => {
@@ -188,6 +212,147 @@ async fn api_sessions(State(config): State<Arc<WebConfig>>) -> Response {
 async fn api_session(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>) -> Response {
     match with_store(&config, move |store| store.transcript(id)).await {
         Ok(transcript) => axum::Json(transcript).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A rating as the API takes it.
+#[derive(Debug, serde::Deserialize)]
+struct RatingBody {
+    rater: String,
+    items: Vec<ItemScore>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ItemScore {
+    item: String,
+    score: u32,
+}
+
+/// Whether a writing request comes from this app's own pages (or from no
+/// page at all: a script or `curl`, which carries no `Origin`).
+fn same_site(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_ok = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => host.is_some_and(|host| origin == format!("http://{host}")),
+        Some(Err(_)) => false,
+    };
+    let fetch_ok = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|site| site == "same-origin" || site == "none");
+    origin_ok && fetch_ok
+}
+
+/// Checks a rating: a rater's name (not the judge's), each CTRS item at
+/// most once, scores 0 to 6.
+fn checked(rater: &str, items: Vec<(String, u32)>) -> Result<(String, Vec<(String, u32)>), String> {
+    let rater = rater.trim();
+    if rater.is_empty() || rater.chars().count() > 100 {
+        return Err("the rater's name must be 1 to 100 characters".into());
+    }
+    if rater == "judge" || rater.starts_with("judge:") {
+        return Err(format!(
+            "{rater:?} is the judge model's name in `eval agreement`"
+        ));
+    }
+    if items.is_empty() {
+        return Err("no item was scored".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (item, score) in &items {
+        if !ITEMS.iter().any(|i| i.key == item) {
+            return Err(format!("{item:?} is not a CTRS item"));
+        }
+        if *score > 6 {
+            return Err(format!("{item}: {score} is not a score from 0 to 6"));
+        }
+        if !seen.insert(item.clone()) {
+            return Err(format!("{item} is scored twice"));
+        }
+    }
+    Ok((rater.to_string(), items))
+}
+
+async fn store_rating(
+    config: &WebConfig,
+    id: i64,
+    rater: String,
+    items: Vec<(String, u32)>,
+) -> Result<usize, Response> {
+    let (rater, items) = checked(&rater, items)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response())?;
+    let count = items.len();
+    on_store(config, true, move |store| {
+        store.set_ratings(id, &rater, &items)
+    })
+    .await?;
+    Ok(count)
+}
+
+async fn api_rate(
+    State(config): State<Arc<WebConfig>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_site(&headers) {
+        return (StatusCode::FORBIDDEN, "a request from another site\n").into_response();
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json\n",
+        )
+            .into_response();
+    }
+    let body: RatingBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let items = body.items.into_iter().map(|i| (i.item, i.score)).collect();
+    match store_rating(&config, id, body.rater, items).await {
+        Ok(stored) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"session": id, "stored": stored})),
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The session page's form: the rater, and a score field per item (left
+/// empty: not scored).
+async fn form_rate(
+    State(config): State<Arc<WebConfig>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Response {
+    if !same_site(&headers) {
+        return (StatusCode::FORBIDDEN, "a request from another site\n").into_response();
+    }
+    let rater = fields.get("rater").cloned().unwrap_or_default();
+    let mut items = Vec::new();
+    for item in &ITEMS {
+        match fields.get(item.key).map(|v| v.trim()) {
+            None | Some("") => {}
+            Some(value) => match value.parse::<u32>() {
+                Ok(score) => items.push((item.key.to_string(), score)),
+                Err(_) => {
+                    let message = format!("{}: {value:?} is not a score\n", item.key);
+                    return (StatusCode::UNPROCESSABLE_ENTITY, message).into_response();
+                }
+            },
+        }
+    }
+    match store_rating(&config, id, rater, items).await {
+        Ok(_) => axum::response::Redirect::to(&format!("/sessions/{id}#ratings")).into_response(),
         Err(response) => response,
     }
 }
@@ -220,8 +385,12 @@ async fn store_page(State(config): State<Arc<WebConfig>>) -> Response {
 }
 
 async fn session_page(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>) -> Response {
-    let transcript = match with_store(&config, move |store| store.transcript(id)).await {
-        Ok(transcript) => transcript,
+    let read = with_store(&config, move |store| {
+        let ratings: Vec<_> = store.ratings()?.into_iter().filter(|r| r.0 == id).collect();
+        Ok((store.transcript(id)?, ratings))
+    });
+    let (transcript, ratings) = match read.await {
+        Ok(read) => read,
         Err(response) => return response,
     };
     let mut body = format!(
@@ -277,7 +446,48 @@ async fn session_page(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>)
             body += "</ul>\n";
         }
     }
+    body += &rating_section(id, &ratings);
     page(&format!("cbtsim: session {id}"), &body)
+}
+
+/// The ratings stored for a session, and the CTRS form to add one.
+fn rating_section(id: i64, ratings: &[(i64, String, String, u32)]) -> String {
+    let mut out = String::from("<h2 id=\"ratings\">CTRS ratings</h2>\n");
+    if ratings.is_empty() {
+        out += "<p>None yet.</p>\n";
+    } else {
+        out += "<table><tr><th>rater</th><th>item</th><th>score</th></tr>\n";
+        for (_, item, rater, score) in ratings {
+            out += &format!(
+                "<tr><td>{}</td><td>{}</td><td>{score}</td></tr>\n",
+                escape(rater),
+                escape(item)
+            );
+        }
+        out += "</table>\n";
+    }
+    out += &format!(
+        "<form method=\"post\" action=\"/sessions/{id}/ratings\">\n<p><label>Rater <input name=\"rater\" required maxlength=\"100\"></label></p>\n"
+    );
+    for item in &ITEMS {
+        out += &format!(
+            "<fieldset><legend>{}</legend><select name=\"{}\"><option value=\"\">not scored</option>",
+            escape(item.name),
+            item.key
+        );
+        for score in 0..=6 {
+            out += &format!("<option value=\"{score}\">{score}</option>");
+        }
+        out += &format!(
+            "</select> <small>0: {} · 2: {} · 4: {} · 6: {}</small></fieldset>\n",
+            escape(item.anchors[0]),
+            escape(item.anchors[1]),
+            escape(item.anchors[2]),
+            escape(item.anchors[3])
+        );
+    }
+    out += "<p><button type=\"submit\">Store the rating</button></p></form>\n";
+    out
 }
 
 fn page(title: &str, body: &str) -> Response {

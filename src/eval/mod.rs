@@ -299,6 +299,16 @@ pub fn agreement(
     {
         return Err(EvalError::ReservedRater(r.rater.clone()));
     }
+    // People's ratings stored with the sessions (`cbtsim serve`) count as
+    // a file's do.
+    for (session, item, rater, score) in store.ratings()? {
+        ratings.push(agreement::Rating {
+            session,
+            item,
+            rater,
+            score,
+        });
+    }
     let scores: Vec<(i64, String, CtrsScore)> = store.evaluations_of("ctrs", RUBRIC_VERSION)?;
     let judges: std::collections::BTreeSet<&str> =
         scores.iter().map(|(_, judge, _)| judge.as_str()).collect();

@@ -18,6 +18,41 @@ pub enum SessionScope {
 }
 
 impl Store {
+    /// Stores a person's CTRS ratings of a session, (item key, score)
+    /// each, in one transaction, replacing their earlier score of an item.
+    pub fn set_ratings(
+        &self,
+        session: i64,
+        rater: &str,
+        scores: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        self.transcript(session)?;
+        self.transaction(|tx| {
+            for (item, score) in scores {
+                tx.execute(
+                    "INSERT INTO ratings (session_id, rater, item, score, rated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (session_id, rater, item)
+                     DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
+                    params![session, rater, item, *score, now()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored rating: (session, item, rater, score), by session,
+    /// rater and item.
+    pub fn ratings(&self) -> Result<Vec<(i64, String, String, u32)>, StoreError> {
+        let mut rows: Vec<(i64, String, String, u32)> = self.rows(
+            "SELECT session_id, item, rater, score FROM ratings",
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        // Sorted here: the two databases order text by different rules.
+        rows.sort_by(|a, b| (a.0, &a.2, &a.1).cmp(&(b.0, &b.2, &b.1)));
+        Ok(rows)
+    }
+
     /// Stores an evaluation, replacing one of the same kind, judge and
     /// rubric version.
     pub fn set_evaluation(

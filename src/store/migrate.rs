@@ -4,7 +4,7 @@ use super::db::{Conn, DbError, params};
 use super::{Store, StoreError, sql};
 
 /// The schema version this build writes; see `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migration N takes the schema from version N-1 to N.
 pub const MIGRATIONS: &[&str] = &[
@@ -118,6 +118,18 @@ ALTER TABLE courses ADD COLUMN lease_owner TEXT;
 ALTER TABLE courses ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE courses ADD COLUMN lease_until INTEGER;
 "#,
+    // People's CTRS ratings of sessions (`cbtsim serve`): one score per
+    // session, rater and item; `eval agreement` reads them.
+    r#"
+CREATE TABLE ratings (
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    rater TEXT NOT NULL,
+    item TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    rated_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, rater, item)
+);
+"#,
 ];
 
 /// A new PostgreSQL store starts at this version, with the schema the
@@ -217,12 +229,24 @@ CREATE TABLE evaluations (
 /// PostgreSQL's migrations after the baseline: entry N takes the schema
 /// from version `POSTGRES_BASELINE.0 + N` to the next. A migration added
 /// to `MIGRATIONS` gets its PostgreSQL form here.
-const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    r#"
 ALTER TABLE runs ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE courses ADD COLUMN lease_owner TEXT;
 ALTER TABLE courses ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE courses ADD COLUMN lease_until BIGINT;
-"#];
+"#,
+    r#"
+CREATE TABLE ratings (
+    session_id BIGINT NOT NULL REFERENCES sessions(id),
+    rater TEXT NOT NULL,
+    item TEXT NOT NULL,
+    score BIGINT NOT NULL,
+    rated_at TEXT NOT NULL,
+    PRIMARY KEY (session_id, rater, item)
+);
+"#,
+];
 
 /// Where a PostgreSQL store keeps its schema version, and the advisory
 /// lock its migrations take (two cbtsims opening a new database at once

@@ -168,3 +168,129 @@ fn serving_another_address_without_a_token_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("needs --token"), "{stderr}");
 }
+
+fn rate(addr: SocketAddr, session: i64, body: serde_json::Value) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .post(format!("http://{addr}/api/sessions/{session}/ratings"))
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn ratings_are_stored_and_eval_agreement_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store_with_markup(dir.path());
+    let addr = start(&db, None);
+    let scores = |a: u32, b: u32| {
+        serde_json::json!([
+            {"item": "agenda", "score": a},
+            {"item": "feedback", "score": b},
+            {"item": "understanding", "score": a},
+            {"item": "collaboration", "score": b}
+        ])
+    };
+    let stored = rate(
+        addr,
+        1,
+        serde_json::json!({"rater": "ana", "items": scores(2, 4)}),
+    );
+    assert_eq!(stored.status(), 201);
+    assert_eq!(stored.json::<serde_json::Value>().unwrap()["stored"], 4);
+    assert_eq!(
+        rate(
+            addr,
+            1,
+            serde_json::json!({"rater": "ben", "items": scores(3, 4)})
+        )
+        .status(),
+        201
+    );
+    // The session page's form stores one too (and the page shows them).
+    let form = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/sessions/1/ratings"))
+        .header("Origin", format!("http://{addr}"))
+        .form(&[("rater", "<i>cal</i>"), ("agenda", "5"), ("feedback", "")])
+        .send()
+        .unwrap();
+    assert_eq!(form.status(), 303);
+    let page = get(&format!("http://{addr}/sessions/1")).text().unwrap();
+    assert!(
+        page.contains("&lt;i&gt;cal&lt;/i&gt;") && page.contains("<td>ana</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<form method=\"post\" action=\"/sessions/1/ratings\">"));
+
+    let output = cbtsim_process()
+        .args(["eval", "agreement", "--json", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let agreement: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pair = agreement["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["a"] == "ana" && p["b"] == "ben")
+        .expect("ana and ben compared");
+    assert_eq!(pair["n"], 4, "{pair}");
+}
+
+#[test]
+fn bad_or_cross_site_ratings_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store_with_markup(dir.path());
+    let addr = start(&db, None);
+    let one = serde_json::json!([{"item": "agenda", "score": 3}]);
+    let client = reqwest::blocking::Client::new();
+    let cross_site = client
+        .post(format!("http://{addr}/api/sessions/1/ratings"))
+        .header("Origin", "http://evil.example")
+        .json(&serde_json::json!({"rater": "eve", "items": one}))
+        .send()
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let cross_site_form = client
+        .post(format!("http://{addr}/sessions/1/ratings"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&[("rater", "eve"), ("agenda", "3")])
+        .send()
+        .unwrap();
+    assert_eq!(cross_site_form.status(), 403);
+    let not_json = client
+        .post(format!("http://{addr}/api/sessions/1/ratings"))
+        .header("Content-Type", "text/plain")
+        .body(r#"{"rater": "eve", "items": [{"item": "agenda", "score": 3}]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(not_json.status(), 415);
+    for (body, status) in [
+        (
+            serde_json::json!({"rater": "eve", "items": [{"item": "charm", "score": 3}]}),
+            422,
+        ),
+        (
+            serde_json::json!({"rater": "eve", "items": [{"item": "agenda", "score": 7}]}),
+            422,
+        ),
+        (serde_json::json!({"rater": "judge", "items": one}), 422),
+        (serde_json::json!({"rater": " ", "items": one}), 422),
+        (serde_json::json!({"rater": "eve", "items": []}), 422),
+        (serde_json::json!({"rater": "eve"}), 400),
+    ] {
+        assert_eq!(rate(addr, 1, body.clone()).status(), status, "{body}");
+    }
+    assert_eq!(
+        rate(addr, 42, serde_json::json!({"rater": "eve", "items": one})).status(),
+        404
+    );
+    let stored = Store::open_to_read(&db).unwrap().ratings().unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+}
