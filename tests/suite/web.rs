@@ -294,3 +294,41 @@ fn bad_or_cross_site_ratings_are_refused_and_nothing_is_stored() {
     let stored = Store::open_to_read(&db).unwrap().ratings().unwrap();
     assert!(stored.is_empty(), "{stored:?}");
 }
+
+super::test_db::on_both_stores!(a_rating_is_stored_in_either_store);
+
+fn a_rating_is_stored_in_either_store(test_db: super::test_db::TestDb) {
+    let db = Path::new(test_db.db()).to_path_buf();
+    let mut transcript = Transcript::new(1);
+    transcript.turns = vec![Turn::new(Speaker::Therapist, "Hello.")];
+    Store::open(&db)
+        .unwrap()
+        .import(&transcript, "web test")
+        .unwrap();
+    let addr = start(&db, None);
+    let items =
+        serde_json::json!([{"item": "agenda", "score": 3}, {"item": "feedback", "score": 5}]);
+    assert_eq!(
+        rate(addr, 1, serde_json::json!({"rater": "ana", "items": items})).status(),
+        201
+    );
+    // Rated again: the new score replaces the old.
+    let again = serde_json::json!([{"item": "agenda", "score": 4}]);
+    assert_eq!(
+        rate(addr, 1, serde_json::json!({"rater": "ana", "items": again})).status(),
+        201
+    );
+    let stored = Store::open_to_read(&db).unwrap().ratings().unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            (1, "agenda".to_string(), "ana".to_string(), 4),
+            (1, "feedback".to_string(), "ana".to_string(), 5)
+        ]
+    );
+    let page = get(&format!("http://{addr}/sessions/1")).text().unwrap();
+    assert!(
+        page.contains("<td>ana</td><td>agenda</td><td>4</td>"),
+        "{page}"
+    );
+}
