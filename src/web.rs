@@ -35,6 +35,10 @@ pub enum WebError {
         "{addr} is not a loopback address: serving other machines needs --token (every request must then carry it)"
     )]
     NeedsToken { addr: SocketAddr },
+    #[error(
+        "the token may hold only letters, digits and . _ ~ + / = - (it goes into a cookie and a URL)"
+    )]
+    BadToken,
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: SocketAddr, message: String },
 }
@@ -49,11 +53,34 @@ pub struct WebConfig {
 }
 
 /// Refuses to serve other machines without a token.
+/// (An empty token is none; a token must be safe in a cookie and a URL.)
 pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), WebError> {
-    match addr.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(token) = token
+        && !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~+/=-".contains(c))
+    {
+        return Err(WebError::BadToken);
+    }
+    match addr.ip().is_loopback() || token.is_some() {
         true => Ok(()),
         false => Err(WebError::NeedsToken { addr: *addr }),
     }
+}
+
+/// Whether a `Host` header names this machine's loopback: without a token,
+/// a page of another site whose name was pointed at 127.0.0.1 (DNS
+/// rebinding) would otherwise be this app's "same site".
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Serves until the process ends; `ready` is told the address it listens
@@ -64,6 +91,10 @@ pub fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), WebError> {
     check_bind(&addr, config.token.as_deref())?;
+    let config = WebConfig {
+        token: config.token.filter(|t| !t.is_empty()),
+        ..config
+    };
     let listen_error = |e: std::io::Error| WebError::Listen {
         addr,
         message: e.to_string(),
@@ -106,7 +137,18 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let mut set_cookie = false;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if config.token.is_none() && !loopback_host(host) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this app answers only to a loopback address without --token\n",
+        )
+            .into_response();
+    }
     if let Some(token) = &config.token {
         let headers = request.headers();
         let bearer = headers
@@ -123,13 +165,25 @@ async fn guard(
             )
                 .into_response();
         }
-        set_cookie = queried.is_some_and(|t| same(t, token));
+        // Given in the address: kept in a cookie, and taken out of the
+        // address (history, bookmarks) at once.
+        if queried.is_some_and(|t| same(t, token)) && request.method() == axum::http::Method::GET {
+            let path = request.uri().path().to_string();
+            let mut response = axum::response::Redirect::to(&path).into_response();
+            let value = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            return response;
+        }
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -139,12 +193,6 @@ async fn guard(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if set_cookie && let Some(token) = &config.token {
-        let value = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(header::SET_COOKIE, value);
-        }
-    }
     response
 }
 
@@ -197,7 +245,18 @@ async fn on_store<T: Send + 'static>(
         Ok(Err(e @ StoreError::NoSuchSession { .. })) => {
             Err((StatusCode::NOT_FOUND, format!("{e}\n")).into_response())
         }
-        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()),
+        Ok(Err(e @ (StoreError::ReadOnly { .. } | StoreError::Full { .. }))) => {
+            Err((StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response())
+        }
+        // The store's own words (paths, the server's messages) stay here.
+        Ok(Err(e)) => {
+            eprintln!("cbtsim: serve: {e}");
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store failed; see the server's log\n",
+            )
+                .into_response())
+        }
         Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     }
 }
@@ -334,7 +393,10 @@ async fn form_rate(
     headers: HeaderMap,
     axum::Form(fields): axum::Form<HashMap<String, String>>,
 ) -> Response {
-    if !same_site(&headers) {
+    // A browser's form post says where it comes from; one that says
+    // nothing is refused (scripts use the JSON API).
+    let says = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
+    if !says || !same_site(&headers) {
         return (StatusCode::FORBIDDEN, "a request from another site\n").into_response();
     }
     let rater = fields.get("rater").cloned().unwrap_or_default();
@@ -544,6 +606,32 @@ mod tests {
         ));
         assert!(check_bind(&any, Some("")).is_err());
         assert!(check_bind(&any, Some("s3cret")).is_ok());
+        assert!(matches!(
+            check_bind(&local, Some("a;b")),
+            Err(WebError::BadToken)
+        ));
+    }
+
+    #[test]
+    fn only_loopback_names_are_this_app_without_a_token() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "127.0.0.2",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "10.0.0.1:8080",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
     }
 
     #[test]

@@ -174,15 +174,15 @@ impl Store {
     }
 
     /// Opens a stopped session again for more turns: its ending, usage,
-    /// safety events and evaluations are cleared (they are recorded anew
-    /// when it ends, and it can be evaluated again); its turns stay.
+    /// safety events, evaluations and ratings are cleared (they are recorded anew
+    /// when it ends, and it can be evaluated and rated again); its turns stay.
     pub fn reopen_session(&mut self, fence: Option<Lease>, session: i64) -> Result<(), StoreError> {
         self.fenced(fence, |tx| {
             tx.execute(
                 "UPDATE sessions SET finished_at = NULL, termination_reason = NULL, termination_details = NULL, termination_speaker = NULL WHERE id = ?1",
                 params![session],
             )?;
-            for table in ["token_usage", "safety_events", "evaluations"] {
+            for table in ["token_usage", "safety_events", "evaluations", "ratings"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE session_id = ?1"),
                     params![session],

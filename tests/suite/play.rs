@@ -212,6 +212,19 @@ fn a_disclosure_is_answered_with_the_resources_even_when_the_model_fails() {
     }
 }
 
+/// The turns a person typed, stored in the SQLite file `db`, in order.
+fn typed_turns(db: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut statement = conn
+        .prepare("SELECT text FROM turns WHERE meta LIKE '%\"person\":true%' ORDER BY session_id, position")
+        .unwrap();
+    statement
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// `cbtsim play` with `lines` on its stdin; (exit code, stdout, stderr).
 fn play(args: &[&str], lines: &str) -> (i32, String, String) {
     let mut child = cbtsim_process()
@@ -262,14 +275,7 @@ fn play_as_the_therapist_through_a_pipe_stores_the_session() {
         2,
         "said at the start, and again for /help: {stderr}"
     );
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let typed: Vec<String> = conn
-        .prepare("SELECT text FROM turns WHERE meta LIKE '%\"person\":true%' ORDER BY position")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let typed = typed_turns(db);
     assert_eq!(
         typed,
         [
@@ -331,15 +337,13 @@ fn play_as_the_patient_on_the_default_model_and_resume_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("User Ended Session"), "{stdout}");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let typed: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM turns WHERE meta LIKE '%\"person\":true%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(typed, 2);
+    assert_eq!(
+        typed_turns(db),
+        [
+            "I have been anxious about work all week.",
+            "Mostly the deadline."
+        ]
+    );
 }
 
 /// `cbtsim play` in a pseudo-terminal (util-linux's `script` gives it
@@ -432,14 +436,7 @@ fn play_as_the_therapist_at_a_terminal_edits_lines_and_ends_with_slash_end() {
     let (code, output) = terminal.finish();
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("User Ended Session"), "{output}");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let typed: Vec<String> = conn
-        .prepare("SELECT text FROM turns WHERE meta LIKE '%\"person\":true%' ORDER BY position")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let typed = typed_turns(db);
     assert_eq!(
         typed,
         [

@@ -139,9 +139,30 @@ fn with_a_token_every_request_needs_it() {
         .send()
         .unwrap();
     assert_eq!(with_header.status(), 200);
-    // A browser gives it once in the address; the cookie carries it on.
-    let first = get(&format!("http://{addr}/?token=s3cret"));
-    assert_eq!(first.status(), 200);
+    let wrong = client
+        .get(format!("http://{addr}/api/sessions"))
+        .bearer_auth("s3cre")
+        .header("Cookie", "cbtsim_token=nope")
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unrated = client
+        .post(format!("http://{addr}/api/sessions/1/ratings"))
+        .json(&serde_json::json!({"rater": "eve", "items": [{"item": "agenda", "score": 3}]}))
+        .send()
+        .unwrap();
+    assert_eq!(unrated.status(), 401, "writes need it too");
+    // A browser gives it once in the address: it goes into a cookie, and
+    // out of the address at once.
+    let first = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/sessions/1?token=s3cret"))
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()["location"], "/sessions/1");
     let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
@@ -153,6 +174,28 @@ fn with_a_token_every_request_needs_it() {
         .send()
         .unwrap();
     assert_eq!(next.status(), 200);
+}
+
+#[test]
+fn without_a_token_only_a_loopback_host_is_answered() {
+    // A page of another site whose name now points at 127.0.0.1 (DNS
+    // rebinding) sends its own name as the Host.
+    let dir = tempfile::tempdir().unwrap();
+    let db = store_with_markup(dir.path());
+    let addr = start(&db, None);
+    let client = reqwest::blocking::Client::new();
+    let rebound = client
+        .get(format!("http://{addr}/api/sessions"))
+        .header("Host", format!("evil.example:{}", addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    let local = client
+        .get(format!("http://{addr}/api/sessions"))
+        .header("Host", format!("localhost:{}", addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(local.status(), 200);
 }
 
 #[test]
@@ -264,6 +307,19 @@ fn bad_or_cross_site_ratings_are_refused_and_nothing_is_stored() {
         .send()
         .unwrap();
     assert_eq!(cross_site_form.status(), 403);
+    for headers in [
+        vec![("Origin", "http://evil.example")],
+        vec![("Origin", "null")],
+        vec![],
+    ] {
+        let mut request = client
+            .post(format!("http://{addr}/sessions/1/ratings"))
+            .form(&[("rater", "eve"), ("agenda", "3")]);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        assert_eq!(request.send().unwrap().status(), 403, "{headers:?}");
+    }
     let not_json = client
         .post(format!("http://{addr}/api/sessions/1/ratings"))
         .header("Content-Type", "text/plain")

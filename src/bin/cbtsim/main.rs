@@ -105,6 +105,9 @@ enum Command {
         addr: std::net::SocketAddr,
         /// A secret every request must carry (Authorization: Bearer
         /// TOKEN, or ?token=TOKEN once in a browser, which sets a cookie).
+        /// Prefer the CBTSIM_TOKEN variable: arguments show in `ps`. Over
+        /// plain HTTP it travels in the clear: beyond one machine, put the
+        /// app behind TLS (a tunnel).
         #[arg(long, env = "CBTSIM_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
