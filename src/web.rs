@@ -448,8 +448,7 @@ async fn store_page(State(config): State<Arc<WebConfig>>) -> Response {
 
 async fn session_page(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>) -> Response {
     let read = with_store(&config, move |store| {
-        let ratings: Vec<_> = store.ratings()?.into_iter().filter(|r| r.0 == id).collect();
-        Ok((store.transcript(id)?, ratings))
+        Ok((store.transcript(id)?, store.ratings(Some(id))?))
     });
     let (transcript, ratings) = match read.await {
         Ok(read) => read,

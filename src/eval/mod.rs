@@ -301,7 +301,7 @@ pub fn agreement(
     }
     // People's ratings stored with the sessions (`cbtsim serve`) count as
     // a file's do.
-    for (session, item, rater, score) in store.ratings()? {
+    for (session, item, rater, score) in store.ratings(None)? {
         ratings.push(agreement::Rating {
             session,
             item,

@@ -40,12 +40,16 @@ impl Store {
         })
     }
 
-    /// Every stored rating: (session, item, rater, score), by session,
-    /// rater and item.
-    pub fn ratings(&self) -> Result<Vec<(i64, String, String, u32)>, StoreError> {
+    /// The stored ratings, of one session or of all: (session, item,
+    /// rater, score), by session, rater and item.
+    pub fn ratings(
+        &self,
+        session: Option<i64>,
+    ) -> Result<Vec<(i64, String, String, u32)>, StoreError> {
         let mut rows: Vec<(i64, String, String, u32)> = self.rows(
-            "SELECT session_id, item, rater, score FROM ratings",
-            params![],
+            "SELECT session_id, item, rater, score FROM ratings
+             WHERE CAST(?1 AS BIGINT) IS NULL OR session_id = ?1",
+            params![session],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         // Sorted here: the two databases order text by different rules.

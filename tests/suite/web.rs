@@ -347,7 +347,7 @@ fn bad_or_cross_site_ratings_are_refused_and_nothing_is_stored() {
         rate(addr, 42, serde_json::json!({"rater": "eve", "items": one})).status(),
         404
     );
-    let stored = Store::open_to_read(&db).unwrap().ratings().unwrap();
+    let stored = Store::open_to_read(&db).unwrap().ratings(None).unwrap();
     assert!(stored.is_empty(), "{stored:?}");
 }
 
@@ -374,7 +374,7 @@ fn a_rating_is_stored_in_either_store(test_db: super::test_db::TestDb) {
         rate(addr, 1, serde_json::json!({"rater": "ana", "items": again})).status(),
         201
     );
-    let stored = Store::open_to_read(&db).unwrap().ratings().unwrap();
+    let stored = Store::open_to_read(&db).unwrap().ratings(None).unwrap();
     assert_eq!(
         stored,
         vec![

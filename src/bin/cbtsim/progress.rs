@@ -139,6 +139,21 @@ fn prices(plan: &RunPlan, models: &RoleModels) -> BTreeMap<String, Price> {
     out
 }
 
+/// "persona#repeat session N: how it ended (T turns)", as logs say it.
+fn session_ended(course: &CourseInfo, session: &SessionResult) -> String {
+    format!(
+        "{} session {}: {} ({} turns)",
+        label(course),
+        session.transcript.session_number,
+        session
+            .transcript
+            .termination
+            .as_ref()
+            .map_or("unfinished", |t| t.display_name()),
+        session.transcript.turns.len()
+    )
+}
+
 fn label(course: &CourseInfo) -> String {
     format!("{}#{}", course.persona, course.repeat + 1)
 }
@@ -243,17 +258,10 @@ impl RunObserver for Display {
             match &self.bars {
                 Some(bars) => bars.overall.inc(1),
                 None => self.log(&format!(
-                    "[{}/{}] {} session {}: {} ({} turns)",
+                    "[{}/{}] {}",
                     *done,
                     self.sessions_total,
-                    label(course),
-                    session.transcript.session_number,
-                    session
-                        .transcript
-                        .termination
-                        .as_ref()
-                        .map_or("unfinished", |t| t.display_name()),
-                    session.transcript.turns.len()
+                    session_ended(course, session)
                 )),
             }
             return;
@@ -326,16 +334,9 @@ impl RunObserver for WorkerLog {
 
     fn session_finished(&self, course: &CourseInfo, session: &SessionResult) {
         eprintln!(
-            "cbtsim: course {} ({}) session {}: {} ({} turns)",
+            "cbtsim: course {} {}",
             course.id,
-            label(course),
-            session.transcript.session_number,
-            session
-                .transcript
-                .termination
-                .as_ref()
-                .map_or("unfinished", |t| t.display_name()),
-            session.transcript.turns.len()
+            session_ended(course, session)
         );
     }
 
