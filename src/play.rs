@@ -153,6 +153,144 @@ where
     }
 }
 
+/// A person at the other end of a connection (the web app's play page):
+/// the engine waits at the seat for their turn, and the page hands it over
+/// and waits for the engine to come back (the model's answer stored) or
+/// for the session to end.
+#[derive(Default)]
+pub struct Seat {
+    state: Mutex<SeatState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SeatState {
+    /// How many times the engine has asked for a turn.
+    asked: u64,
+    /// The engine waits for a turn now.
+    waiting: bool,
+    /// The turn handed over, not yet taken.
+    given: Option<PersonTurn>,
+    /// The session (its run) is over: nobody will ask again.
+    closed: bool,
+}
+
+/// Where a seat stands, as a page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatStatus {
+    /// The person's turn is awaited.
+    YourTurn,
+    /// The model (or the engine) is at work.
+    Busy,
+    /// Over: the session ended or stopped.
+    Closed,
+}
+
+/// Why a seat did not take a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SeatError {
+    #[error("it is not your turn: the model is still answering")]
+    NotYourTurn,
+    #[error("the session is over")]
+    Closed,
+}
+
+impl Seat {
+    pub fn new() -> Arc<Seat> {
+        Arc::new(Seat::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeatState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> SeatStatus {
+        let state = self.lock();
+        match (state.closed, state.waiting && state.given.is_none()) {
+            (true, _) => SeatStatus::Closed,
+            (false, true) => SeatStatus::YourTurn,
+            (false, false) => SeatStatus::Busy,
+        }
+    }
+
+    /// Hands over the person's turn, and waits (up to `timeout`) until the
+    /// engine asks again or the session is over.
+    pub fn give(
+        &self,
+        turn: PersonTurn,
+        timeout: std::time::Duration,
+    ) -> Result<SeatStatus, SeatError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(SeatError::Closed);
+        }
+        if !state.waiting || state.given.is_some() {
+            return Err(SeatError::NotYourTurn);
+        }
+        state.given = Some(turn);
+        let asked = state.asked;
+        self.changed.notify_all();
+        drop(state);
+        Ok(self.wait(|s| s.closed || (s.waiting && s.asked > asked), timeout))
+    }
+
+    /// Waits (up to `timeout`) until the person's turn is awaited or the
+    /// session is over.
+    pub fn wait_for_turn(&self, timeout: std::time::Duration) -> SeatStatus {
+        self.wait(|s| s.closed || (s.waiting && s.given.is_none()), timeout)
+    }
+
+    fn wait(&self, done: impl Fn(&SeatState) -> bool, timeout: std::time::Duration) -> SeatStatus {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| !done(s))
+            .unwrap_or_else(|e| e.into_inner());
+        drop(state);
+        self.status()
+    }
+
+    /// Says that nobody will ask again (the run is over, however it ended).
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The engine's side: waits for the person's turn; one not given within
+    /// `patience` is taken as the person gone (the session stops, to be
+    /// resumed).
+    pub fn person(self: &Arc<Seat>, patience: std::time::Duration) -> SeatedPerson {
+        SeatedPerson {
+            seat: self.clone(),
+            patience,
+        }
+    }
+}
+
+/// The person at a [`Seat`], as the engine sees them.
+pub struct SeatedPerson {
+    seat: Arc<Seat>,
+    patience: std::time::Duration,
+}
+
+impl Person for SeatedPerson {
+    fn turn(&mut self, _speaker: Speaker, _turns: &[Turn]) -> PersonTurn {
+        let seat = &self.seat;
+        let mut state = seat.lock();
+        state.asked += 1;
+        state.waiting = true;
+        seat.changed.notify_all();
+        let (mut state, _) = seat
+            .changed
+            .wait_timeout_while(state, self.patience, |s| s.given.is_none() && !s.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        state.waiting = false;
+        let turn = state.given.take().unwrap_or(PersonTurn::Gone);
+        seat.changed.notify_all();
+        turn
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +325,47 @@ mod tests {
         assert_eq!(person.turn(Speaker::Therapist, &[]), PersonTurn::Gone);
         drop(person);
         assert_eq!(notes, vec![HELP.to_string()]);
+    }
+
+    #[test]
+    fn a_seat_hands_turns_to_the_engine_and_waits_for_its_answer() {
+        use std::time::Duration;
+        let seat = Seat::new();
+        assert_eq!(seat.status(), SeatStatus::Busy);
+        assert_eq!(
+            seat.give(PersonTurn::End, Duration::ZERO),
+            Err(SeatError::NotYourTurn)
+        );
+        let engine = {
+            let mut person = seat.person(Duration::from_secs(30));
+            let seat = seat.clone();
+            std::thread::spawn(move || {
+                let first = person.turn(Speaker::Therapist, &[]);
+                let second = person.turn(Speaker::Therapist, &[]);
+                seat.close();
+                (first, second)
+            })
+        };
+        let long = Duration::from_secs(30);
+        assert_eq!(seat.wait_for_turn(long), SeatStatus::YourTurn);
+        // Given: the engine takes it and asks again.
+        assert_eq!(
+            seat.give(PersonTurn::Said("Hello.".into()), long),
+            Ok(SeatStatus::YourTurn)
+        );
+        assert_eq!(seat.give(PersonTurn::End, long), Ok(SeatStatus::Closed));
+        assert_eq!(
+            engine.join().unwrap(),
+            (PersonTurn::Said("Hello.".into()), PersonTurn::End)
+        );
+        assert_eq!(seat.give(PersonTurn::End, long), Err(SeatError::Closed));
+    }
+
+    #[test]
+    fn a_person_who_does_not_come_back_is_gone() {
+        let seat = Seat::new();
+        let mut person = seat.person(std::time::Duration::from_millis(20));
+        assert_eq!(person.turn(Speaker::Patient, &[]), PersonTurn::Gone);
+        assert_eq!(seat.status(), SeatStatus::Busy);
     }
 }

@@ -17,6 +17,7 @@
 //! - `import.rs`: transcripts from files;
 //! - `evaluations.rs`: sessions' metrics and judges' scores.
 
+mod browse;
 mod db;
 mod evaluations;
 mod import;
@@ -27,6 +28,7 @@ mod read;
 mod runs;
 mod sessions;
 
+pub use browse::{BrowseFilter, Browsed, RunRow, StoredEvaluation};
 pub use evaluations::SessionScope;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use postgres::{is_url, redacted};

@@ -1,4 +1,5 @@
 mod batch;
+mod browser;
 mod cli;
 mod course;
 mod embedded;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// A store with one imported session whose turns hold markup.
-fn store_with_markup(dir: &Path) -> std::path::PathBuf {
+pub fn store_with_markup(dir: &Path) -> std::path::PathBuf {
     let db = dir.join("web.db");
     let mut store = Store::open(&db).unwrap();
     let mut transcript = Transcript::new(1);
@@ -26,9 +26,32 @@ fn store_with_markup(dir: &Path) -> std::path::PathBuf {
 
 /// The app on a free loopback port, in a thread of this test.
 fn start(db: &Path, token: Option<&str>) -> SocketAddr {
+    start_app(db, token, None)
+}
+
+/// The plan of sessions played in the browser: the scripted model, a
+/// few turns.
+pub fn play_plan(model: &str, max_turns: u32) -> cbtsim::plan::RunPlan {
+    use cbtsim::model::spec::{Config, ModelSpec};
+    use cbtsim::plan::{PlanKind, PlanModels, RunPlan, SessionPlan};
+    let mut session = SessionPlan::new("Nova", "2026-11-26T10:00:00".parse().unwrap());
+    session.max_turns = max_turns;
+    let config = Config::default();
+    let spec: ModelSpec = model.parse().unwrap();
+    let models = PlanModels::resolve(&config, Some(&spec), [None, None, None]).unwrap();
+    RunPlan::new(PlanKind::Run, Vec::new(), models, session, config)
+}
+
+/// The app, offering play with `play` when given.
+pub fn start_app(
+    db: &Path,
+    token: Option<&str>,
+    play: Option<cbtsim::plan::RunPlan>,
+) -> SocketAddr {
     let config = WebConfig {
         db: db.to_path_buf(),
         token: token.map(String::from),
+        play,
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -265,7 +288,7 @@ fn ratings_are_stored_and_eval_agreement_uses_them() {
         page.contains("&lt;i&gt;cal&lt;/i&gt;") && page.contains("<td>ana</td>"),
         "{page}"
     );
-    assert!(page.contains("<form method=\"post\" action=\"/sessions/1/ratings\">"));
+    assert!(page.contains("<form method=\"post\" action=\"/sessions/1/ratings\" id=\"rate\">"));
 
     let output = cbtsim_process()
         .args(["eval", "agreement", "--json", "--db", db.to_str().unwrap()])
@@ -386,5 +409,156 @@ fn a_rating_is_stored_in_either_store(test_db: super::test_db::TestDb) {
     assert!(
         page.contains("<td>ana</td><td>agenda</td><td>4</td>"),
         "{page}"
+    );
+}
+
+#[test]
+fn a_session_s_events_give_its_turns_then_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store_with_markup(dir.path());
+    let addr = start(&db, None);
+    let events = get(&format!("http://{addr}/sessions/1/events"));
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    // The session has ended: the stream ends too.
+    let events = events.text().unwrap();
+    assert_eq!(events.matches("event: turn").count(), 2, "{events}");
+    assert!(events.contains(r#""position":1"#), "{events}");
+    assert!(events.contains("event: end"), "{events}");
+    // From a position on: only what the page has not shown.
+    let rest = get(&format!("http://{addr}/sessions/1/events?after=1"))
+        .text()
+        .unwrap();
+    assert_eq!(rest.matches("event: turn").count(), 1, "{rest}");
+    assert_eq!(
+        get(&format!("http://{addr}/sessions/9/events")).status(),
+        404
+    );
+    assert_eq!(
+        get(&format!("http://{addr}/sessions/1/events?after=x")).status(),
+        400
+    );
+    let script = get(&format!("http://{addr}/assets/live.js"));
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.text().unwrap().contains("textContent"));
+}
+
+/// Posts a form as this app's own page would.
+fn post_form(addr: SocketAddr, path: &str, fields: &[(&str, &str)]) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}{path}"))
+        .header("origin", format!("http://{addr}"))
+        .form(fields)
+        .send()
+        .unwrap()
+}
+
+/// Starts a played session over HTTP; returns its run.
+fn start_play(addr: SocketAddr, side: &str) -> i64 {
+    let started = post_form(
+        addr,
+        "/play",
+        &[("as", side), ("persona", "alicia-rodriguez")],
+    );
+    assert_eq!(started.status(), 303, "{:?}", started.text());
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    location.strip_prefix("/play/").unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_person_playing_the_patient_in_the_browser_is_answered_with_the_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("play.db");
+    Store::open(&db).unwrap();
+    let addr = start_app(&db, None, Some(play_plan("scripted", 10)));
+    // Only the app's own pages start a session, and only with a library
+    // persona.
+    let foreign = reqwest::blocking::Client::new()
+        .post(format!("http://{addr}/play"))
+        .form(&[("as", "patient"), ("persona", "alicia-rodriguez")])
+        .send()
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let path = post_form(
+        addr,
+        "/play",
+        &[("as", "patient"), ("persona", "/etc/passwd")],
+    );
+    assert_eq!(path.status(), 422);
+
+    let run = start_play(addr, "patient");
+    let said = post_form(
+        addr,
+        &format!("/play/{run}/turns"),
+        &[("text", "I have been saving up my pills to end my life.")],
+    );
+    assert_eq!(said.status(), 303);
+    let page = get(&format!("http://{addr}/play/{run}")).text().unwrap();
+    assert!(page.contains("988"), "{page}");
+    // Not the person's turn while the model answers; nor after the end.
+    let ended = post_form(addr, &format!("/play/{run}/turns"), &[("end", "1")]);
+    assert_eq!(ended.status(), 303);
+    let store = Store::open_to_read(&db).unwrap();
+    let events = store.safety_events(1).unwrap();
+    assert_eq!(events.len(), 1);
+    let transcript = store.transcript(1).unwrap();
+    let answer = &transcript.turns[events[0].protocol_turn.unwrap() - 1];
+    assert_eq!(answer.speaker, Speaker::Therapist);
+    assert!(answer.text.contains("988"), "{}", answer.text);
+    let late = post_form(addr, &format!("/play/{run}/turns"), &[("text", "Hello?")]);
+    assert_eq!(late.status(), 303);
+    let page = get(&format!("http://{addr}/play/{run}")).text().unwrap();
+    assert!(page.contains("The session is over"), "{page}");
+}
+
+#[test]
+fn a_session_is_played_in_the_browser_on_the_default_model() {
+    let _real_model = super::util::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("play.db");
+    Store::open(&db).unwrap();
+    let addr = start_app(&db, None, Some(play_plan("local", 6)));
+    let run = start_play(addr, "therapist");
+    let said = post_form(
+        addr,
+        &format!("/play/{run}/turns"),
+        &[(
+            "text",
+            "Hello Alicia, I'm Nova. What would you like to focus on today?",
+        )],
+    );
+    assert_eq!(said.status(), 303);
+    let ended = post_form(addr, &format!("/play/{run}/turns"), &[("end", "1")]);
+    assert_eq!(ended.status(), 303);
+    let transcript = Store::open_to_read(&db).unwrap().transcript(1).unwrap();
+    let patient: Vec<_> = transcript
+        .turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::Patient)
+        .collect();
+    // The patient opens (the default first speaker) and answers the turn.
+    assert!(patient.len() >= 2, "{:?}", transcript.turns);
+    for turn in &patient {
+        assert!(!turn.meta.person);
+        assert!(
+            turn.meta
+                .model
+                .as_deref()
+                .is_some_and(|m| m.starts_with("local")),
+            "{:?}",
+            turn.meta
+        );
+        assert!(!turn.text.trim().is_empty());
+    }
+    assert_eq!(
+        transcript.termination.unwrap().display_name(),
+        "User Ended Session"
     );
 }

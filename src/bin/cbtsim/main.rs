@@ -92,25 +92,15 @@ enum Command {
     /// it where it is (`cbtsim resume` continues it).
     #[command(after_help = SESSION_EXIT_CODES)]
     Play(Box<sessions::PlayArgs>),
-    /// A local web app over a store: browse its sessions and read each
-    /// one (its turns with their metadata, its ending and summary), and a
-    /// JSON API (GET /api/sessions as `list --json`, GET /api/sessions/ID
-    /// as `show --format json`). Binds to loopback; any other address
-    /// needs --token, which every request must then carry.
-    Serve {
-        /// The store: a SQLite file, or a postgres:// URL (default: the XDG data folder's cbtsim/cbtsim.db).
-        #[arg(long)]
-        db: Option<PathBuf>,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: std::net::SocketAddr,
-        /// A secret every request must carry (Authorization: Bearer
-        /// TOKEN, or ?token=TOKEN once in a browser, which sets a cookie).
-        /// Prefer the CBTSIM_TOKEN variable: arguments show in `ps`. Over
-        /// plain HTTP it travels in the clear: beyond one machine, put the
-        /// app behind TLS (a tunnel).
-        #[arg(long, env = "CBTSIM_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    /// A local web app over a store: search and browse its runs, courses
+    /// and sessions, read each one (turns with their metadata, safety
+    /// events, ending, summary, evaluations, report), watch running ones
+    /// live, play either side in the browser (with the session flags
+    /// below), rate sessions on the CTRS, and a JSON API (GET /api/sessions
+    /// as `list --json`, GET /api/sessions/ID as `show --format json`).
+    /// Binds to loopback; any other address needs --token, which every
+    /// request must then carry.
+    Serve(Box<sessions::ServeArgs>),
     /// Continue interrupted runs, courses and batches (Ctrl-C, kill, a
     /// failed backend) from their last stored turn, with the plan they were
     /// started with.
@@ -532,17 +522,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prepare_detector();
             return sessions::play(*args, config.as_deref());
         }
-        Command::Serve { db, addr, token } => {
-            let db = existing_store(db)?;
-            // Opened once now: a store that cannot be read is said at once.
-            let shown = cbtsim::store::Store::open_to_read(&db)?
-                .path()
-                .display()
-                .to_string();
-            let config = cbtsim::web::WebConfig { db, token };
-            cbtsim::web::serve(addr, config, |bound| {
-                eprintln!("cbtsim: serving {shown} at http://{bound}/ (Ctrl-C stops)")
-            })?;
+        Command::Serve(args) => {
+            prepare_detector();
+            sessions::serve(*args, config.as_deref())?;
         }
         Command::Worker(args) => {
             prepare_detector();

@@ -250,6 +250,46 @@ pub fn run(args: RunArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     start(plan, &args.common, args.out.as_deref()).map(ExitCode::from)
 }
 
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// A secret every request must carry (Authorization: Bearer
+    /// TOKEN, or ?token=TOKEN once in a browser, which sets a cookie).
+    /// Prefer the CBTSIM_TOKEN variable: arguments show in `ps`. Over
+    /// plain HTTP it travels in the clear: beyond one machine, put the
+    /// app behind TLS (a tunnel).
+    #[arg(long, env = "CBTSIM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The store (--db), and the settings of sessions played in the
+    /// browser (the model, the number of turns, ...).
+    #[command(flatten)]
+    pub common: SessionArgs,
+}
+
+/// Serves the web app over a store until Ctrl-C.
+pub fn serve(args: ServeArgs, config_file: Option<&Path>) -> Result<()> {
+    if args.common.no_store || args.common.json {
+        anyhow::bail!("serve shows a store: --no-store and --json have no meaning here");
+    }
+    let db = existing_store(args.common.db.clone())?;
+    // Opened once now: a store that cannot be read is said at once.
+    let shown = Store::open_to_read(&db)?.path().display().to_string();
+    // The plan of a session played in the browser, but for its persona
+    // and side; its models are checked now, and opened at the first play.
+    let play = plan(PlanKind::Run, Vec::new(), &args.common, config_file)?;
+    runner::check_models(&play, &mut Models::new(play.config.clone()))?;
+    let config = cbtsim::web::WebConfig {
+        db,
+        token: args.token,
+        play: Some(play),
+    };
+    cbtsim::web::serve(args.addr, config, |bound| {
+        eprintln!("cbtsim: serving {shown} at http://{bound}/ (Ctrl-C stops)")
+    })?;
+    Ok(())
+}
+
 /// A person plays one side of a session, typing their turns.
 pub fn play(args: PlayArgs, config_file: Option<&Path>) -> Result<ExitCode> {
     let kind = match args.sessions {

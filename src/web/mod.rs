@@ -16,18 +16,27 @@
 //! `Sec-Fetch-Site`) must be this app's, and the API takes JSON only,
 //! which a page of another site cannot send without asking first.
 
+mod live;
+mod pages;
+mod play;
+
+pub use pages::escape;
+
 use crate::eval::ctrs::ITEMS;
+use crate::model::spec::Models;
+use crate::plan::RunPlan;
+use crate::play::Seat;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -50,6 +59,10 @@ pub struct WebConfig {
     /// request.
     pub db: PathBuf,
     pub token: Option<String>,
+    /// The plan a session played in the browser starts from (its persona
+    /// and the side the person plays are chosen on the page); none: the
+    /// app does not offer play.
+    pub play: Option<RunPlan>,
 }
 
 /// Refuses to serve other machines without a token.
@@ -101,7 +114,9 @@ pub fn serve(
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Time for the events' keep-alive.
         .enable_io()
+        .enable_time()
         .build()
         .map_err(listen_error)?;
     runtime.block_on(async {
@@ -115,24 +130,56 @@ pub fn serve(
     })
 }
 
+/// The app's state: its settings, the sessions being played in the
+/// browser (by run), and the models they are played with (each opened
+/// once, so the weights load once).
+pub struct App {
+    pub config: WebConfig,
+    plays: Mutex<HashMap<i64, Arc<Seat>>>,
+    models: Mutex<Models>,
+}
+
 pub fn router(config: WebConfig) -> Router {
-    let config = Arc::new(config);
+    let models = Models::new(
+        config
+            .play
+            .as_ref()
+            .map(|plan| plan.config.clone())
+            .unwrap_or_default(),
+    );
+    let app = Arc::new(App {
+        config,
+        plays: Mutex::new(HashMap::new()),
+        models: Mutex::new(models),
+    });
     Router::new()
-        .route("/", get(store_page))
-        .route("/sessions/{id}", get(session_page))
+        .route("/", get(pages::store_page))
+        .route("/sessions/{id}", get(pages::session_page))
+        .route("/sessions/{id}/events", get(live::session_events))
+        .route("/sessions/{id}/report", get(pages::session_report))
+        .route("/runs/{id}", get(pages::run_page))
+        .route("/runs/{id}/events", get(live::run_events))
+        .route("/runs/{id}/report", get(pages::run_report))
+        .route("/courses/{id}", get(pages::course_page))
+        .route("/courses/{id}/report", get(pages::course_report))
+        .route("/play", get(play::play_form).post(play::start))
+        .route("/play/{run}", get(play::play_page))
+        .route("/play/{run}/turns", post(play::take_turn))
+        .route("/assets/live.js", get(live::script))
         .route("/api/sessions", get(api_sessions))
         .route("/api/sessions/{id}", get(api_session))
+        .route("/api/sessions/{id}/evaluations", get(api_evaluations))
         .route("/api/sessions/{id}/ratings", post(api_rate))
         .route("/sessions/{id}/ratings", post(form_rate))
-        .layer(middleware::from_fn_with_state(config.clone(), guard))
-        .with_state(config)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
 }
 
 const TOKEN_COOKIE: &str = "cbtsim_token";
 
 /// The token check, and the headers every response carries.
 async fn guard(
-    State(config): State<Arc<WebConfig>>,
+    State(app): State<Arc<App>>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
     next: Next,
@@ -142,14 +189,14 @@ async fn guard(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if config.token.is_none() && !loopback_host(host) {
+    if app.config.token.is_none() && !loopback_host(host) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "this app answers only to a loopback address without --token\n",
         )
             .into_response();
     }
-    if let Some(token) = &config.token {
+    if let Some(token) = &app.config.token {
         let headers = request.headers();
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -182,16 +229,19 @@ async fn guard(
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the
+    // app's own forms, which `same_site` must then refuse. `same-origin`
+    // keeps the address from other sites and the Origin for this one.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
 }
@@ -261,16 +311,29 @@ async fn on_store<T: Send + 'static>(
     }
 }
 
-async fn api_sessions(State(config): State<Arc<WebConfig>>) -> Response {
-    match with_store(&config, |store| store.list()).await {
+async fn api_sessions(State(app): State<Arc<App>>) -> Response {
+    match with_store(&app.config, |store| store.list()).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(response) => response,
     }
 }
 
-async fn api_session(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>) -> Response {
-    match with_store(&config, move |store| store.transcript(id)).await {
+async fn api_session(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
+    match with_store(&app.config, move |store| store.transcript(id)).await {
         Ok(transcript) => axum::Json(transcript).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Every evaluation stored of a session (`cbtsim eval`): kind, judge,
+/// rubric version and result.
+async fn api_evaluations(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
+    let read = with_store(&app.config, move |store| {
+        store.transcript(id)?;
+        store.session_evaluations(id)
+    });
+    match read.await {
+        Ok(rows) => axum::Json(rows).into_response(),
         Err(response) => response,
     }
 }
@@ -302,6 +365,18 @@ fn same_site(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_none_or(|site| site == "same-origin" || site == "none");
     origin_ok && fetch_ok
+}
+
+/// A form posted by this app's own page. A browser's form post says where
+/// it comes from; one that says nothing is refused (scripts use the JSON
+/// API).
+fn from_own_page(headers: &HeaderMap) -> bool {
+    let says = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
+    says && same_site(headers)
+}
+
+fn from_another_site() -> Response {
+    (StatusCode::FORBIDDEN, "a request from another site\n").into_response()
 }
 
 /// Checks a rating: a rater's name (not the judge's), each CTRS item at
@@ -351,13 +426,13 @@ async fn store_rating(
 }
 
 async fn api_rate(
-    State(config): State<Arc<WebConfig>>,
+    State(app): State<Arc<App>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if !same_site(&headers) {
-        return (StatusCode::FORBIDDEN, "a request from another site\n").into_response();
+        return from_another_site();
     }
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -375,7 +450,7 @@ async fn api_rate(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let items = body.items.into_iter().map(|i| (i.item, i.score)).collect();
-    match store_rating(&config, id, body.rater, items).await {
+    match store_rating(&app.config, id, body.rater, items).await {
         Ok(stored) => (
             StatusCode::CREATED,
             axum::Json(serde_json::json!({"session": id, "stored": stored})),
@@ -388,16 +463,13 @@ async fn api_rate(
 /// The session page's form: the rater, and a score field per item (left
 /// empty: not scored).
 async fn form_rate(
-    State(config): State<Arc<WebConfig>>,
+    State(app): State<Arc<App>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     axum::Form(fields): axum::Form<HashMap<String, String>>,
 ) -> Response {
-    // A browser's form post says where it comes from; one that says
-    // nothing is refused (scripts use the JSON API).
-    let says = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
-    if !says || !same_site(&headers) {
-        return (StatusCode::FORBIDDEN, "a request from another site\n").into_response();
+    if !from_own_page(&headers) {
+        return from_another_site();
     }
     let rater = fields.get("rater").cloned().unwrap_or_default();
     let mut items = Vec::new();
@@ -413,172 +485,10 @@ async fn form_rate(
             },
         }
     }
-    match store_rating(&config, id, rater, items).await {
+    match store_rating(&app.config, id, rater, items).await {
         Ok(_) => axum::response::Redirect::to(&format!("/sessions/{id}#ratings")).into_response(),
         Err(response) => response,
     }
-}
-
-async fn store_page(State(config): State<Arc<WebConfig>>) -> Response {
-    let rows = match with_store(&config, |store| store.list()).await {
-        Ok(rows) => rows,
-        Err(response) => return response,
-    };
-    let mut body = String::from(
-        "<h1>Sessions</h1>\n<table>\n<tr><th>kind</th><th>id</th><th>persona</th><th>session</th><th>turns</th><th>ended</th><th>started</th></tr>\n",
-    );
-    for row in &rows {
-        let id = match row.kind {
-            "session" => format!("<a href=\"/sessions/{0}\">{0}</a>", row.id),
-            _ => row.id.to_string(),
-        };
-        body += &format!(
-            "<tr><td>{}</td><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(row.kind),
-            escape(&row.persona),
-            row.session_number,
-            row.turns,
-            escape(row.termination_reason.as_deref().unwrap_or("(unfinished)")),
-            escape(&row.started_at),
-        );
-    }
-    body += "</table>\n";
-    page("cbtsim: sessions", &body)
-}
-
-async fn session_page(State(config): State<Arc<WebConfig>>, Path(id): Path<i64>) -> Response {
-    let read = with_store(&config, move |store| {
-        Ok((store.transcript(id)?, store.ratings(Some(id))?))
-    });
-    let (transcript, ratings) = match read.await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    let mut body = format!(
-        "<p><a href=\"/\">All sessions</a> · <a href=\"/api/sessions/{id}\">JSON</a></p>\n<h1>Session {id} (session number {})</h1>\n",
-        transcript.session_number
-    );
-    for (i, turn) in transcript.turns.iter().enumerate() {
-        let meta = &turn.meta;
-        let mut notes = Vec::new();
-        if meta.person {
-            notes.push("typed by a person".to_string());
-        } else if let Some(model) = &meta.model {
-            notes.push(format!("model {model}"));
-        }
-        if let Some(ms) = meta.elapsed_ms {
-            notes.push(format!("{ms} ms"));
-        }
-        if let Some(candidates) = meta.candidates {
-            notes.push(format!("{candidates} candidates"));
-        }
-        for repair in &meta.repairs {
-            notes.push(format!("repaired: {}", repair.action));
-        }
-        body += &format!(
-            "<div class=\"turn {}\"><b>{} {}</b><p>{}</p><small>{}</small></div>\n",
-            turn.speaker.as_str(),
-            i + 1,
-            turn.speaker.label(),
-            escape(&turn.text).replace('\n', "<br>"),
-            escape(&notes.join(" · ")),
-        );
-    }
-    if let Some(reason) = &transcript.termination {
-        body += &format!(
-            "<h2>Ending</h2><p>{}: {}</p>\n",
-            escape(reason.display_name()),
-            escape(&reason.details())
-        );
-    }
-    if let Some(summary) = &transcript.summary {
-        body += "<h2>Summary</h2>\n";
-        for (heading, items) in [
-            ("Main topics discussed", &summary.main_topics),
-            ("Techniques/exercises introduced", &summary.techniques),
-            ("Things that appeared helpful/important", &summary.helpful),
-            ("Homework assigned", &summary.homework),
-            ("Insights/realizations", &summary.insights),
-        ] {
-            body += &format!("<h3>{heading}</h3><ul>");
-            for item in items {
-                body += &format!("<li>{}</li>", escape(item));
-            }
-            body += "</ul>\n";
-        }
-    }
-    body += &rating_section(id, &ratings);
-    page(&format!("cbtsim: session {id}"), &body)
-}
-
-/// The ratings stored for a session, and the CTRS form to add one.
-fn rating_section(id: i64, ratings: &[(i64, String, String, u32)]) -> String {
-    let mut out = String::from("<h2 id=\"ratings\">CTRS ratings</h2>\n");
-    if ratings.is_empty() {
-        out += "<p>None yet.</p>\n";
-    } else {
-        out += "<table><tr><th>rater</th><th>item</th><th>score</th></tr>\n";
-        for (_, item, rater, score) in ratings {
-            out += &format!(
-                "<tr><td>{}</td><td>{}</td><td>{score}</td></tr>\n",
-                escape(rater),
-                escape(item)
-            );
-        }
-        out += "</table>\n";
-    }
-    out += &format!(
-        "<form method=\"post\" action=\"/sessions/{id}/ratings\">\n<p><label>Rater <input name=\"rater\" required maxlength=\"100\"></label></p>\n"
-    );
-    for item in &ITEMS {
-        out += &format!(
-            "<fieldset><legend>{}</legend><select name=\"{}\"><option value=\"\">not scored</option>",
-            escape(item.name),
-            item.key
-        );
-        for score in 0..=6 {
-            out += &format!("<option value=\"{score}\">{score}</option>");
-        }
-        out += &format!(
-            "</select> <small>0: {} · 2: {} · 4: {} · 6: {}</small></fieldset>\n",
-            escape(item.anchors[0]),
-            escape(item.anchors[1]),
-            escape(item.anchors[2]),
-            escape(item.anchors[3])
-        );
-    }
-    out += "<p><button type=\"submit\">Store the rating</button></p></form>\n";
-    out
-}
-
-fn page(title: &str, body: &str) -> Response {
-    Html(format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{STYLE}</style></head>\n<body>\n{body}<footer>cbtsim simulates therapy for testing and training; it is not a replacement for a clinician.</footer>\n</body></html>\n",
-        escape(title)
-    ))
-    .into_response()
-}
-
-const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:auto;padding:1em}\
-table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd}\
-.turn{margin:.6em 0;padding:.4em .8em;border-left:4px solid #999}\
-.turn.therapist{border-color:#36c}.turn.patient{border-color:#c63}\
-small{color:#666}footer{margin-top:2em;color:#666;font-size:small}";
-
-/// Text as HTML text: nothing in it is markup.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
