@@ -18,6 +18,7 @@ on_both_stores!(
     a_course_stopped_by_a_failed_backend_resumes_with_its_memory,
     ctrl_c_stops_a_run_after_the_turn_and_resume_finishes_it,
     a_second_process_cannot_run_a_run_that_is_running,
+    sessions_are_found_by_their_words_and_runs_by_how_far_they_came,
 );
 
 fn a_run_is_stored_turn_by_turn_and_shown_back(store: TestDb) {
@@ -999,4 +1000,71 @@ fn stored_turns(db: &std::path::Path) -> Vec<(i64, String)> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .map(|rows| rows.filter_map(Result::ok).collect())
         .unwrap_or_default()
+}
+
+/// What the web app browses: a search over personas, endings and turns
+/// (wildcards taken literally), runs with their progress, evaluations.
+fn sessions_are_found_by_their_words_and_runs_by_how_far_they_came(store: TestDb) {
+    use cbtsim::store::BrowseFilter;
+    let db = store.db();
+    let (code, _, stderr) = run(&[
+        "batch",
+        "--personas",
+        "alicia-rodriguez,david-levin",
+        "--model",
+        "scripted",
+        "--max-turns",
+        "4",
+        "--db",
+        db,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let opened = Store::open(std::path::Path::new(db)).unwrap();
+    let text = |t: &str| BrowseFilter {
+        text: Some(t.into()),
+        ..BrowseFilter::default()
+    };
+    let all = opened.browse(&BrowseFilter::default()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].id, 2, "newest first");
+    assert!(all.iter().all(|s| s.run == Some(1) && s.turns == 4));
+    let david = opened.browse(&text("DAVID")).unwrap();
+    assert_eq!(david.iter().map(|s| s.id).collect::<Vec<_>>(), [2]);
+    // Every session's turns say "Scripted reply"; an ending's words too.
+    assert_eq!(opened.browse(&text("scripted REPLY")).unwrap().len(), 2);
+    assert_eq!(opened.browse(&text("max turns")).unwrap().len(), 2);
+    // `%` and `_` are characters to find, not wildcards.
+    assert!(opened.browse(&text("%")).unwrap().is_empty());
+    assert!(opened.browse(&text("Scripted_reply")).unwrap().is_empty());
+    let course = opened
+        .browse(&BrowseFilter {
+            course: all[1].course,
+            ..BrowseFilter::default()
+        })
+        .unwrap();
+    assert_eq!(course.len(), 1);
+
+    let runs = opened.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run_row = &runs[0];
+    assert_eq!(
+        (
+            run_row.command.as_str(),
+            run_row.courses,
+            run_row.sessions,
+            run_row.sessions_ended,
+            run_row.turns
+        ),
+        ("batch", 2, 2, 2, 8)
+    );
+    assert!(run_row.finished_at.is_some() && !run_row.queued);
+    assert!(opened.run_row(7).is_err());
+
+    assert!(opened.session_evaluations(1).unwrap().is_empty());
+    opened
+        .set_evaluation(1, "metrics", "", "1", &serde_json::json!({"questions": 2}))
+        .unwrap();
+    let evaluations = opened.session_evaluations(1).unwrap();
+    assert_eq!(evaluations.len(), 1);
+    assert_eq!(evaluations[0].result["questions"], 2);
 }
