@@ -53,6 +53,12 @@ pub struct RunPlan {
     /// them for their turns again. None for simulated sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub played_by: Option<crate::speaker::Speaker>,
+    /// A stored course this plan's course goes on from (`play --course`):
+    /// its ended sessions before this plan's first are remembered as this
+    /// course's own (summaries, homework, mood), so the carry-over is
+    /// theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +288,7 @@ impl RunPlan {
             session,
             config,
             played_by: None,
+            continues: None,
         }
     }
 
@@ -565,6 +572,7 @@ pub fn from_legacy_argv(argv: &[String], started_at: &str) -> Result<RunPlan, Pl
         session,
         config,
         played_by: None,
+        continues: None,
     };
     plan.validate()?;
     Ok(plan)

@@ -173,6 +173,9 @@ pub trait RunObserver: Sync {
     fn course_started(&self, _course: &CourseInfo) {}
     /// A session starts, or continues after `continued_after` stored turns.
     fn session_started(&self, _course: &CourseInfo, _number: u32, _continued_after: usize) {}
+    /// What each side is told of the earlier sessions of the course (a
+    /// person playing a side is shown theirs), just after `session_started`.
+    fn carry_over(&self, _course: &CourseInfo, _number: u32, _notes: &CarryOver) {}
     /// A turn was spoken and stored; `position` counts from 0.
     fn turn(&self, _course: &CourseInfo, _number: u32, _position: usize, _turn: &Turn) {}
     fn safety_event(&self, _course: &CourseInfo, _number: u32, _event: &SafetyEvent) {}
@@ -429,7 +432,10 @@ impl Runner<'_> {
             lock(self.store).set_course_error(fence, course.id, None)?;
         }
         let stored = lock(self.store).course_sessions(course.id)?;
-        let mut remembered: Vec<Remembered> = Vec::new();
+        let mut remembered = match plan.continues {
+            Some(earlier) => self.remembered(earlier, course.first_session)?,
+            None => Vec::new(),
+        };
         for offset in 0..course.sessions {
             let number = course.first_session + offset;
             let found = stored.iter().find(|s| s.session_number == number);
@@ -542,6 +548,29 @@ impl Runner<'_> {
         Ok(CourseStatus::Finished)
     }
 
+    /// The ended sessions of a stored course numbered before `first`, as
+    /// a course remembers its own.
+    fn remembered(&self, course: i64, first: u32) -> Result<Vec<Remembered>, RunError> {
+        let store = lock(self.store);
+        let mut earlier = Vec::new();
+        for s in store.course_sessions(course)? {
+            // A session of a course always has its mood; one without
+            // (imported) has nothing to carry over.
+            let Some(mood) = s.mood else { continue };
+            if s.session_number >= first || s.resumable() {
+                continue;
+            }
+            earlier.push(Remembered {
+                session_number: s.session_number,
+                summary: store.transcript(s.id)?.summary,
+                disclosed_risk: s.safety_events > 0,
+                mood,
+            });
+        }
+        earlier.sort_by_key(|r| r.session_number);
+        Ok(earlier)
+    }
+
     /// Whether a session stopped short (Ctrl-C, a failed backend): it gets
     /// no summary yet, the rest of its course waits, and the run stays
     /// unfinished for `cbtsim resume`.
@@ -571,6 +600,7 @@ impl Runner<'_> {
         let mut patient = agent(&self.models.patient, AgentRole::Patient)?;
         let number = config.session_number;
         self.observer.session_started(info, number, spoken.len());
+        self.observer.carry_over(info, number, &config.carry_over);
         let mut sink = StoreSink {
             store: self.store,
             fence,

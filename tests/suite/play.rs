@@ -532,3 +532,133 @@ fn a_course_is_played_session_by_session() {
         .collect();
     assert_eq!(moods.len(), 2);
 }
+
+/// (session number, course, ending, PHQ-9, GAD-7) of every session.
+fn stored_sessions(db: &str) -> Vec<(i64, i64, String, i64, i64)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.prepare(
+        "SELECT session_number, course_id, termination_reason, phq9, gad7 FROM sessions ORDER BY id",
+    )
+    .unwrap()
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn a_stored_course_is_played_on_with_its_carry_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("course.db");
+    let db = db.to_str().unwrap();
+    let course = |db: &str, sessions: &str| {
+        let (code, _, stderr) = super::util::run(&[
+            "course",
+            "--persona",
+            "samuel-okafor",
+            "--sessions",
+            sessions,
+            "--model",
+            "scripted",
+            "--max-turns",
+            "6",
+            "--db",
+            db,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+    };
+    course(db, "1");
+    let (code, _, stderr) = play(
+        &[
+            "--as",
+            "therapist",
+            "--course",
+            "1",
+            "--model",
+            "scripted",
+            "--max-turns",
+            "6",
+            "--db",
+            db,
+        ],
+        "Welcome back, Samuel. How did the week go?\n/end\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("session 2, going on from course 1"),
+        "{stderr}"
+    );
+    // The person playing the therapist is shown what the model would be.
+    assert!(stderr.contains("from the earlier sessions"), "{stderr}");
+    let sessions = stored_sessions(db);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[1].0, 2, "the next session's number");
+    assert_ne!(sessions[0].1, sessions[1].1, "a run and course of its own");
+    assert_eq!(sessions[1].2, "User Ended Session");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let plan: String = conn
+        .query_row("SELECT plan FROM runs WHERE id = 2", [], |r| r.get(0))
+        .unwrap();
+    assert!(plan.contains("\"continues\":1"), "{plan}");
+    // The patient starts where the course left them: as session 2 of one
+    // 2-session course starts.
+    let whole = dir.path().join("whole.db");
+    let whole = whole.to_str().unwrap();
+    course(whole, "2");
+    let expected = &stored_sessions(whole)[1];
+    assert_eq!(
+        (sessions[1].3, sessions[1].4),
+        (expected.3, expected.4),
+        "{sessions:?} {expected:?}"
+    );
+
+    // A course that does not exist, or one with a session left unfinished.
+    let (code, _, stderr) = play(
+        &[
+            "--as",
+            "therapist",
+            "--course",
+            "9",
+            "--model",
+            "scripted",
+            "--db",
+            db,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("course 9"), "{stderr}");
+    let (code, _, _) = play(
+        &[
+            "--as",
+            "therapist",
+            "--course",
+            "2",
+            "--model",
+            "scripted",
+            "--db",
+            db,
+        ],
+        "Hello.\n",
+    );
+    assert_eq!(code, 130, "the input ended mid-session");
+    // That session (3) is course 3's, stopped: resumed before going on.
+    let (code, _, stderr) = play(
+        &[
+            "--as",
+            "therapist",
+            "--course",
+            "3",
+            "--model",
+            "scripted",
+            "--db",
+            db,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("session 3 of course 3 is unfinished"),
+        "{stderr}"
+    );
+}

@@ -33,6 +33,8 @@ pub struct Display {
     prices: BTreeMap<String, Price>,
     sessions_total: u64,
     sessions_done: Mutex<u64>,
+    /// The side a person plays: they are shown its carry-over.
+    played_by: Option<cbtsim::Speaker>,
 }
 
 /// A batch's progress bars: one for the whole batch, one per running course.
@@ -75,6 +77,7 @@ impl Display {
             prices: prices(plan, models),
             sessions_total: plan.total_sessions(),
             sessions_done: Mutex::new(0),
+            played_by: plan.played_by,
         }
     }
 
@@ -193,6 +196,20 @@ impl RunObserver for Display {
             drop(printed);
         }
         self.course_bar(course, format!("{}: session {number}", label(course)));
+    }
+
+    fn carry_over(&self, _course: &CourseInfo, _number: u32, notes: &cbtsim::session::CarryOver) {
+        let notes = match self.played_by {
+            Some(cbtsim::Speaker::Therapist) => &notes.therapist,
+            Some(cbtsim::Speaker::Patient) => &notes.patient,
+            None => return,
+        };
+        if !notes.is_empty() {
+            eprintln!("cbtsim: from the earlier sessions (what the model would be told):");
+            for note in notes {
+                eprintln!("  {note}");
+            }
+        }
     }
 
     fn turn(&self, course: &CourseInfo, number: u32, position: usize, turn: &Turn) {

@@ -101,11 +101,16 @@ pub struct PlayArgs {
     #[arg(long = "as", value_parser = ["therapist", "patient"])]
     role: String,
     /// A library persona id (see `persona list`) or a persona TOML file.
-    #[arg(long)]
-    persona: String,
+    #[arg(long, required_unless_present = "course")]
+    persona: Option<String>,
     /// Which session of a course this is (the first, with --sessions).
     #[arg(long, default_value_t = 1)]
     session_number: u32,
+    /// Go on with a stored course (`cbtsim list` shows them): the next
+    /// session after its last, with its persona, and its summaries,
+    /// homework and the patient's mood carried over.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["persona", "session_number", "no_store"])]
+    course: Option<i64>,
     /// Play a course: this many sessions one after another, each building
     /// on the summaries and homework of the ones before. Stopping between
     /// them (the end of input) leaves the rest to `cbtsim resume`.
@@ -296,15 +301,58 @@ pub fn play(args: PlayArgs, config_file: Option<&Path>) -> Result<ExitCode> {
         1 => PlanKind::Run,
         _ => PlanKind::Course,
     };
-    let mut plan = plan(kind, vec![args.persona.clone()], &args.common, config_file)?;
-    plan.first_session = args.session_number;
+    let (persona, first_session, continues) = match args.course {
+        Some(course) => {
+            let (persona, next) = next_of_course(args.common.db.clone(), course)?;
+            (persona, next, Some(course))
+        }
+        None => (
+            args.persona.clone().unwrap_or_default(),
+            args.session_number,
+            None,
+        ),
+    };
+    let mut plan = plan(kind, vec![persona], &args.common, config_file)?;
+    plan.first_session = first_session;
     plan.sessions = args.sessions;
+    plan.continues = continues;
     plan.played_by = Some(match args.role.as_str() {
         "therapist" => cbtsim::Speaker::Therapist,
         _ => cbtsim::Speaker::Patient,
     });
     eprintln!("cbtsim: you are the {}. {}", args.role, cbtsim::play::HELP);
+    if let Some(course) = continues {
+        eprintln!("cbtsim: session {first_session}, going on from course {course}");
+    }
     start(plan, &args.common, None).map(ExitCode::from)
+}
+
+/// The persona of a stored course and the number of the session after
+/// its last; a course with a session left unfinished is resumed first.
+fn next_of_course(db: Option<PathBuf>, course: i64) -> Result<(String, u32)> {
+    let store = Store::open(&existing_store(db)?)?;
+    let stored = store.course(course)?;
+    let sessions = store.course_sessions(course)?;
+    if let Some(open) = sessions.iter().find(|s| s.resumable()) {
+        anyhow::bail!(
+            "session {} of course {course} is unfinished: `cbtsim resume` it first",
+            open.session_number
+        );
+    }
+    let id = stored.persona.id.clone();
+    // The plan names a persona to read; the course's own snapshot is
+    // only in the store.
+    if cbtsim::persona::library_persona(&id).is_none() {
+        anyhow::bail!(
+            "course {course}'s persona {id:?} is not a library persona: play it with --persona FILE --session-number N"
+        );
+    }
+    let last = sessions
+        .iter()
+        .map(|s| s.session_number)
+        .max()
+        .unwrap_or(stored.first_session - 1);
+    Ok((id, last + 1))
 }
 
 /// The person at this terminal (or at the other end of stdin) as the
