@@ -30,6 +30,7 @@ pub struct BrowseFilter {
     pub text: Option<String>,
     pub run: Option<i64>,
     pub course: Option<i64>,
+    pub session: Option<i64>,
 }
 
 /// A run as a browsing page lists it.
@@ -60,10 +61,12 @@ pub struct StoredEvaluation {
 }
 
 /// `text` as a LIKE pattern that matches it anywhere, its own `%`, `_`
-/// and `\` taken literally (with `ESCAPE '\'`).
+/// and `\` taken literally (with `ESCAPE '\'`). Its case is folded by the
+/// database's `LOWER`, as the text's is: SQLite folds ASCII only,
+/// PostgreSQL every letter, and each agrees with itself.
 fn contains_pattern(text: &str) -> String {
     let mut pattern = String::from("%");
-    for c in text.to_lowercase().chars() {
+    for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
@@ -90,13 +93,14 @@ impl Store {
              FROM sessions s LEFT JOIN personas p ON p.id = s.persona
              WHERE (CAST(?1 AS BIGINT) IS NULL OR s.run_id = ?1)
                AND (CAST(?2 AS BIGINT) IS NULL OR s.course_id = ?2)
+               AND (CAST(?4 AS BIGINT) IS NULL OR s.id = ?4)
                AND (CAST(?3 AS TEXT) IS NULL
-                    OR LOWER(COALESCE(p.persona_id, '')) LIKE ?3 ESCAPE '\\'
-                    OR LOWER(COALESCE(s.termination_reason, '')) LIKE ?3 ESCAPE '\\'
+                    OR LOWER(COALESCE(p.persona_id, '')) LIKE LOWER(?3) ESCAPE '\\'
+                    OR LOWER(COALESCE(s.termination_reason, '')) LIKE LOWER(?3) ESCAPE '\\'
                     OR EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id
-                               AND LOWER(t.text) LIKE ?3 ESCAPE '\\'))
+                               AND LOWER(t.text) LIKE LOWER(?3) ESCAPE '\\'))
              ORDER BY s.id DESC",
-            params![filter.run, filter.course, pattern],
+            params![filter.run, filter.course, pattern, filter.session],
             |r: &Row| {
                 Ok(Browsed {
                     id: r.get(0)?,
@@ -115,14 +119,28 @@ impl Store {
 
     /// Every run, newest first, with how far it has come.
     pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        self.runs_where(None)
+    }
+
+    /// One run's row; an unknown run is an error naming it.
+    pub fn run_row(&self, run: i64) -> Result<RunRow, StoreError> {
+        self.runs_where(Some(run))?
+            .pop()
+            .ok_or_else(|| StoreError::NoSuchRun {
+                path: self.path.clone(),
+                id: run,
+            })
+    }
+
+    fn runs_where(&self, run: Option<i64>) -> Result<Vec<RunRow>, StoreError> {
         self.rows(
             "SELECT r.id, r.command, r.started_at, r.finished_at, r.queued,
                     (SELECT COUNT(*) FROM courses c WHERE c.run_id = r.id),
                     (SELECT COUNT(*) FROM sessions s WHERE s.run_id = r.id),
                     (SELECT COUNT(*) FROM sessions s WHERE s.run_id = r.id AND s.finished_at IS NOT NULL),
                     (SELECT COUNT(*) FROM turns t JOIN sessions s ON s.id = t.session_id WHERE s.run_id = r.id)
-             FROM runs r ORDER BY r.id DESC",
-            params![],
+             FROM runs r WHERE CAST(?1 AS BIGINT) IS NULL OR r.id = ?1 ORDER BY r.id DESC",
+            params![run],
             |r: &Row| {
                 Ok(RunRow {
                     id: r.get(0)?,
@@ -174,17 +192,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// One run's row; an unknown run is an error naming it.
-    pub fn run_row(&self, run: i64) -> Result<RunRow, StoreError> {
-        self.runs()?
-            .into_iter()
-            .find(|r| r.id == run)
-            .ok_or_else(|| StoreError::NoSuchRun {
-                path: self.path.clone(),
-                id: run,
-            })
-    }
 }
 
 #[cfg(test)]
@@ -193,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_search_takes_its_wildcards_literally() {
-        assert_eq!(contains_pattern("Sad"), "%sad%");
+        assert_eq!(contains_pattern("Sad"), "%Sad%");
         assert_eq!(contains_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
     }
 }

@@ -63,6 +63,22 @@
     });
   });
 
+  function stop(text) {
+    source.close();
+    var status = document.getElementById("status");
+    if (status) {
+      status.textContent = text;
+    }
+  }
+
+  source.addEventListener("failed", function () {
+    stop("The store could not be read; reload to try again.");
+  });
+
+  source.addEventListener("quiet", function () {
+    stop("Nothing new for 30 minutes; reload to watch again.");
+  });
+
   source.addEventListener("end", function (event) {
     source.close();
     var status = document.getElementById("status");

@@ -15,10 +15,12 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 const POLL: Duration = Duration::from_millis(400);
+/// A stream with nothing new this long ends (its page says so).
+const QUIET: Duration = Duration::from_secs(30 * 60);
 
 /// The script of the live pages: it adds turns and rebuilds a run's rows
 /// from the events, as text (never markup).
@@ -38,30 +40,45 @@ fn watch(
 ) -> Response {
     let (sender, mut events) = mpsc::channel::<Event>(64);
     let db = config.db.clone();
+    let log = config.log;
+    // Not named `error`: a browser's EventSource gives that name to its
+    // own lost connections, and reconnects.
+    let failed = || Event::default().event("failed").data("{}");
     tokio::task::spawn_blocking(move || {
         let store = match Store::open_to_read(&db) {
             Ok(store) => store,
             Err(e) => {
-                eprintln!("cbtsim: serve: {e}");
+                log(&e.to_string());
+                let _ = sender.blocking_send(failed());
                 return;
             }
         };
+        let mut quiet_since = Instant::now();
         loop {
             let mut found = Vec::new();
             let over = match step(&store, &mut found) {
                 Ok(over) => over,
                 Err(e) => {
-                    eprintln!("cbtsim: serve: {e}");
-                    found.push(Event::default().event("error").data("the store failed"));
+                    log(&e.to_string());
+                    found.push(failed());
                     true
                 }
             };
+            if !found.is_empty() {
+                quiet_since = Instant::now();
+            }
+            // A session whose process died never ends: its page stops
+            // watching after a while, and says so.
+            let quiet = quiet_since.elapsed() > QUIET;
+            if quiet {
+                found.push(Event::default().event("quiet").data("{}"));
+            }
             for event in found {
                 if sender.blocking_send(event).is_err() {
                     return;
                 }
             }
-            if over || sender.is_closed() {
+            if over || quiet || sender.is_closed() {
                 return;
             }
             std::thread::sleep(POLL);
@@ -104,6 +121,9 @@ pub(super) async fn session_events(
         return response;
     }
     watch(&app.config, move |store, events| {
+        // Whether it has ended, read before its turns: an end read after
+        // them could follow a last turn not read.
+        let ended = store.session_ended(id)?;
         let transcript = store.transcript(id)?;
         for (position, turn) in transcript.turns.iter().enumerate().skip(shown) {
             let event = TurnEvent {
@@ -116,7 +136,7 @@ pub(super) async fn session_events(
             events.push(json_event("turn", &event));
         }
         shown = shown.max(transcript.turns.len());
-        if !store.session_ended(id)? {
+        if !ended {
             return Ok(false);
         }
         let ending = transcript
@@ -136,6 +156,8 @@ pub(super) async fn run_events(State(app): State<Arc<App>>, Path(id): Path<i64>)
     }
     let mut last = None;
     watch(&app.config, move |store, events| {
+        // Finished or not, read before the rows (as for a session).
+        let finished = store.run_row(id)?.finished_at.is_some();
         let filter = BrowseFilter {
             run: Some(id),
             ..BrowseFilter::default()
@@ -145,7 +167,6 @@ pub(super) async fn run_events(State(app): State<Arc<App>>, Path(id): Path<i64>)
             events.push(json_event("sessions", &rows));
             last = Some(rows);
         }
-        let finished = store.run_row(id)?.finished_at.is_some();
         if finished {
             events.push(json_event("end", &serde_json::json!({})));
         }

@@ -45,7 +45,7 @@ pub enum WebError {
     )]
     NeedsToken { addr: SocketAddr },
     #[error(
-        "the token may hold only letters, digits and . _ ~ + / = - (it goes into a cookie and a URL)"
+        "the token may hold only letters, digits and . _ ~ - (it goes into a cookie and a URL)"
     )]
     BadToken,
     #[error("cannot listen on {addr}: {message}")]
@@ -63,6 +63,10 @@ pub struct WebConfig {
     /// and the side the person plays are chosen on the page); none: the
     /// app does not offer play.
     pub play: Option<RunPlan>,
+    /// Where the app says what went wrong that a page does not show (a
+    /// store's own words, a played session's failure): the library never
+    /// prints, the binary decides.
+    pub log: fn(&str),
 }
 
 /// Refuses to serve other machines without a token.
@@ -72,7 +76,7 @@ pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), WebError
     if let Some(token) = token
         && !token
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._~+/=-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c))
     {
         return Err(WebError::BadToken);
     }
@@ -215,8 +219,8 @@ async fn guard(
         // Given in the address: kept in a cookie, and taken out of the
         // address (history, bookmarks) at once.
         if queried.is_some_and(|t| same(t, token)) && request.method() == axum::http::Method::GET {
-            let path = request.uri().path().to_string();
-            let mut response = axum::response::Redirect::to(&path).into_response();
+            let mut response =
+                axum::response::Redirect::to(&without_token(request.uri())).into_response();
             let value = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -244,6 +248,22 @@ async fn guard(
         HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// The address without its `token` (the rest of its query kept), as a
+/// path of this app (never `//host`, which a browser would leave for).
+fn without_token(uri: &axum::http::Uri) -> String {
+    let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("token"))
+        .collect();
+    match rest.is_empty() {
+        true => path,
+        false => format!("{path}?{}", rest.join("&")),
+    }
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -300,7 +320,7 @@ async fn on_store<T: Send + 'static>(
         }
         // The store's own words (paths, the server's messages) stay here.
         Ok(Err(e)) => {
-            eprintln!("cbtsim: serve: {e}");
+            (config.log)(&e.to_string());
             Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the store failed; see the server's log\n",
@@ -357,7 +377,10 @@ fn same_site(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_ok = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
         None => true,
-        Some(Ok(origin)) => host.is_some_and(|host| origin == format!("http://{host}")),
+        // Either scheme: behind a TLS proxy the page is https.
+        Some(Ok(origin)) => host.is_some_and(|host| {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        }),
         Some(Err(_)) => false,
     };
     let fetch_ok = headers
@@ -541,6 +564,17 @@ mod tests {
         ] {
             assert!(!loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn a_token_leaves_the_address_and_the_rest_stays() {
+        let uri = |u: &str| u.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(without_token(&uri("/sessions/1?token=abc")), "/sessions/1");
+        assert_eq!(without_token(&uri("/?q=sad&token=abc")), "/?q=sad");
+        assert_eq!(
+            without_token(&uri("//evil.example/?token=abc")),
+            "/evil.example/"
+        );
     }
 
     #[test]

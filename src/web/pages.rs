@@ -244,15 +244,21 @@ pub(super) fn turn_html(position: usize, turn: &Turn) -> String {
 
 pub(super) async fn session_page(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
     let read = with_store(&app.config, move |store| {
-        let found = store.browse(&BrowseFilter::default())?;
-        let head = found.into_iter().find(|s| s.id == id);
+        // Whether it has ended, read first: a page read as ended has every
+        // turn (else the live script brings the rest).
+        let ended = store.session_ended(id)?;
+        let filter = BrowseFilter {
+            session: Some(id),
+            ..BrowseFilter::default()
+        };
+        let head = store.browse(&filter)?.pop();
         Ok((
             store.transcript(id)?,
             head,
             store.safety_events(id)?,
             store.session_evaluations(id)?,
             store.ratings(Some(id))?,
-            store.session_ended(id)?,
+            ended,
         ))
     });
     let (transcript, head, events, evaluations, ratings, ended) = match read.await {

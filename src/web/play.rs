@@ -116,7 +116,7 @@ pub(super) async fn start(
     match started {
         Ok(Ok(run)) => Redirect::to(&format!("/play/{run}")).into_response(),
         Ok(Err(message)) => {
-            eprintln!("cbtsim: serve: play: {message}");
+            (app.config.log)(&format!("play: {message}"));
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the session could not start: {message}\n"),
@@ -147,12 +147,18 @@ fn begin(app: &App, side: Speaker, persona: String) -> Result<i64, String> {
     }
     let mut store = Store::open(&app.config.db).map_err(|e| e.to_string())?;
     let run = runner::create(&mut store, &plan).map_err(|e| e.to_string())?;
-    app.plays
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(run, seat.clone());
-    let engine_seat = seat.clone();
+    {
+        let mut plays = app.plays.lock().unwrap_or_else(|e| e.into_inner());
+        // Sessions over are forgotten here; their pages send people to
+        // the session's own page.
+        plays.retain(|_, seat| seat.status() != SeatStatus::Closed);
+        plays.insert(run, seat.clone());
+    }
+    let log = app.config.log;
+    let closing = Closing(seat.clone());
     std::thread::spawn(move || {
+        // However the thread ends, a panic too, the seat says it is over.
+        let _closing = closing;
         let store = std::sync::Mutex::new(store);
         let started = std::time::Instant::now();
         let clock = || started.elapsed();
@@ -165,12 +171,20 @@ fn begin(app: &App, side: Speaker, persona: String) -> Result<i64, String> {
             leasing: &Leasing::for_this_process(DEFAULT_LEASE),
         };
         if let Err(e) = runner.execute(run, &plan) {
-            eprintln!("cbtsim: serve: played run {run}: {e}");
+            log(&format!("played run {run}: {e}"));
         }
-        engine_seat.close();
     });
     seat.wait_for_turn(ANSWER_WAIT);
     Ok(run)
+}
+
+/// Closes a seat when dropped.
+struct Closing(Arc<Seat>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 fn seat_of(app: &App, run: i64) -> Option<Arc<Seat>> {
@@ -185,11 +199,19 @@ fn seat_of(app: &App, run: i64) -> Option<Arc<Seat>> {
 /// one when it is awaited.
 pub(super) async fn play_page(State(app): State<Arc<App>>, Path(run): Path<i64>) -> Response {
     let Some(seat) = seat_of(&app, run) else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no session is played here by that number (one started before the server was, is resumed with `cbtsim resume` at a terminal)\n",
-        )
-            .into_response();
+        // Over (or played before this server started): its own page.
+        let session = with_store(&app.config, move |store| {
+            Ok(store.session_ids(SessionScope::Run(run))?.pop())
+        });
+        return match session.await {
+            Ok(Some(session)) => Redirect::to(&format!("/sessions/{session}")).into_response(),
+            Ok(None) => (
+                StatusCode::NOT_FOUND,
+                "no session is played here by that number\n",
+            )
+                .into_response(),
+            Err(response) => response,
+        };
     };
     let read = with_store(&app.config, move |store| {
         let session = store.session_ids(SessionScope::Run(run))?.pop();

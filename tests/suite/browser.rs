@@ -328,14 +328,26 @@ fn turns_appear_live_as_another_process_stores_them() {
     let db = dir.path().join("live.db");
     Store::open(&db).unwrap();
     let addr = start_app(&db, None, None);
-    // A session written by another process, slowly.
+    // A session written by another process, slowly, whose turns hold
+    // markup.
+    let script = dir.path().join("script.txt");
+    // Every reply holds markup (and a script that would rename the page).
+    let replies: Vec<String> = (1..=12)
+        .map(|i| {
+            format!(
+                "Reply {i}: I said <b>no</b> & <img src=x onerror=\"document.title='pwned'\"> <script>document.title='pwned'</script>."
+            )
+        })
+        .collect();
+    std::fs::write(&script, replies.join("\n---\n")).unwrap();
+    let model = format!("scripted:{}?delay_ms=300", script.display());
     let mut run = cbtsim_process()
         .args([
             "run",
             "--persona",
             "alicia-rodriguez",
             "--model",
-            "scripted?delay_ms=300",
+            &model,
             "--max-turns",
             "12",
             "--no-summary",
@@ -373,13 +385,23 @@ fn turns_appear_live_as_another_process_stores_them() {
     assert!(shown > at_load, "{shown} turns after {at_load}");
     let stored = Store::open_to_read(&db).unwrap().transcript(1).unwrap();
     assert_eq!(shown, stored.turns.len());
-    // Each turn once, in order, as stored.
+    // Each turn once, in order, as stored: markup as text.
     for (i, turn) in stored.turns.iter().enumerate() {
         assert_eq!(
             browser.text(&format!("#turn-{} p", i + 1)),
             turn.text.trim()
         );
     }
+    // The turns that came live (after the page loaded) held markup too.
+    assert!(
+        stored.turns[at_load..]
+            .iter()
+            .any(|t| t.text.contains("<script>") && t.text.contains("<img")),
+        "the markup was stored: {:?}",
+        stored.turns
+    );
+    assert_eq!(browser.count("#turns img, #turns script, #turns i"), 0);
+    assert_eq!(browser.script("return document.title"), "cbtsim: session 1");
     assert!(run.wait().unwrap().success());
 }
 

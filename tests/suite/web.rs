@@ -52,6 +52,7 @@ pub fn start_app(
         db: db.to_path_buf(),
         token: token.map(String::from),
         play,
+        log: |message| eprintln!("serve: {message}"),
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -502,8 +503,33 @@ fn a_person_playing_the_patient_in_the_browser_is_answered_with_the_resources() 
     assert_eq!(said.status(), 303);
     let page = get(&format!("http://{addr}/play/{run}")).text().unwrap();
     assert!(page.contains("988"), "{page}");
-    // Not the person's turn while the model answers; nor after the end.
-    let ended = post_form(addr, &format!("/play/{run}/turns"), &[("end", "1")]);
+    assert!(
+        page.contains("id=\"say\""),
+        "the person's turn again: {page}"
+    );
+    // From another site (an https page of the same name is this app's,
+    // behind a TLS proxy), turns are refused.
+    for (header, value) in [
+        ("origin", "http://evil.example".to_string()),
+        ("sec-fetch-site", "cross-site".to_string()),
+    ] {
+        let refused = reqwest::blocking::Client::new()
+            .post(format!("http://{addr}/play/{run}/turns"))
+            .header(header, value)
+            .form(&[("text", "I am fine now.")])
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    let ended = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/play/{run}/turns"))
+        .header("origin", format!("https://{addr}"))
+        .form(&[("end", "1")])
+        .send()
+        .unwrap();
     assert_eq!(ended.status(), 303);
     let store = Store::open_to_read(&db).unwrap();
     let events = store.safety_events(1).unwrap();
@@ -512,10 +538,15 @@ fn a_person_playing_the_patient_in_the_browser_is_answered_with_the_resources() 
     let answer = &transcript.turns[events[0].protocol_turn.unwrap() - 1];
     assert_eq!(answer.speaker, Speaker::Therapist);
     assert!(answer.text.contains("988"), "{}", answer.text);
+    // Over: a turn is not taken, and the page is the session's own.
     let late = post_form(addr, &format!("/play/{run}/turns"), &[("text", "Hello?")]);
     assert_eq!(late.status(), 303);
     let page = get(&format!("http://{addr}/play/{run}")).text().unwrap();
     assert!(page.contains("The session is over"), "{page}");
+    assert_eq!(
+        store.transcript(1).unwrap().turns.len(),
+        transcript.turns.len()
+    );
 }
 
 #[test]
@@ -561,4 +592,33 @@ fn a_session_is_played_in_the_browser_on_the_default_model() {
         transcript.termination.unwrap().display_name(),
         "User Ended Session"
     );
+}
+
+#[test]
+fn a_turn_is_not_taken_while_the_model_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("play.db");
+    Store::open(&db).unwrap();
+    let addr = start_app(&db, None, Some(play_plan("scripted?delay_ms=1500", 10)));
+    let run = start_play(addr, "therapist");
+    let first = std::thread::spawn(move || {
+        post_form(addr, &format!("/play/{run}/turns"), &[("text", "Hello.")]).status()
+    });
+    // While the first is answered (1.5 s a reply), a second tab posts.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let second = post_form(addr, &format!("/play/{run}/turns"), &[("text", "Again.")]);
+    assert_eq!(second.status(), 409);
+    assert!(second.text().unwrap().contains("not your turn"));
+    assert_eq!(first.join().unwrap(), 303);
+    let turns = Store::open_to_read(&db)
+        .unwrap()
+        .transcript(1)
+        .unwrap()
+        .turns;
+    let typed: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.meta.person)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(typed, ["Hello."]);
 }

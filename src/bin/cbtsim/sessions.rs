@@ -282,12 +282,20 @@ pub fn serve(args: ServeArgs, config_file: Option<&Path>) -> Result<()> {
     let shown = Store::open_to_read(&db)?.path().display().to_string();
     // The plan of a session played in the browser, but for its persona
     // and side; its models are checked now, and opened at the first play.
+    // A model that cannot be used leaves play out, not the rest.
     let play = plan(PlanKind::Run, Vec::new(), &args.common, config_file)?;
-    runner::check_models(&play, &mut Models::new(play.config.clone()))?;
+    let play = match runner::check_models(&play, &mut Models::new(play.config.clone())) {
+        Ok(()) => Some(play),
+        Err(e) => {
+            eprintln!("cbtsim: warning: serving without play in the browser: {e}");
+            None
+        }
+    };
     let config = cbtsim::web::WebConfig {
         db,
         token: args.token,
-        play: Some(play),
+        play,
+        log: |message| eprintln!("cbtsim: serve: {message}"),
     };
     cbtsim::web::serve(args.addr, config, |bound| {
         eprintln!("cbtsim: serving {shown} at http://{bound}/ (Ctrl-C stops)")
