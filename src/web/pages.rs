@@ -98,12 +98,8 @@ pub(super) async fn store_page(
         body += &format!(
             "<tr><td><a href=\"/sessions/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td><td>{ctrs}</td><td>{7}</td><td>{8}</td></tr>\n",
             s.id,
-            s.run
-                .map(|r| format!("<a href=\"/runs/{r}\">{r}</a>"))
-                .unwrap_or_default(),
-            s.course
-                .map(|c| format!("<a href=\"/courses/{c}\">{c}</a>"))
-                .unwrap_or_default(),
+            link("runs", s.run),
+            link("courses", s.course),
             escape(&s.persona),
             s.session_number,
             s.turns,
@@ -114,6 +110,12 @@ pub(super) async fn store_page(
     }
     body += "</table>\n";
     page("cbtsim: sessions", &body)
+}
+
+/// A link to a run's or course's page, or nothing.
+fn link(kind: &str, id: Option<i64>) -> String {
+    id.map(|id| format!("<a href=\"/{kind}/{id}\">{id}</a>"))
+        .unwrap_or_default()
 }
 
 fn ending(s: &Browsed) -> &str {
@@ -190,9 +192,7 @@ fn sessions_table(sessions: &[Browsed], live: Option<&str>) -> String {
         out += &format!(
             "<tr><td><a href=\"/sessions/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>\n",
             s.id,
-            s.course
-                .map(|c| format!("<a href=\"/courses/{c}\">{c}</a>"))
-                .unwrap_or_default(),
+            link("courses", s.course),
             escape(&s.persona),
             s.session_number,
             s.turns,

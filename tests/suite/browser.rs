@@ -4,6 +4,7 @@
 //! page it sees under target/tmp/screenshots/.
 
 use super::util::cbtsim_process;
+use super::util::free_port;
 use super::web::{play_plan, start_app, store_with_markup};
 use cbtsim::store::Store;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -33,14 +34,6 @@ fn program(name: &str) -> PathBuf {
         "{name} is not installed (scripts/setup --with-test-server installs chromium and chromium-driver)"
     );
     PathBuf::from(path)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {

@@ -5,6 +5,7 @@
 //! as root, and CI runs as root: then the server runs as `nobody`.
 //! `scripts/setup --with-test-server` installs Debian's `postgresql`.
 
+use super::util::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,14 +71,6 @@ fn hand_to_server(file: &std::path::Path) {
             .unwrap();
         assert!(status.success());
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn running_as_root() -> bool {

@@ -104,3 +104,12 @@ pub fn interrupt(child: std::process::Child) -> std::process::Output {
     assert!(status.success(), "kill -INT {}", child.id());
     child.wait_with_output().expect("cbtsim exits")
 }
+
+/// A loopback port free a moment ago (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
