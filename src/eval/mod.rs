@@ -74,6 +74,16 @@ pub enum EvalError {
         "a person's ratings are under the rater name {0:?}, which names the judge model: rename the rater"
     )]
     ReservedRater(String),
+    #[error(
+        "{rater} scored session {session}'s {item} {file} in a ratings file and {stored} in the store: keep one"
+    )]
+    ConflictingRating {
+        rater: String,
+        session: i64,
+        item: String,
+        file: u32,
+        stored: u32,
+    },
 }
 
 /// What `evaluate` did.
@@ -300,8 +310,29 @@ pub fn agreement(
         return Err(EvalError::ReservedRater(r.rater.clone()));
     }
     // People's ratings stored with the sessions (`cbtsim serve`) count as
-    // a file's do.
+    // a file's do; the same rating in both counts once, and two different
+    // scores of one item by one rater are not chosen between silently.
+    let given: std::collections::HashMap<(i64, &str, &str), u32> = ratings
+        .iter()
+        .map(|r| ((r.session, r.item.as_str(), r.rater.as_str()), r.score))
+        .collect();
+    let mut stored = Vec::new();
     for (session, item, rater, score) in store.ratings(None)? {
+        match given.get(&(session, item.as_str(), rater.as_str())) {
+            Some(&file) if file == score => continue,
+            Some(&file) => {
+                return Err(EvalError::ConflictingRating {
+                    rater,
+                    session,
+                    item,
+                    file,
+                    stored: score,
+                });
+            }
+            None => stored.push((session, item, rater, score)),
+        }
+    }
+    for (session, item, rater, score) in stored {
         ratings.push(agreement::Rating {
             session,
             item,

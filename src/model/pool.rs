@@ -121,6 +121,19 @@ impl ChatModel for PoolModel {
     }
 }
 
+/// A request outstanding at an endpoint; given up when dropped.
+struct Held<'a> {
+    pool: &'a Pool,
+    endpoint: usize,
+    failed: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pool.done(self.endpoint, self.failed, Instant::now());
+    }
+}
+
 struct PoolConversation {
     pool: Arc<Pool>,
     /// One per endpoint.
@@ -139,13 +152,21 @@ impl Conversation for PoolConversation {
                 .pool
                 .pick(&tried, Instant::now())
                 .expect("the loop ends before every endpoint is tried");
+            // Counted as failed until it returns: an endpoint whose stream
+            // panics is given up (and skipped), not left outstanding.
+            let mut held = Held {
+                pool: &self.pool,
+                endpoint,
+                failed: true,
+            };
             let mut streamed = false;
             let result = self.conversations[endpoint].stream(request, &mut |delta| {
                 streamed = true;
                 on_delta(delta)
             });
             let failed = result.as_ref().is_err_and(ModelError::is_retryable);
-            self.pool.done(endpoint, failed, Instant::now());
+            held.failed = failed;
+            drop(held);
             tried.push(endpoint);
             match result {
                 // Once text has been shown, another endpoint's reply would
@@ -201,5 +222,43 @@ mod tests {
         let later = now + Duration::from_secs(31);
         pool.inner.done(0, true, now);
         assert_eq!(pool.inner.pick(&[], later), Some(0), "the skip is over");
+    }
+
+    /// An endpoint whose stream panics.
+    struct Panics;
+    struct PanicsConversation;
+    impl ChatModel for Panics {
+        fn describe(&self) -> String {
+            "panics".into()
+        }
+        fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+            Ok(Box::new(PanicsConversation))
+        }
+    }
+    impl Conversation for PanicsConversation {
+        fn stream(
+            &mut self,
+            _request: &Request,
+            _on_delta: &mut dyn FnMut(&str),
+        ) -> Result<Completion, ModelError> {
+            panic!("a bug in an endpoint")
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_panics_is_given_up_not_left_outstanding() {
+        let scripted = Arc::new(ScriptedModel::new(Vec::<String>::new())) as Arc<dyn ChatModel>;
+        let pool = PoolModel::new(vec![Arc::new(Panics), scripted], Duration::from_secs(30));
+        let mut conversation = pool.conversation().unwrap();
+        let request = Request::text("Hello");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            conversation.stream(&request, &mut |_| {})
+        }));
+        assert!(panicked.is_err());
+        let state = pool.inner.state.lock().unwrap()[0];
+        assert_eq!(state.outstanding, 0);
+        assert!(state.skipped_until.is_some(), "skipped for a while");
+        // The next request goes to the other endpoint.
+        assert!(conversation.stream(&request, &mut |_| {}).is_ok());
     }
 }

@@ -937,3 +937,38 @@ fn default_model() -> cbtsim::model::embedded::EmbeddedModel {
     let path = cbtsim::model::default_model::locate().unwrap();
     EmbeddedModel::load(&path, EmbeddedConfig::default()).unwrap()
 }
+
+#[test]
+fn a_rating_in_a_file_and_the_store_counts_once_and_two_scores_are_refused() {
+    use cbtsim::eval::agreement::Rating;
+    let store = Store::in_memory().unwrap();
+    let mut transcript = Transcript::new(1);
+    transcript.turns = vec![cbtsim::Turn::new(cbtsim::Speaker::Therapist, "Hello.")];
+    let mut importing = store;
+    let session = importing.import(&transcript, "test").unwrap();
+    let store = importing;
+    store
+        .set_ratings(session, "ana", &[("agenda".to_string(), 4)])
+        .unwrap();
+    let rating = |rater: &str, score: u32| Rating {
+        session,
+        item: "agenda".into(),
+        rater: rater.into(),
+        score,
+    };
+    // The same rating in both, and another rater's: one pair, one item.
+    let pairs = cbtsim::eval::agreement(&store, vec![rating("ana", 4), rating("ben", 3)]).unwrap();
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    let pair = serde_json::to_value(&pairs[0]).unwrap();
+    assert_eq!(pair["n"], 1, "{pair}");
+    match cbtsim::eval::agreement(&store, vec![rating("ana", 2)]) {
+        Err(e @ EvalError::ConflictingRating { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("ana") && message.contains("agenda"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
