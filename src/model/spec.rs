@@ -46,16 +46,24 @@ pub enum ModelSpec {
 /// The spec syntax, for error messages and help.
 pub const SPEC_FORMS: &str = "local, local:PATH.gguf, openai:MODEL, http://HOST:PORT/v1#MODEL[?base] (several with the same MODEL, separated by commas, for endpoints serving one model), scripted[:FILE]";
 
-/// A model spec that is none of `SPEC_FORMS`.
+/// A model spec that is none of `SPEC_FORMS`, or one that cannot be kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model spec '{0}'; expected one of: {SPEC_FORMS}")]
-pub struct SpecError(pub String);
+pub enum SpecError {
+    #[error("unknown model spec '{0}'; expected one of: {SPEC_FORMS}")]
+    Unknown(String),
+    /// A user and password in a server's address: specs are stored with
+    /// the run's plan, in the clear.
+    #[error(
+        "a model address with a user or password ({0}) would be stored with the run: give the key in OPENAI_API_KEY (or the variable [http] api_key_env names)"
+    )]
+    Credentials(String),
+}
 
 impl FromStr for ModelSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<ModelSpec, SpecError> {
-        let bad = || SpecError(spec.to_string());
+        let bad = || SpecError::Unknown(spec.to_string());
         if spec.contains(',') {
             let endpoints = spec
                 .split(',')
@@ -96,6 +104,13 @@ impl FromStr for ModelSpec {
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let (base_url, model) = spec.split_once('#').unwrap_or((spec, "default"));
+            let authority = base_url
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            if authority.contains('@') {
+                let host = authority.rsplit('@').next().unwrap_or("");
+                return Err(SpecError::Credentials(format!("…@{host}")));
+            }
             // `?base` belongs after the model: `http://h/v1?base` is a typo.
             if base_url.contains('?') {
                 return Err(bad());
@@ -590,6 +605,15 @@ mod tests {
         // Only servers can serve one model together.
         assert!("http://a/v1#m,local".parse::<ModelSpec>().is_err());
         assert!("http://a/v1#m,".parse::<ModelSpec>().is_err());
+        // A password in the address would be kept in the plan: refused,
+        // without repeating it.
+        let refused = "http://ana:s3cret@10.0.0.1:8000/v1#m".parse::<ModelSpec>();
+        assert_eq!(
+            refused,
+            Err(SpecError::Credentials("…@10.0.0.1:8000".into()))
+        );
+        assert!(!refused.unwrap_err().to_string().contains("s3cret"));
+        assert!("http://10.0.0.1:8000/v1#m@2".parse::<ModelSpec>().is_ok());
         // ... and serve one model, of one kind.
         assert!("http://a/v1#m,http://b/v1#n".parse::<ModelSpec>().is_err());
         assert!(
