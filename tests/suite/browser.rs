@@ -502,3 +502,39 @@ fn another_site(html: &str) -> SocketAddr {
     });
     addr
 }
+
+#[test]
+fn a_person_playing_the_patient_is_given_the_resources_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("patient.db");
+    Store::open(&db).unwrap();
+    let addr = start_app(&db, None, Some(play_plan("scripted", 10)));
+    let mut browser = Browser::start("patient");
+    browser.goto(&format!("http://{addr}/play"));
+    browser.click("#start input[value=patient]");
+    browser.select("#start select[name=persona]", "david-levin");
+    browser.click("#start button[type=submit]");
+    // The patient speaks first (the default): the box is there at once.
+    browser.type_into(
+        "#say textarea",
+        "Honestly, I've been giving my things away.",
+    );
+    browser.type_into("#say textarea", " I won't need them much longer.");
+    browser.click("#send");
+    browser.wait_until("the therapist's answer", Duration::from_secs(30), |b| {
+        b.count("#turns .turn.therapist") >= 1 && b.count("#say textarea") == 1
+    });
+    browser.screenshot("answered");
+    let answer = browser.text("#turns .turn.therapist p");
+    assert!(answer.contains("988"), "{answer}");
+    // A session's safety events are stored with its end.
+    browser.click("#end button");
+    browser.wait_until("the end", Duration::from_secs(30), |b| {
+        b.text("#status").contains("over")
+    });
+    let store = Store::open_to_read(&db).unwrap();
+    let events = store.safety_events(1).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].turn, 1);
+    assert_eq!(events[0].protocol_turn, Some(2));
+}
