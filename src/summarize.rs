@@ -15,6 +15,10 @@ use crate::text_format;
 use crate::transcript::Transcript;
 use serde_json::{Value, json};
 
+/// The longest summary item the schema allows. A model held to the schema
+/// (a grammar) is stopped there, mid-word: such an item is cut off.
+const MAX_ITEM_CHARS: usize = 100;
+
 /// The JSON schema a summary must satisfy.
 pub fn summary_schema() -> Value {
     let list = |min: u64| {
@@ -22,7 +26,7 @@ pub fn summary_schema() -> Value {
             "type": "array",
             "minItems": min,
             "maxItems": 4,
-            "items": {"type": "string", "minLength": 3, "maxLength": 100}
+            "items": {"type": "string", "minLength": 3, "maxLength": MAX_ITEM_CHARS}
         })
     };
     json!({
@@ -285,7 +289,12 @@ fn agrees(text: &str) -> bool {
 fn is_cut_off(item: &str) -> bool {
     let trimmed = item.trim_end();
     let open = |a: char, b: char| trimmed.matches(a).count() > trimmed.matches(b).count();
-    trimmed.ends_with([',', '-', ':', '_', ';', '\u{2026}', '\u{2014}', '\u{2013}'])
+    // At the schema's limit (cleaning may take a few spaces off) and not
+    // at a sentence's end: stopped by the limit.
+    let at_limit = trimmed.chars().count() + 4 >= MAX_ITEM_CHARS
+        && !trimmed.ends_with(['.', '!', '?', '"', '\'', ')', '\u{201d}']);
+    at_limit
+        || trimmed.ends_with([',', '-', ':', '_', ';', '\u{2026}', '\u{2014}', '\u{2013}'])
         || trimmed.ends_with("...")
         || open('[', ']')
         || open('(', ')')
@@ -505,6 +514,10 @@ mod tests {
             "The plan \u{2014}",
             "Grief\u{2026}",
             "He said \u{201c}never",
+            // Stopped by the schema's 100 characters (seen on the default
+            // model).
+            "I am not good enough for this because of my work stress and perfectionism; If you can't show up on 1",
+            "If you can't see the evidence for or against it, and there are some reasons why you would not be a",
         ] {
             assert!(is_cut_off(cut), "{cut}");
         }
@@ -513,6 +526,7 @@ mod tests {
             "Naming the thought",
             "Mum's \"perfect\" standard",
             "It's (mostly) work",
+            "Noticing the thought that a missed deadline means being demoted, and weighing the evidence for it.",
         ] {
             assert!(!is_cut_off(whole), "{whole}");
         }
