@@ -293,16 +293,13 @@ pub(super) async fn session_page(State(app): State<Arc<App>>, Path(id): Path<i64
         escape(persona),
         transcript.session_number
     );
-    body += match ended {
-        true => "<div id=\"turns\">\n",
-        false => "",
-    };
-    if !ended {
-        body += &format!(
+    body += &match ended {
+        true => "<div id=\"turns\">\n".to_string(),
+        false => format!(
             "<p id=\"status\">Not ended: turns appear as they are stored.</p>\n<div id=\"turns\" data-live=\"/sessions/{id}/events?after={}\">\n",
             transcript.turns.len()
-        );
-    }
+        ),
+    };
     for (position, turn) in transcript.turns.iter().enumerate() {
         body += &turn_html(position, turn);
     }
