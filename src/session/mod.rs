@@ -702,8 +702,9 @@ struct Guidance<'a> {
     /// The session structure's phase of a therapist turn.
     phase: Option<Phase>,
     /// The words a completion model's turn may begin with, one per
-    /// candidate in turn: the phase's, but none right after a safety
-    /// protocol turn, where no fixed words fit.
+    /// candidate in turn: the phase's, after an acknowledgement when the
+    /// turn follows up a disclosure or hears the answers to a protocol
+    /// turn.
     openings: Vec<String>,
     /// The persona fact a patient turn is asked to bring up.
     fact: Option<String>,
@@ -761,13 +762,13 @@ fn guidance<'a>(
                     config.max_turns,
                 );
                 notes.push(structure::note(now, &names));
-                if !after_protocol {
-                    openings = if follow_up {
-                        structure::follow_up_openings(now, config.session_number, &names)
-                    } else {
-                        structure::openings(now, config.session_number, &names)
-                    };
-                }
+                openings = match (follow_up, after_protocol) {
+                    (true, _) => structure::follow_up_openings(now, config.session_number, &names),
+                    (false, true) => {
+                        structure::after_protocol_openings(now, config.session_number, &names)
+                    }
+                    (false, false) => structure::openings(now, config.session_number, &names),
+                };
                 phase = Some(now);
             }
         }

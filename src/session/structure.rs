@@ -207,13 +207,41 @@ pub fn follow_up_openings(phase: Phase, session_number: u32, names: &Names) -> V
          for you at any time.",
         names.patient
     );
-    let openings = openings(phase, session_number, names);
+    prefixed(&heard, openings(phase, session_number, names))
+}
+
+/// The openings of the turn after a safety protocol turn, which hears the
+/// patient's answers to its questions (and raised no new alarm, or it
+/// would be a protocol turn or a follow-up itself): it thanks them for
+/// answering, keeps the resources in view, and goes back to the session
+/// with the phase's words. Left to itself here the default model wandered
+/// off (a therapist turn in the patient's voice, a goodbye in place of a
+/// summary), and the phase went undone.
+pub fn after_protocol_openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
+    let thanks = format!(
+        "Thank you for answering my questions, {}. The numbers I gave you are there for you \
+         at any time.",
+        names.patient
+    );
+    let openings = match phase {
+        // A welcome no longer fits once the session is under way.
+        Phase::CheckIn => vec![
+            "Let's come back to how you are. On a scale from 0 to 10,".to_string(),
+            "How has your mood been this week".to_string(),
+        ],
+        _ => openings(phase, session_number, names),
+    };
+    prefixed(&thanks, openings)
+}
+
+/// `first` before each opening; `first` alone where the phase has none.
+fn prefixed(first: &str, openings: Vec<String>) -> Vec<String> {
     if openings.is_empty() {
-        return vec![heard];
+        return vec![first.to_string()];
     }
     openings
         .into_iter()
-        .map(|o| format!("{heard} {o}"))
+        .map(|o| format!("{first} {o}"))
         .collect()
 }
 
@@ -239,6 +267,30 @@ mod tests {
             .enumerate()
             .map(|(k, spoken)| phase(review_homework, spoken, k, max_turns))
             .collect()
+    }
+
+    #[test]
+    fn after_a_protocol_turn_each_opening_thanks_the_patient_first() {
+        let persona = crate::persona::library_persona("alicia-rodriguez")
+            .unwrap()
+            .unwrap();
+        let names = Names::new("Nova", &persona, "next week");
+        for phase in [Phase::CheckIn, Phase::Agenda, Phase::Work, Phase::Feedback] {
+            let after = after_protocol_openings(phase, 1, &names);
+            assert!(!after.is_empty(), "{phase:?}");
+            for opening in &after {
+                assert!(
+                    opening.starts_with("Thank you for answering my questions, Alicia."),
+                    "{opening}"
+                );
+                // A welcome does not come mid-session.
+                assert!(!opening.contains("Welcome"), "{opening}");
+            }
+        }
+        assert!(
+            after_protocol_openings(Phase::Feedback, 1, &names)[0]
+                .ends_with("Before we finish, what was most helpful about today")
+        );
     }
 
     #[test]

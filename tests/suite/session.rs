@@ -734,7 +734,7 @@ fn the_safety_protocol_comes_before_the_structure() {
     let run = session(
         &[
             " I hear how hard this is. Are you having thoughts of ending your life?",
-            " Thank you for telling me. Could you try calling your sister each evening?",
+            " calling your sister each evening?",
             "? Goodbye until Thursday.",
         ],
         &[
@@ -752,10 +752,18 @@ fn the_safety_protocol_comes_before_the_structure() {
     let prompt = prompt_text(&run.therapist.requests()[0]).to_string();
     assert!(!prompt.contains("Note: Now Nova"), "{prompt}");
     assert!(prompt.ends_with("Therapist:"));
-    // The turn after the protocol turn hears the answers: its phase is a
-    // note, with no fixed words.
+    // The turn after the protocol turn hears the answers: it thanks the
+    // patient for them, keeps the resources in view, and goes back to its
+    // phase with the phase's words.
     let after = &turns[3];
-    assert_eq!(after.meta.opening, None, "{}", after.text);
+    let opening = "Thank you for answering my questions, Alicia. The numbers I gave you are \
+                   there for you at any time. For homework before our next session, could you \
+                   try";
+    assert_eq!(after.meta.opening.as_deref(), Some(opening));
+    assert_eq!(
+        after.text,
+        format!("{opening} calling your sister each evening?")
+    );
     assert_eq!(after.meta.phase.as_deref(), Some("homework"));
     assert!(
         prompt_text(&run.therapist.requests()[1]).contains("Note: Now Nova agrees with Alicia")
@@ -771,7 +779,7 @@ fn the_safety_protocol_comes_before_the_structure() {
 
 const FOLLOWED_UP_THERAPIST: [&str; 5] = [
     " I hear how hard this is. Are you having thoughts of ending your life?",
-    " What would you like to focus on today?",
+    " most this week?",
     " your week and your sister.",
     " calling your sister each evening?",
     "? Goodbye until Thursday.",
@@ -808,6 +816,20 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
     assert_eq!(turns[1].meta.phase, None);
     assert_eq!(turns[1].meta.safety.as_deref(), Some("protocol"));
     assert!(prompt_text(&run.therapist.requests()[0]).contains("SAFETY PROTOCOL"));
+    // The patient answered with no new alarm: the next turn thanks them and
+    // sets the agenda, in the plan's words.
+    assert_eq!(turns[3].meta.safety, None);
+    assert_eq!(turns[3].meta.phase.as_deref(), Some("agenda"));
+    assert!(
+        turns[3]
+            .text
+            .starts_with("Thank you for answering my questions, Alicia.")
+            && turns[3]
+                .text
+                .ends_with("What would you like to focus on today most this week?"),
+        "{}",
+        turns[3].text
+    );
     // The same again is followed up within the session's phase: it is
     // acknowledged, the patient is asked if they are safe, the resources
     // are given, and the structure goes on.
