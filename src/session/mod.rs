@@ -763,7 +763,12 @@ fn guidance<'a>(
                 );
                 notes.push(structure::note(now, &names));
                 openings = match (follow_up, after_protocol) {
-                    (true, _) => structure::follow_up_openings(now, config.session_number, &names),
+                    (true, answers_protocol) => structure::follow_up_openings(
+                        now,
+                        config.session_number,
+                        &names,
+                        answers_protocol,
+                    ),
                     (false, true) => {
                         structure::after_protocol_openings(now, config.session_number, &names)
                     }

@@ -200,48 +200,71 @@ pub fn openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String>
 /// whether the patient is safe now before the phase's words, and in the
 /// middle of a long session it is that alone. (A follow-up never checks
 /// in: the protocol turn it follows came first.) The resources come after
-/// it, at the end of the turn.
-pub fn follow_up_openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
-    let heard = format!(
-        "Thank you for telling me, {}. Are you safe right now? The numbers below are there \
-         for you at any time.",
-        names.patient
-    );
-    prefixed(&heard, openings(phase, session_number, names))
+/// it, at the end of the turn. When the disclosure was the patient's answer
+/// to the protocol turn's questions (`answers_protocol`), the safety
+/// question is all it opens with: the phase's words would put a second
+/// question after it, and a patient answers the last one asked.
+pub fn follow_up_openings(
+    phase: Phase,
+    session_number: u32,
+    names: &Names,
+    answers_protocol: bool,
+) -> Vec<String> {
+    let p = names.patient;
+    let heard = [
+        format!(
+            "Thank you for telling me, {p}. Are you safe right now? The numbers below are \
+             there for you at any time."
+        ),
+        format!(
+            "I hear you, {p}, and I'm glad you said it. Are you safe right now? The numbers \
+             below are there for you at any time."
+        ),
+    ];
+    if answers_protocol {
+        return heard.to_vec();
+    }
+    prefixed(heard, openings(phase, session_number, names))
 }
 
 /// The openings of the turn after a safety protocol turn, which hears the
-/// patient's answers to its questions (and raised no new alarm, or it
-/// would be a protocol turn or a follow-up itself): it thanks them for
-/// answering, keeps the resources in view, and goes back to the session
-/// with the phase's words. Left to itself here the default model wandered
-/// off (a therapist turn in the patient's voice, a goodbye in place of a
-/// summary), and the phase went undone.
+/// patient's answers to it. The detector read those answers with the
+/// protocol's questions before them, so a yes to them is a disclosure
+/// again and gets a protocol turn or a follow-up instead of this; like
+/// every other unflagged patient turn, an answer it let pass goes on with
+/// the session's plan. The turn thanks the patient, keeps the resources in
+/// view and goes on with the phase's words. Left to itself here the
+/// default model wandered off (a therapist turn in the patient's voice, a
+/// goodbye in place of a summary), and the phase went undone. (It never
+/// checks in: the protocol turn came first.)
 pub fn after_protocol_openings(phase: Phase, session_number: u32, names: &Names) -> Vec<String> {
-    let thanks = format!(
-        "Thank you for answering my questions, {}. The numbers I gave you are there for you \
-         at any time.",
-        names.patient
-    );
-    let openings = match phase {
-        // A welcome no longer fits once the session is under way.
-        Phase::CheckIn => vec![
-            "Let's come back to how you are. On a scale from 0 to 10,".to_string(),
-            "How has your mood been this week".to_string(),
-        ],
-        _ => openings(phase, session_number, names),
-    };
-    prefixed(&thanks, openings)
+    let p = names.patient;
+    // Nothing here says the protocol turn asked questions: the engine's
+    // own protocol turn, written when the model's were unusable, asks none.
+    let thanks = [
+        format!(
+            "Thank you for telling me how things are, {p}. The numbers I gave you are there \
+             for you at any time."
+        ),
+        format!(
+            "Thank you, {p}. Please keep the numbers I gave you close; they are there for you \
+             at any time."
+        ),
+    ];
+    prefixed(thanks, openings(phase, session_number, names))
 }
 
-/// `first` before each opening; `first` alone where the phase has none.
-fn prefixed(first: &str, openings: Vec<String>) -> Vec<String> {
+/// The first acknowledgement before each opening; where the phase has no
+/// openings, the acknowledgements alone, two of them, so that a second such
+/// turn in a long session need not repeat the first word for word (the
+/// guards reject a near-repeat of the speaker's own earlier turn).
+fn prefixed(acknowledgements: [String; 2], openings: Vec<String>) -> Vec<String> {
     if openings.is_empty() {
-        return vec![first.to_string()];
+        return acknowledgements.to_vec();
     }
     openings
         .into_iter()
-        .map(|o| format!("{first} {o}"))
+        .map(|o| format!("{} {o}", acknowledgements[0]))
         .collect()
 }
 
@@ -275,22 +298,42 @@ mod tests {
             .unwrap()
             .unwrap();
         let names = Names::new("Nova", &persona, "next week");
-        for phase in [Phase::CheckIn, Phase::Agenda, Phase::Work, Phase::Feedback] {
+        for phase in [Phase::Agenda, Phase::Evidence, Phase::Work, Phase::Feedback] {
             let after = after_protocol_openings(phase, 1, &names);
-            assert!(!after.is_empty(), "{phase:?}");
+            assert_eq!(after.len(), 2, "{phase:?}");
             for opening in &after {
+                assert!(opening.starts_with("Thank you"), "{opening}");
+                assert!(opening.contains("Alicia"), "{opening}");
                 assert!(
-                    opening.starts_with("Thank you for answering my questions, Alicia."),
+                    opening.to_lowercase().contains("the numbers i gave you"),
                     "{opening}"
                 );
-                // A welcome does not come mid-session.
-                assert!(!opening.contains("Welcome"), "{opening}");
             }
+            // Two candidates never open alike, lest a second such turn
+            // repeat the first.
+            assert_ne!(after[0], after[1]);
         }
         assert!(
             after_protocol_openings(Phase::Feedback, 1, &names)[0]
                 .ends_with("Before we finish, what was most helpful about today")
         );
+    }
+
+    #[test]
+    fn a_follow_up_that_answers_the_protocol_asks_only_if_they_are_safe() {
+        let persona = crate::persona::library_persona("alicia-rodriguez")
+            .unwrap()
+            .unwrap();
+        let names = Names::new("Nova", &persona, "next week");
+        for opening in follow_up_openings(Phase::Summary, 1, &names, true) {
+            assert!(opening.contains("Are you safe right now?"), "{opening}");
+            assert_eq!(opening.matches('?').count(), 1, "{opening}");
+            assert!(!opening.contains("sum up"), "{opening}");
+        }
+        for opening in follow_up_openings(Phase::Summary, 1, &names, false) {
+            assert!(opening.contains("Are you safe right now? "), "{opening}");
+            assert!(opening.contains("today we talked about") || opening.contains("recap"));
+        }
     }
 
     #[test]
@@ -362,19 +405,23 @@ mod tests {
             .unwrap()
             .unwrap();
         let names = Names::new("Nova", &persona, "Thursday");
-        for phase in [Phase::Summary, Phase::Work] {
-            let choices = follow_up_openings(phase, 1, &names);
-            assert!(!choices.is_empty(), "{phase:?}");
-            for choice in &choices {
-                assert!(
-                    choice.starts_with("Thank you for telling me, David. Are you safe right now?"),
-                    "{choice}"
-                );
-            }
+        for choice in follow_up_openings(Phase::Summary, 1, &names, false) {
+            assert!(
+                choice.starts_with("Thank you for telling me, David. Are you safe right now?"),
+                "{choice}"
+            );
         }
         assert!(
-            follow_up_openings(Phase::Summary, 1, &names)[0].ends_with("today we talked about")
+            follow_up_openings(Phase::Summary, 1, &names, false)[0]
+                .ends_with("today we talked about")
         );
+        // Where the phase has no words, two different acknowledgements.
+        let work = follow_up_openings(Phase::Work, 1, &names, false);
+        assert_eq!(work.len(), 2);
+        assert_ne!(work[0], work[1]);
+        for choice in &work {
+            assert!(choice.contains("David") && choice.contains("Are you safe right now?"));
+        }
     }
 
     #[test]

@@ -756,7 +756,7 @@ fn the_safety_protocol_comes_before_the_structure() {
     // patient for them, keeps the resources in view, and goes back to its
     // phase with the phase's words.
     let after = &turns[3];
-    let opening = "Thank you for answering my questions, Alicia. The numbers I gave you are \
+    let opening = "Thank you for telling me how things are, Alicia. The numbers I gave you are \
                    there for you at any time. For homework before our next session, could you \
                    try";
     assert_eq!(after.meta.opening.as_deref(), Some(opening));
@@ -823,7 +823,7 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
     assert!(
         turns[3]
             .text
-            .starts_with("Thank you for answering my questions, Alicia.")
+            .starts_with("Thank you for telling me how things are, Alicia.")
             && turns[3]
                 .text
                 .ends_with("What would you like to focus on today most this week?"),
@@ -867,6 +867,53 @@ fn the_same_disclosure_again_gets_a_follow_up_within_the_session() {
 }
 
 #[test]
+fn a_follow_up_that_answers_the_protocol_only_asks_if_they_are_safe() {
+    let run = session(
+        &[
+            " I hear how hard this is. Are you having thoughts of ending your life?",
+            " I'm here with you.",
+            " calling your sister each evening?",
+            "? Goodbye until Thursday.",
+        ],
+        &[
+            "I've been thinking about suicide a lot lately.",
+            "I still think about suicide most days.",
+            "Yes, I'm safe. My sister is here with me.",
+            "Yes, I can do that.",
+        ],
+        &structured(8),
+    );
+    let turns = &run.record.transcript.turns;
+    assert_eq!(turns.len(), 8, "{:?}", run.record.transcript.termination);
+    assert_eq!(turns[1].meta.safety.as_deref(), Some("protocol"));
+    // The answer to the protocol's question says the same again: the
+    // follow-up asks whether they are safe, and nothing of the plan after
+    // it, though its phase is kept.
+    let follow_up = &turns[3];
+    assert_eq!(follow_up.meta.safety.as_deref(), Some("follow_up"));
+    assert_eq!(follow_up.meta.phase.as_deref(), Some("summary"));
+    assert!(!follow_up.text.contains("sum up"), "{}", follow_up.text);
+    assert!(
+        follow_up.text.starts_with(
+            "Thank you for telling me, Alicia. Are you safe right now? The numbers below are \
+             there for you at any time. I'm here with you."
+        ),
+        "{}",
+        follow_up.text
+    );
+    assert_eq!(follow_up.text.matches('?').count(), 1, "{}", follow_up.text);
+    assert!(follow_up.text.contains("988"), "{}", follow_up.text);
+    // After a follow-up the plan's own words come back.
+    assert!(
+        turns[5]
+            .text
+            .starts_with("For homework before our next session, could you try calling"),
+        "{}",
+        turns[5].text
+    );
+}
+
+#[test]
 fn a_follow_up_is_owed_the_same_after_a_resume() {
     let config = structured(10);
     let live = session(&FOLLOWED_UP_THERAPIST, &FOLLOWED_UP_PATIENT, &config);
@@ -875,7 +922,9 @@ fn a_follow_up_is_owed_the_same_after_a_resume() {
         .unwrap();
     // Stopped after the patient's second disclosure, and after the
     // follow-up: what comes next is what came live.
-    for (stored, therapist, patient) in [(5, 2, 3), (6, 3, 3)] {
+    // Stopped after the answer to the protocol turn too: the turn after it
+    // opens the same.
+    for (stored, therapist, patient) in [(3, 1, 2), (5, 2, 3), (6, 3, 3)] {
         let t = ScriptedModel::new(FOLLOWED_UP_THERAPIST[therapist..].iter().copied());
         let p = ScriptedModel::new(FOLLOWED_UP_PATIENT[patient..].iter().copied());
         let agent = |model: &ScriptedModel| Agent {
