@@ -283,6 +283,10 @@ pub fn join(opening: &str, continuation: &str) -> String {
 mod tests {
     use super::*;
 
+    fn library(id: &str) -> Persona {
+        crate::persona::library_persona(id).unwrap().unwrap()
+    }
+
     fn phases(review_homework: bool, max_turns: u32, first_speaker_patient: bool) -> Vec<Phase> {
         let start = usize::from(first_speaker_patient);
         (start..max_turns as usize)
@@ -294,9 +298,7 @@ mod tests {
 
     #[test]
     fn after_a_protocol_turn_each_opening_thanks_the_patient_first() {
-        let persona = crate::persona::library_persona("alicia-rodriguez")
-            .unwrap()
-            .unwrap();
+        let persona = library("alicia-rodriguez");
         let names = Names::new("Nova", &persona, "next week");
         for phase in [Phase::Agenda, Phase::Evidence, Phase::Work, Phase::Feedback] {
             let after = after_protocol_openings(phase, 1, &names);
@@ -321,9 +323,7 @@ mod tests {
 
     #[test]
     fn a_follow_up_that_answers_the_protocol_asks_only_if_they_are_safe() {
-        let persona = crate::persona::library_persona("alicia-rodriguez")
-            .unwrap()
-            .unwrap();
+        let persona = library("alicia-rodriguez");
         let names = Names::new("Nova", &persona, "next week");
         for opening in follow_up_openings(Phase::Summary, 1, &names, true) {
             assert!(opening.contains("Are you safe right now?"), "{opening}");
@@ -387,9 +387,7 @@ mod tests {
 
     #[test]
     fn openings_vary_by_seed_and_name_the_people() {
-        let persona = crate::persona::library_persona("alicia-rodriguez")
-            .unwrap()
-            .unwrap();
+        let persona = library("alicia-rodriguez");
         let names = Names::new("Nova", &persona, "Thursday");
         let choices = openings(Phase::CheckIn, 1, &names);
         let (a, b) = (&choices[0], &choices[1]);
@@ -401,9 +399,7 @@ mod tests {
 
     #[test]
     fn a_follow_up_acknowledges_the_disclosure_before_the_phase() {
-        let persona = crate::persona::library_persona("david-levin")
-            .unwrap()
-            .unwrap();
+        let persona = library("david-levin");
         let names = Names::new("Nova", &persona, "Thursday");
         for choice in follow_up_openings(Phase::Summary, 1, &names, false) {
             assert!(
