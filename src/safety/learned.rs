@@ -1,7 +1,7 @@
 //! The learned layer: a logistic regression over hashed word and
 //! character n-grams, trained on the tuning split
 //! (tests/data/crisis/tune.tsv, compiled in) the first time it is needed,
-//! in about half a second (release build) and deterministically. It generalises past the
+//! in under a second (release build) and deterministically. It generalises past the
 //! rules' phrasings to the words around them (a misspelling shares most of
 //! its character n-grams with the word); its category is the nearest risk
 //! category by the same features.

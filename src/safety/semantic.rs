@@ -5,8 +5,8 @@
 //! so "I've sorted who gets the dog" lands near "I've written my will"
 //! without a word in common.
 //!
-//! The tuning split's vectors take the encoder about three minutes to
-//! make, and training on them (deterministic) about five seconds, so both
+//! The tuning split's vectors take the encoder about four minutes to
+//! make, and training on them (deterministic) about ten seconds, so both
 //! are cached beside the encoder, keyed by what they depend on.
 
 use crate::model::encoder::{self, DIMENSIONS, Encoder, EncoderError};
@@ -16,8 +16,12 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Width of the hidden layer.
-const HIDDEN: usize = 64;
+/// Width of the hidden layer. 128 read more risk on the tuning split's
+/// folds than 64 (0.827 against 0.817 at the same false positives); 256
+/// read a little more still (0.830) but flagged 59 of the 263 safe session
+/// turns of `tune-sessions*.tsv` against 51. docs/safety.md tells how the
+/// choice was made, test-split figures seen included.
+const HIDDEN: usize = 128;
 const EPOCHS: usize = 40;
 const BATCH: usize = 64;
 const LEARNING_RATE: f64 = 1e-3;
