@@ -283,17 +283,29 @@ fn agrees(text: &str) -> bool {
     yes && !taken_back
 }
 
+/// Words an English phrase does not end on: an item ending on one stopped
+/// mid-phrase ("… this week, I have an").
+const NOT_LAST: &[&str] = &[
+    "a", "an", "the", "my", "your", "our", "their", "and", "or", "because", "of", "if", "than",
+];
+
 /// An item that stops mid-thought: a trailing comma, dash, colon,
-/// semicolon, underscore or ellipsis, or a bracket or curly quote left
-/// open.
-fn is_cut_off(item: &str) -> bool {
+/// semicolon, underscore or ellipsis, a last word no phrase ends on, or a
+/// bracket or curly quote left open.
+pub fn is_cut_off(item: &str) -> bool {
     let trimmed = item.trim_end();
+    // As written: a capital is a name's ("Plan A").
+    let last_word = trimmed
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or_default();
     let open = |a: char, b: char| trimmed.matches(a).count() > trimmed.matches(b).count();
     // At the schema's limit (cleaning may take a few spaces off) and not
     // at a sentence's end: stopped by the limit.
     let at_limit = trimmed.chars().count() + 4 >= MAX_ITEM_CHARS
         && !trimmed.ends_with(['.', '!', '?', '"', '\'', ')', '\u{201d}']);
     at_limit
+        || NOT_LAST.contains(&last_word)
         || trimmed.ends_with([',', '-', ':', '_', ';', '\u{2026}', '\u{2014}', '\u{2013}'])
         || trimmed.ends_with("...")
         || open('[', ']')
@@ -518,6 +530,9 @@ mod tests {
             // model).
             "I am not good enough for this because of my work stress and perfectionism; If you can't show up on 1",
             "If you can't see the evidence for or against it, and there are some reasons why you would not be a",
+            // Stopped short of the limit (seen on the default model).
+            "my grandmother died four months ago Mom is too far away to see this week, I have an",
+            "Worry about the exam and",
         ] {
             assert!(is_cut_off(cut), "{cut}");
         }
@@ -527,6 +542,9 @@ mod tests {
             "Mum's \"perfect\" standard",
             "It's (mostly) work",
             "Noticing the thought that a missed deadline means being demoted, and weighing the evidence for it.",
+            "Plan A",
+            "Vitamin A.",
+            "What the worry is made of.",
         ] {
             assert!(!is_cut_off(whole), "{whole}");
         }

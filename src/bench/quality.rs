@@ -54,7 +54,9 @@ pub struct SessionQuality {
     pub protocol_turns: usize,
     pub follow_up_turns: usize,
     pub summary_items: usize,
-    /// Items that end as if cut off: in "_", "-", "," or "...".
+    /// Items that end as if cut off (`summarize::is_cut_off`: a trailing
+    /// comma, dash or ellipsis, a word no phrase ends on, a bracket left
+    /// open, or stopped at the schema's limit).
     pub summary_cut_off: usize,
     /// Items of five words or more found word for word in a turn.
     pub summary_copied: usize,
@@ -296,8 +298,7 @@ fn summary_quality(
     for section in SummarySection::ALL {
         for item in summary.items(section) {
             items += 1;
-            let trimmed = item.trim_end();
-            if trimmed.ends_with(['_', '-', ',']) || trimmed.ends_with("...") {
+            if crate::summarize::is_cut_off(item) {
                 cut += 1;
             }
             let text = plain(item);
