@@ -54,9 +54,8 @@ pub struct SessionQuality {
     pub protocol_turns: usize,
     pub follow_up_turns: usize,
     pub summary_items: usize,
-    /// Items that end as if cut off (`summarize::is_cut_off`: a trailing
-    /// comma, dash or ellipsis, a word no phrase ends on, a bracket left
-    /// open, or stopped at the schema's limit).
+    /// Items the summarizer itself would take as cut off
+    /// (`summarize::is_cut_off`, one definition for both).
     pub summary_cut_off: usize,
     /// Items of five words or more found word for word in a turn.
     pub summary_copied: usize,
