@@ -4,7 +4,8 @@
 
 use crate::safety::eval::Labelled;
 use crate::safety::learned::{Learned, TUNING_SPLIT};
-use crate::safety::semantic::{self, Classifier};
+use crate::safety::semantic;
+use crate::safety::svm::Svm;
 use crate::safety::{Layer, built_in, eval, judge};
 use serde::Serialize;
 use std::time::Instant;
@@ -58,7 +59,7 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
         let vectors = semantic::vectors_cached(&s.encoder, &inputs, &mut |_, _| {}).ok()?;
         let risk: Vec<bool> = tuning.iter().map(|l| l.risk).collect();
         let started = Instant::now();
-        std::hint::black_box(Classifier::train(&vectors, &risk));
+        std::hint::black_box(Svm::train(&vectors, &risk));
         Some(started.elapsed().as_secs_f64() * 1e3)
     });
     SafetyBench {

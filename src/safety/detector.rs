@@ -4,7 +4,8 @@
 
 use super::learned::{Learned, TUNING_SPLIT};
 use super::normalize::normalize;
-use super::semantic::{self, Classifier};
+use super::semantic;
+use super::svm::Svm;
 use super::{Category, rules};
 use crate::choice::choice_enum;
 use crate::model::encoder::Encoder;
@@ -117,7 +118,7 @@ pub struct Layers {
 /// The semantic layer: the encoder and the network over its vectors.
 pub struct Semantic {
     pub encoder: Arc<Encoder>,
-    pub classifier: Classifier,
+    pub classifier: Svm,
 }
 
 impl Layers {

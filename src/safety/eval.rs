@@ -4,7 +4,8 @@
 //! with `#` and blank lines are comments.
 
 use super::learned::Learned;
-use super::semantic::{self, Classifier};
+use super::semantic;
+use super::svm::Svm;
 use super::{Category, Detection, Layer, Layers, Semantic, judge_with_vector};
 use crate::model::encoder::EncoderError;
 use serde::Serialize;
@@ -269,7 +270,7 @@ pub fn cross_validate(
                 let risk: Vec<bool> = lines.iter().map(|l| l.risk).collect();
                 Semantic {
                     encoder: encoder.clone(),
-                    classifier: Classifier::train(&rest_vectors, &risk),
+                    classifier: Svm::train(&rest_vectors, &risk),
                 }
             });
             Layers {

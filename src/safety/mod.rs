@@ -13,6 +13,7 @@ mod normalize;
 mod protocol;
 mod rules;
 pub mod semantic;
+pub mod svm;
 mod taxonomy;
 
 pub use context::answer_to_question;
