@@ -20,11 +20,14 @@ pub struct SafetyBench {
     /// The semantic layer alone (encoding the utterance included), when
     /// its encoder is fetched; `offline_us` then includes it too.
     pub semantic_us: Option<f64>,
+    /// Of that, the support vector machine over the utterance's vector
+    /// (the rest is the encoder).
+    pub semantic_head_us: Option<f64>,
     pub offline_us: f64,
     /// Training the learned layer on the tuning split, once.
     pub training_ms: f64,
-    /// Training the semantic layer's network on the tuning split's
-    /// (cached) vectors, once.
+    /// Training the semantic layer's support vector machine on the tuning
+    /// split's (cached) vectors, once.
     pub semantic_training_ms: Option<f64>,
 }
 
@@ -49,6 +52,18 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
     let (rules_us, learned_us) = (time(Layer::Rules, passes), time(Layer::Learned, passes));
     let semantic_us = encodes.then(|| time(Layer::Semantic, 1));
     let offline_us = time(Layer::Offline, if encodes { 1 } else { passes });
+    let semantic_head_us = layers.semantic.as_ref().and_then(|s| {
+        let inputs = semantic::inputs(set);
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let vectors = semantic::vectors_cached(&s.encoder, &inputs, &mut |_, _| {}).ok()?;
+        let started = Instant::now();
+        for _ in 0..passes {
+            for v in &vectors {
+                std::hint::black_box(s.classifier.probability(v));
+            }
+        }
+        Some(started.elapsed().as_secs_f64() * 1e6 / (passes * vectors.len().max(1)) as f64)
+    });
     let tuning = eval::parse_labelled(TUNING_SPLIT).expect("the tuning split is valid");
     let started = Instant::now();
     std::hint::black_box(Learned::train(&tuning));
@@ -68,6 +83,7 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
         rules_us,
         learned_us,
         semantic_us,
+        semantic_head_us,
         offline_us,
         training_ms,
         semantic_training_ms,

@@ -115,7 +115,8 @@ pub struct Layers {
     pub semantic: Option<Semantic>,
 }
 
-/// The semantic layer: the encoder and the network over its vectors.
+/// The semantic layer: the encoder and the support vector machine over
+/// its vectors.
 pub struct Semantic {
     pub encoder: Arc<Encoder>,
     pub classifier: Svm,

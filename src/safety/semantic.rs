@@ -1,12 +1,12 @@
-//! The semantic layer: a small neural network over each utterance's
-//! sentence vector (all-MiniLM-L6-v2, `model::encoder`), trained on the
-//! tuning split. Where the learned layer reads which words and letters an
+//! The semantic layer: a support vector machine (`svm`) over each
+//! utterance's sentence vector (all-MiniLM-L6-v2, `model::encoder`),
+//! trained on the tuning split. Where the learned layer reads which words and letters an
 //! utterance shares with the tuning lines, this one reads what it means,
 //! so "I've sorted who gets the dog" lands near "I've written my will"
 //! without a word in common.
 //!
 //! The tuning split's vectors take the encoder about four minutes to
-//! make, and training on them (deterministic) about ten seconds, so both
+//! make, and training on them (deterministic) about fifteen seconds, so both
 //! are cached beside the encoder, keyed by what they depend on.
 
 use super::svm::Svm;
@@ -73,7 +73,7 @@ pub fn vectors_cached(
 }
 
 /// A cache file's path, keyed by everything its numbers depend on: the
-/// encoder's files and how it encodes, the texts, and for a network their
+/// encoder's files and how it encodes, the texts, and for a head their
 /// labels and how it is trained.
 fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
     let mut hasher = Sha256::new();

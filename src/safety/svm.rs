@@ -234,8 +234,20 @@ fn solve(gram: &[f32], n: usize, lines: &[usize], labels: &[f64]) -> (Vec<f64>, 
     let mut alpha = vec![0.0f64; m];
     // The objective's gradient, Qα - 1, where Q = y yᵀ ∘ K.
     let mut gradient = vec![-1.0f64; m];
-    let up = |t: usize, alpha: &[f64]| if y[t] > 0.0 { alpha[t] < C } else { alpha[t] > 0.0 };
-    let low = |t: usize, alpha: &[f64]| if y[t] > 0.0 { alpha[t] > 0.0 } else { alpha[t] < C };
+    let up = |t: usize, alpha: &[f64]| {
+        if y[t] > 0.0 {
+            alpha[t] < C
+        } else {
+            alpha[t] > 0.0
+        }
+    };
+    let low = |t: usize, alpha: &[f64]| {
+        if y[t] > 0.0 {
+            alpha[t] > 0.0
+        } else {
+            alpha[t] < C
+        }
+    };
     // Enough for any problem this size that converges at all.
     for _ in 0..100 * m.max(1000) {
         // i: the most violating multiplier that may go up.

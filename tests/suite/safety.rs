@@ -43,35 +43,35 @@ fn lowest_category_recall(e: &Evaluation) -> f64 {
 
 /// The test split was committed before any rule change and is never tuned
 /// on. These floors are the figures measured when the layers were last
-/// changed (2,408 more tuning lines and a wider semantic network: recall
-/// 0.905, false positives 0.063, lowest category 0.667), less a line or
-/// two: a guard against getting worse, not the targets of docs/safety.md
+/// changed (a support vector machine for the semantic layer's head:
+/// recall 0.933, false positives 0.063, lowest category 0.583), less a line
+/// or two: a guard against getting worse, not the targets of docs/safety.md
 /// (0.95 and 0.05), which the detector does not reach yet.
 #[test]
 fn the_frozen_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test.tsv", (252, 252), 0.895, 0.07, 0.58);
+    holds_its_floors("crisis/test.tsv", (252, 252), 0.925, 0.07, 0.58);
 }
 
 /// The second, harder test split (1,440 lines by three writers of its own,
 /// never tuned on: the quiet forms, safeguarding said sideways). Floors at
-/// the figures measured when the layers were last changed (recall 0.728,
-/// false positives 0.074, lowest category 0.425: child abuse), less a few
+/// the figures measured when the layers were last changed (recall 0.740,
+/// false positives 0.065, lowest category 0.525: child abuse), less a few
 /// lines: a guard against getting worse, far from the targets.
 #[test]
 fn the_hard_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.72, 0.08, 0.40);
+    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.735, 0.07, 0.50);
 }
 
-/// The semantic layer alone on both test splits (measured 0.802 / 0.052
-/// and 0.710 / 0.099): it finds what the words alone do not (the learned
+/// The semantic layer alone on both test splits (measured 0.853 / 0.028
+/// and 0.724 / 0.069): it finds what the words alone do not (the learned
 /// layer alone finds 0.635 of the hard split), and a broken encoder or
 /// pooling would leave it near chance.
 #[test]
 fn the_semantic_layer_alone_reads_risk_it_was_not_tuned_on() {
     let e = evaluated_by("crisis/test.tsv", Layer::Semantic);
-    assert!(e.recall >= 0.79 && e.false_positive_rate <= 0.06, "{e:?}");
+    assert!(e.recall >= 0.845 && e.false_positive_rate <= 0.035, "{e:?}");
     let e = evaluated_by("crisis/test-hard.tsv", Layer::Semantic);
-    assert!(e.recall >= 0.70 && e.false_positive_rate <= 0.105, "{e:?}");
+    assert!(e.recall >= 0.715 && e.false_positive_rate <= 0.075, "{e:?}");
 }
 
 /// A frozen test split: its size (risk, safe) unchanged, and recall, false
@@ -100,23 +100,23 @@ fn holds_its_floors(
 }
 
 /// Ordinary session talk, never tuned on: how often a session would be
-/// interrupted for nothing (measured 0.045).
+/// interrupted for nothing (measured 0.037: 15 of 400).
 #[test]
 fn ordinary_session_talk_rarely_raises_the_alarm() {
     let e = evaluated("crisis/test-ordinary.tsv");
     assert_eq!((e.risk, e.safe), (0, 400), "the test split is frozen");
-    assert!(e.false_positive_rate <= 0.05, "{:#?}", e.misses);
+    assert!(e.false_positive_rate <= 0.045, "{:#?}", e.misses);
 }
 
 /// Patient turns from simulated sessions on the default model, labelled
 /// blind and never tuned on: how often cbtsim's own sessions would be
-/// interrupted for nothing (measured 0.132: 32 of 243; recall 6 of 8).
+/// interrupted for nothing (measured 0.115: 28 of 243; recall 6 of 8).
 #[test]
 fn simulated_patients_turns_are_screened_as_measured() {
     let e = evaluated("crisis/test-sessions.tsv");
     assert_eq!((e.risk, e.safe), (8, 243), "the test split is frozen");
     assert!(
-        e.false_positive_rate <= 0.135 && e.recall >= 0.75,
+        e.false_positive_rate <= 0.12 && e.recall >= 0.75,
         "{} {} {:#?}",
         e.recall,
         e.false_positive_rate,
@@ -152,7 +152,7 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     );
     // Five folds, each judged by learned layers trained on the other four
     // (measured: the learned layer 0.730 / 0.039 alone; with the rules and
-    // the semantic layer 0.827 / 0.067).
+    // the semantic layer 0.836 / 0.065).
     let set = read_labelled(&data("crisis/tune.tsv")).unwrap();
     let learned = cross_validate(&set, 5, Layer::Learned, &mut |_, _| {}).unwrap();
     assert!(
@@ -165,7 +165,7 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     let all = cross_validate(&set, 5, Layer::Offline, &mut |_, _| {}).unwrap();
     println!("folds: learned {learned:?}\noffline {all:?}");
     assert!(
-        all.recall >= 0.80 && all.false_positive_rate <= 0.075,
+        all.recall >= 0.82 && all.false_positive_rate <= 0.07,
         "{} {}",
         all.recall,
         all.false_positive_rate
@@ -496,4 +496,22 @@ fn without_the_encoder_the_detector_warns_and_still_screens() {
     );
     let verdict: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(verdict["flagged"], true);
+}
+
+/// `bench safety` times each layer, and the semantic layer's head apart
+/// from the encoder that feeds it (the encoder is nearly all of it).
+#[test]
+fn the_safety_bench_times_each_layer_and_the_semantic_head_apart() {
+    let set = read_labelled(&data("crisis/test.tsv")).unwrap();
+    let r = cbtsim::bench::safety::bench_safety(&set[..6], 2);
+    assert_eq!((r.utterances, r.passes), (6, 2));
+    assert!(r.rules_us > 0.0 && r.learned_us > 0.0 && r.training_ms > 0.0);
+    if built_in().semantic.is_some() {
+        let (all, head) = (r.semantic_us.unwrap(), r.semantic_head_us.unwrap());
+        assert!(head > 0.0 && head < all, "{head} of {all}");
+        assert!(r.offline_us >= head);
+        assert!(r.semantic_training_ms.unwrap() > 0.0);
+    } else {
+        assert_eq!(r.semantic_head_us, None);
+    }
 }

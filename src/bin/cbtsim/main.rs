@@ -292,8 +292,8 @@ enum BenchCommand {
         /// Times over the whole set.
         #[arg(long, default_value_t = 5)]
         passes: usize,
-        /// Print {utterances, rules_us, learned_us, semantic_us, offline_us,
-        /// training_ms, semantic_training_ms}.
+        /// Print {utterances, rules_us, learned_us, semantic_us,
+        /// semantic_head_us, offline_us, training_ms, semantic_training_ms}.
         #[arg(long)]
         json: bool,
     },
@@ -592,7 +592,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.utterances, r.passes, r.rules_us, r.learned_us
                 );
                 match r.semantic_us {
-                    Some(us) => text += &format!("  semantic {us:>8.1} us (one pass)\n"),
+                    Some(us) => {
+                        text += &format!("  semantic {us:>8.1} us (one pass)\n");
+                        if let Some(head) = r.semantic_head_us {
+                            text += &format!("    of which its head {head:>8.1} us\n");
+                        }
+                    }
                     None => text += "  semantic  not in use (its encoder is not fetched)\n",
                 }
                 text += &format!(
