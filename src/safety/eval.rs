@@ -270,7 +270,7 @@ pub fn cross_validate(
                 let risk: Vec<bool> = lines.iter().map(|l| l.risk).collect();
                 Semantic {
                     encoder: encoder.clone(),
-                    classifier: Svm::train(&rest_vectors, &risk),
+                    head: Svm::train(&rest_vectors, &risk),
                 }
             });
             Layers {

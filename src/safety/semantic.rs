@@ -1,13 +1,13 @@
 //! The semantic layer: a support vector machine (`svm`) over each
 //! utterance's sentence vector (all-MiniLM-L6-v2, `model::encoder`),
-//! trained on the tuning split. Where the learned layer reads which words and letters an
-//! utterance shares with the tuning lines, this one reads what it means,
-//! so "I've sorted who gets the dog" lands near "I've written my will"
-//! without a word in common.
+//! trained on the tuning split. Where the learned layer reads which words
+//! and letters an utterance shares with the tuning lines, this one reads
+//! what it means, so "I've sorted who gets the dog" lands near "I've
+//! written my will" without a word in common.
 //!
-//! The tuning split's vectors take the encoder about four minutes to
-//! make, and training on them (deterministic) about fifteen seconds, so both
-//! are cached beside the encoder, keyed by what they depend on.
+//! The tuning split's vectors take the encoder about four minutes to make,
+//! and training on them (deterministic) about thirteen seconds, so both are
+//! cached beside the encoder, keyed by what they depend on.
 
 use super::svm::Svm;
 use crate::model::encoder::{self, DIMENSIONS, Encoder, EncoderError};

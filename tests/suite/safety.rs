@@ -43,23 +43,23 @@ fn lowest_category_recall(e: &Evaluation) -> f64 {
 
 /// The test split was committed before any rule change and is never tuned
 /// on. These floors are the figures measured when the layers were last
-/// changed (a support vector machine for the semantic layer's head:
-/// recall 0.933, false positives 0.063, lowest category 0.583), less a line
-/// or two: a guard against getting worse, not the targets of docs/safety.md
+/// changed (a support vector machine for the semantic layer's head, and
+/// the rules' veto at 0.4: recall 0.929, false positives 0.060, lowest
+/// category 0.583), less a line or two: a guard against getting worse, not the targets of docs/safety.md
 /// (0.95 and 0.05), which the detector does not reach yet.
 #[test]
 fn the_frozen_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test.tsv", (252, 252), 0.925, 0.07, 0.58);
+    holds_its_floors("crisis/test.tsv", (252, 252), 0.92, 0.065, 0.58);
 }
 
 /// The second, harder test split (1,440 lines by three writers of its own,
 /// never tuned on: the quiet forms, safeguarding said sideways). Floors at
-/// the figures measured when the layers were last changed (recall 0.740,
-/// false positives 0.065, lowest category 0.525: child abuse), less a few
+/// the figures measured when the layers were last changed (recall 0.738,
+/// false positives 0.060, lowest category 0.525: child abuse), less a few
 /// lines: a guard against getting worse, far from the targets.
 #[test]
 fn the_hard_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.735, 0.07, 0.50);
+    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.735, 0.065, 0.50);
 }
 
 /// The semantic layer alone on both test splits (measured 0.853 / 0.028
@@ -152,7 +152,7 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     );
     // Five folds, each judged by learned layers trained on the other four
     // (measured: the learned layer 0.730 / 0.039 alone; with the rules and
-    // the semantic layer 0.836 / 0.065).
+    // the semantic layer 0.832 / 0.057).
     let set = read_labelled(&data("crisis/tune.tsv")).unwrap();
     let learned = cross_validate(&set, 5, Layer::Learned, &mut |_, _| {}).unwrap();
     assert!(
@@ -165,7 +165,7 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     let all = cross_validate(&set, 5, Layer::Offline, &mut |_, _| {}).unwrap();
     println!("folds: learned {learned:?}\noffline {all:?}");
     assert!(
-        all.recall >= 0.82 && all.false_positive_rate <= 0.07,
+        all.recall >= 0.82 && all.false_positive_rate <= 0.065,
         "{} {}",
         all.recall,
         all.false_positive_rate
