@@ -322,10 +322,26 @@ fn clean_items(items: &mut Vec<String>, seen: &mut std::collections::HashSet<Str
     items.retain_mut(|item| {
         let text = lint::without_template_tokens(&lint::without_hidden_characters(item));
         *item = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let key = lint::plain_words(item).join(" ");
-        !item.is_empty() && lint::degenerate_repetition(item).is_none() && seen.insert(key)
+        let words = lint::plain_words(item);
+        let key = words.join(" ");
+        // The small model restates an item in a later section with only
+        // its first word changed ("This was not…" / "It was not…"): a
+        // long item is the same when all but its first word are.
+        let tail =
+            (words.len() >= SAME_BUT_FIRST_WORD).then(|| format!("…{}", words[1..].join(" ")));
+        let said = seen.contains(&key) || tail.as_ref().is_some_and(|t| seen.contains(t));
+        if item.is_empty() || lint::degenerate_repetition(item).is_some() || said {
+            return false;
+        }
+        seen.insert(key);
+        seen.extend(tail);
+        true
     });
 }
+
+/// Items of at least this many words are the same item when only their
+/// first word differs.
+const SAME_BUT_FIRST_WORD: usize = 6;
 
 #[cfg(test)]
 mod tests {
@@ -354,6 +370,21 @@ mod tests {
         // Said in an earlier section already.
         assert_eq!(summary.helpful, ["Naming the thought"]);
         assert_eq!(summary.homework, ["Write one thought record."]);
+
+        // Said again with only the first word changed (seen on the default
+        // model); short items that differ in their first word are kept.
+        let restated = serde_json::json!({
+            "main_topics": [
+                "this was not really helpful or important, I just wanted to focus on myself",
+                "Mornings are hard",
+                "Evenings are hard"
+            ],
+            "techniques": [], "helpful": [], "homework": [],
+            "insights": ["It was not really helpful or important, I just wanted to focus on myself."]
+        });
+        let summary = parse(&restated.to_string(), &summary_schema()).unwrap();
+        assert_eq!(summary.main_topics.len(), 3);
+        assert!(summary.insights.is_empty(), "{:?}", summary.insights);
 
         let empty = serde_json::json!({
             "main_topics": ["<|im_end|> [/INST]"],
