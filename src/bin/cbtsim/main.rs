@@ -1285,7 +1285,9 @@ fn encoding_bar(message: &'static str) -> indicatif::ProgressBar {
 /// bar the first time on a machine (its tuning split is encoded once and
 /// cached), and a warning when its semantic layer cannot be used.
 fn prepare_detector() -> &'static cbtsim::safety::Layers {
-    let bar = encoding_bar("crisis detector: encoding its tuning split (once per machine)");
+    let bar = encoding_bar(
+        "crisis detector: encoding its tuning split, then learning it (once per machine)",
+    );
     let layers = cbtsim::safety::prepare(&mut |done, all| {
         bar.set_length(all as u64);
         bar.set_position(done as u64);
