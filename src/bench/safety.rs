@@ -57,10 +57,7 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
         // to leave its vectors in the user's model folder.
         let inputs = semantic::inputs(set);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let mut vectors = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(32) {
-            vectors.extend(s.encoder.encode(chunk).ok()?);
-        }
+        let vectors = semantic::vectors(&s.encoder, &inputs, &mut |_, _| {}).ok()?;
         let started = Instant::now();
         for _ in 0..passes {
             for v in &vectors {

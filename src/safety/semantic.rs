@@ -61,14 +61,25 @@ pub fn vectors_cached(
     if let Some(values) = read_floats(&path).filter(|v| v.len() == texts.len() * DIMENSIONS) {
         return Ok(values.chunks(DIMENSIONS).map(<[f32]>::to_vec).collect());
     }
+    let vectors = vectors(encoder, texts, progress)?;
+    // A cache that cannot be written (a read-only or full disk) costs the
+    // next process the same minute again; it is not an error.
+    let _ = write_floats(&path, &vectors.concat());
+    Ok(vectors)
+}
+
+/// The sentence vectors of `texts`, made now, a batch at a time;
+/// `progress` is told how many are done.
+pub fn vectors(
+    encoder: &Encoder,
+    texts: &[&str],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<f32>>, EncoderError> {
     let mut vectors = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(ENCODE_BATCH) {
         vectors.extend(encoder.encode(chunk)?);
         progress(vectors.len(), texts.len());
     }
-    // A cache that cannot be written (a read-only or full disk) costs the
-    // next process the same minute again; it is not an error.
-    let _ = write_floats(&path, &vectors.concat());
     Ok(vectors)
 }
 

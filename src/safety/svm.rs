@@ -243,11 +243,15 @@ fn gram(vectors: &[Vec<f32>]) -> candle_core::Result<Vec<f32>> {
 fn solve(gram: &[f32], n: usize, lines: &[usize], labels: &[f64]) -> (Vec<f64>, f64) {
     let m = lines.len();
     let y: Vec<f64> = lines.iter().map(|&i| labels[i]).collect();
-    // The kernel between line a and every line, in `lines`' order.
-    let row = |a: usize| -> Vec<f64> {
+    // The kernel between line a and every line, in `lines`' order, into
+    // one of two rows kept for the whole solve (tens of thousands of steps
+    // each read two rows).
+    let row = |a: usize, into: &mut Vec<f64>| {
         let base = lines[a] * n;
-        lines.iter().map(|&j| gram[base + j] as f64).collect()
+        into.clear();
+        into.extend(lines.iter().map(|&j| gram[base + j] as f64));
     };
+    let (mut ki, mut kj) = (Vec::with_capacity(m), Vec::with_capacity(m));
     let diagonal: Vec<f64> = lines.iter().map(|&i| gram[i * n + i] as f64).collect();
     let mut alpha = vec![0.0f64; m];
     // The objective's gradient, Qα - 1, where Q = y yᵀ ∘ K.
@@ -281,7 +285,7 @@ fn solve(gram: &[f32], n: usize, lines: &[usize], labels: &[f64]) -> (Vec<f64>, 
         if i == usize::MAX {
             break;
         }
-        let ki = row(i);
+        row(i, &mut ki);
         // j: the partner that decreases the objective most, to second order.
         let mut least = f64::NEG_INFINITY;
         let mut best = f64::INFINITY;
@@ -305,7 +309,7 @@ fn solve(gram: &[f32], n: usize, lines: &[usize], labels: &[f64]) -> (Vec<f64>, 
         if most + least < TOLERANCE || j == usize::MAX {
             break;
         }
-        let kj = row(j);
+        row(j, &mut kj);
         let (old_i, old_j) = (alpha[i], alpha[j]);
         // The pair moves along the line that keeps Σ y·α fixed, then is
         // clipped back into the box [0, C]: LIBSVM's update with the same
