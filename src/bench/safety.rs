@@ -6,7 +6,7 @@ use crate::safety::eval::Labelled;
 use crate::safety::learned::{Learned, TUNING_SPLIT};
 use crate::safety::semantic;
 use crate::safety::svm::Svm;
-use crate::safety::{Layer, built_in, eval, judge};
+use crate::safety::{Layer, built_in, eval, judge, semantic_decides};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -24,6 +24,9 @@ pub struct SafetyBench {
     /// (the rest is the encoder).
     pub semantic_head_us: Option<f64>,
     pub offline_us: f64,
+    /// The share of utterances whose offline verdict waited on the
+    /// semantic layer (the others are judged without encoding them).
+    pub offline_encoded: Option<f64>,
     /// Training the learned layer on the tuning split, once.
     pub training_ms: f64,
     /// Training the semantic layer's support vector machine on the tuning
@@ -52,6 +55,13 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
     let (rules_us, learned_us) = (time(Layer::Rules, passes), time(Layer::Learned, passes));
     let semantic_us = encodes.then(|| time(Layer::Semantic, 1));
     let offline_us = time(Layer::Offline, if encodes { 1 } else { passes });
+    let offline_encoded = encodes.then(|| {
+        let encoded = set
+            .iter()
+            .filter(|l| semantic_decides(&l.text, layers))
+            .count();
+        encoded as f64 / set.len().max(1) as f64
+    });
     let semantic_head_us = layers.semantic.as_ref().and_then(|s| {
         // Encoded here, not through the cache: a benched file is no reason
         // to leave its vectors in the user's model folder.
@@ -87,6 +97,7 @@ pub fn bench_safety(set: &[Labelled], passes: usize) -> SafetyBench {
         semantic_us,
         semantic_head_us,
         offline_us,
+        offline_encoded,
         training_ms,
         semantic_training_ms,
     }

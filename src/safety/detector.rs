@@ -220,66 +220,120 @@ pub fn judge_with_vector(
     vector: Option<&[f32]>,
 ) -> Detection {
     let normalized = normalize(text);
-    let (found, denied) = match layer {
-        Layer::Learned | Layer::Semantic => (Vec::new(), false),
-        Layer::Rules | Layer::Offline => rules::read(&normalized),
-    };
-    let mut matches: Vec<(Category, String)> =
-        found.into_iter().map(|m| (m.category, m.words)).collect();
-    // The probability, and whether the semantic layer had a say in it.
-    let (p, semantic) = match layer {
-        Layer::Rules => return Detection::from_matches(matches, &normalized),
-        Layer::Learned => (layers.learned.probability(&normalized), false),
+    let reading = Reading::new(layer, &normalized, layers);
+    match layer {
+        Layer::Rules => Detection::from_matches(reading.matches, &normalized),
+        Layer::Learned => reading.verdict(layers.learned.probability(&normalized), false),
         Layer::Semantic => match layers.semantic_probability(text, vector) {
-            Some(p) => (p, true),
-            None => return Detection::none(),
+            Some(p) => reading.verdict(p, true),
+            None => Detection::none(),
         },
         // The two learned layers' mean: each errs where the other does
         // not (words without their sense, sense without the words).
         Layer::Offline => {
             let learned = layers.learned.probability(&normalized);
+            if layers.semantic.is_none() {
+                return reading.verdict(learned, false);
+            }
+            // Encoding the utterance is nearly all of the detector's time:
+            // it is skipped when the semantic layer could not change the
+            // verdict.
+            if vector.is_none() && !reading.semantic_decides(learned) {
+                return reading.verdict(learned / 2.0, true);
+            }
             match layers.semantic_probability(text, vector) {
-                Some(semantic) => ((learned + semantic) / 2.0, true),
-                None => (learned, false),
+                Some(semantic) => reading.verdict((learned + semantic) / 2.0, true),
+                None => reading.verdict(learned, false),
             }
         }
-    };
-    // The two layers' mean is less often sure than either alone: it flags
-    // from a lower probability (chosen on the tuning split's folds so that
-    // recall rose and false positives did not).
-    let (alone_from, veto_below) = match (layer, semantic) {
-        (Layer::Offline, true) => (BOTH_ALONE_FROM, BOTH_VETO_BELOW),
-        _ => (LEARNED_ALONE_FROM, RULE_VETO_BELOW),
-    };
-    if layer == Layer::Offline && !matches.is_empty() {
-        // Words that say it outright ("I want to die") stand whatever the
-        // learned layers think, even with a "lol": their training lines
-        // mostly say it indirectly. Other words said as a joke need the
-        // learned layers' agreement; otherwise only their confident no
-        // takes them back.
-        let explicit = matches.iter().any(|(_, words)| EXPLICIT.is_match(words));
-        let floor = if explicit {
-            0.0
-        } else if JOKING.is_match(&normalized) {
-            alone_from
-        } else {
-            veto_below
-        };
-        if p < floor {
-            matches.clear();
-        }
-    } else if p >= alone_from && (!denied || p >= LEARNED_OVER_DENIAL_FROM) {
-        let by = match (layer, semantic) {
-            (Layer::Semantic, _) => "semantic layer",
-            (Layer::Offline, true) => "learned and semantic layers",
-            _ => "learned layer",
-        };
-        matches.push((
-            layers.learned.category(&normalized),
-            format!("{by} (p = {p:.2})"),
-        ));
     }
-    Detection::from_matches(matches, &normalized)
+}
+
+/// An utterance as the rules read it, waiting for the learned layers'
+/// probability that it tells of a risk.
+struct Reading<'a> {
+    layer: Layer,
+    normalized: &'a str,
+    matches: Vec<(Category, String)>,
+    /// The speaker denied what a rule names ("I don't want to die").
+    denied: bool,
+    layers: &'a Layers,
+}
+
+/// Whether the offline layers' verdict on an utterance waits on the
+/// semantic layer (and so on encoding it): what `bench safety` counts.
+pub fn semantic_decides(text: &str, layers: &Layers) -> bool {
+    let normalized = normalize(text);
+    let reading = Reading::new(Layer::Offline, &normalized, layers);
+    layers.semantic.is_some() && reading.semantic_decides(layers.learned.probability(&normalized))
+}
+
+impl<'a> Reading<'a> {
+    fn new(layer: Layer, normalized: &'a str, layers: &'a Layers) -> Reading<'a> {
+        let (found, denied) = match layer {
+            Layer::Learned | Layer::Semantic => (Vec::new(), false),
+            Layer::Rules | Layer::Offline => rules::read(normalized),
+        };
+        Reading {
+            layer,
+            normalized,
+            matches: found.into_iter().map(|m| (m.category, m.words)).collect(),
+            denied,
+            layers,
+        }
+    }
+
+    /// Whether the semantic layer's probability, anywhere from 0 to 1,
+    /// could change the verdict of the mean with the learned layer's
+    /// `learned`. The verdict rises with the mean (a flag from a
+    /// threshold, a rule's match kept above a floor), so agreeing at both
+    /// ends is agreeing everywhere between.
+    fn semantic_decides(&self, learned: f32) -> bool {
+        self.verdict(learned / 2.0, true) != self.verdict((learned + 1.0) / 2.0, true)
+    }
+
+    /// The verdict given the learned layers' probability `p`, and whether
+    /// the semantic layer had a say in it.
+    fn verdict(&self, p: f32, semantic: bool) -> Detection {
+        let layer = self.layer;
+        let mut matches = self.matches.clone();
+        // The two layers' mean is less often sure than either alone: it
+        // flags from a lower probability (chosen on the tuning split's
+        // folds so that recall rose and false positives did not).
+        let (alone_from, veto_below) = match (layer, semantic) {
+            (Layer::Offline, true) => (BOTH_ALONE_FROM, BOTH_VETO_BELOW),
+            _ => (LEARNED_ALONE_FROM, RULE_VETO_BELOW),
+        };
+        if layer == Layer::Offline && !matches.is_empty() {
+            // Words that say it outright ("I want to die") stand whatever
+            // the learned layers think, even with a "lol": their training
+            // lines mostly say it indirectly. Other words said as a joke
+            // need the learned layers' agreement; otherwise only their
+            // confident no takes them back.
+            let explicit = matches.iter().any(|(_, words)| EXPLICIT.is_match(words));
+            let floor = if explicit {
+                0.0
+            } else if JOKING.is_match(self.normalized) {
+                alone_from
+            } else {
+                veto_below
+            };
+            if p < floor {
+                matches.clear();
+            }
+        } else if p >= alone_from && (!self.denied || p >= LEARNED_OVER_DENIAL_FROM) {
+            let by = match (layer, semantic) {
+                (Layer::Semantic, _) => "semantic layer",
+                (Layer::Offline, true) => "learned and semantic layers",
+                _ => "learned layer",
+            };
+            matches.push((
+                self.layers.learned.category(self.normalized),
+                format!("{by} (p = {p:.2})"),
+            ));
+        }
+        Detection::from_matches(matches, self.normalized)
+    }
 }
 
 /// Compiles every pattern and trains the learned layer before the first

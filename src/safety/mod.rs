@@ -19,7 +19,7 @@ mod taxonomy;
 pub use context::answer_to_question;
 pub use detector::{
     Detection, Layer, Layers, Semantic, built_in, detect, detect_reply, judge, judge_with_vector,
-    prepare, warm_up,
+    prepare, semantic_decides, warm_up,
 };
 pub use normalize::normalize;
 pub use protocol::{

@@ -498,6 +498,41 @@ fn without_the_encoder_the_detector_warns_and_still_screens() {
     assert_eq!(verdict["flagged"], true);
 }
 
+/// A session's turn is judged without encoding it when the semantic layer
+/// could not change the verdict: the verdicts are the same as with the
+/// semantic layer asked every time (as `safety eval` asks it), and the
+/// encoder is spared on the many turns where nothing could change.
+#[test]
+fn skipping_the_encoder_never_changes_a_verdict() {
+    let layers = built_in();
+    let semantic = layers.semantic.as_ref().unwrap();
+    let mut set = read_labelled(&data("crisis/test.tsv")).unwrap();
+    set.extend(read_labelled(&data("crisis/test-sessions.tsv")).unwrap());
+    let inputs = safety::semantic::inputs(&set);
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let vectors = safety::semantic::vectors(&semantic.encoder, &inputs, &mut |_, _| {}).unwrap();
+    let mut skipped = 0;
+    for (l, v) in set.iter().zip(&vectors) {
+        let asked = safety::judge_with_vector(&l.text, Layer::Offline, layers, Some(v));
+        assert_eq!(
+            safety::judge(&l.text, Layer::Offline, layers),
+            asked,
+            "{}",
+            l.text
+        );
+        if !safety::semantic_decides(&l.text, layers) {
+            skipped += 1;
+        }
+    }
+    // Measured: the encoder is skipped for 400 of these 755 utterances.
+    assert!(
+        skipped * 3 > set.len(),
+        "skipped {skipped} of {}",
+        set.len()
+    );
+    println!("skipped the encoder for {skipped} of {}", set.len());
+}
+
 /// `bench safety` times each layer, and the semantic layer's head apart
 /// from the encoder that feeds it (the encoder is nearly all of it).
 #[test]
@@ -509,9 +544,10 @@ fn the_safety_bench_times_each_layer_and_the_semantic_head_apart() {
     if built_in().semantic.is_some() {
         let (all, head) = (r.semantic_us.unwrap(), r.semantic_head_us.unwrap());
         assert!(head > 0.0 && head < all, "{head} of {all}");
-        assert!(r.offline_us >= head);
+        let encoded = r.offline_encoded.unwrap();
+        assert!((0.0..=1.0).contains(&encoded), "{encoded}");
         assert!(r.semantic_training_ms.unwrap() > 0.0);
     } else {
-        assert_eq!(r.semantic_head_us, None);
+        assert_eq!((r.semantic_head_us, r.offline_encoded), (None, None));
     }
 }

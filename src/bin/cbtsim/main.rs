@@ -293,7 +293,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         passes: usize,
         /// Print {utterances, rules_us, learned_us, semantic_us,
-        /// semantic_head_us, offline_us, training_ms, semantic_training_ms}.
+        /// semantic_head_us, offline_us, offline_encoded, training_ms,
+        /// semantic_training_ms}.
         #[arg(long)]
         json: bool,
     },
@@ -601,10 +602,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     None => text += "  semantic  not in use (its encoder is not fetched)\n",
                 }
                 text += &format!(
-                    "  offline  {:>8.1} us (all of them, as sessions use)\n\
-                     training the learned layer: {:.1} ms\n",
-                    r.offline_us, r.training_ms
+                    "  offline  {:>8.1} us (all of them, as sessions use)\n",
+                    r.offline_us
                 );
+                if let Some(share) = r.offline_encoded {
+                    text += &format!(
+                        "    encoding {:.0}% of the utterances (the rest the semantic layer could not change)\n",
+                        share * 100.0
+                    );
+                }
+                text += &format!("training the learned layer: {:.1} ms\n", r.training_ms);
                 if let Some(ms) = r.semantic_training_ms {
                     text += &format!("training the semantic layer: {ms:.1} ms\n");
                 }
