@@ -349,6 +349,7 @@ pub fn resume_screened(
             &spoken[..number],
             number,
             answered.as_ref(),
+            None,
             config,
             &ending,
             &mut pending_safety,
@@ -492,18 +493,20 @@ pub fn resume_screened(
                 event.protocol_turn = Some(number);
             }
         }
-        // The model layer judges a patient turn the offline layers let
-        // pass, before it is stored: its verdict is stored with the turn.
+        // The offline layers judge a patient turn once, here; the model
+        // layer judges one they let pass, before it is stored: its verdict
+        // is stored with the turn.
+        let before = therapist_before(&record.transcript.turns);
+        let offline =
+            (speaker == Speaker::Patient).then(|| safety::detect_reply(before, &turn.text));
         let mut screen_failed = None;
-        if speaker == Speaker::Patient
+        if let Some(detection) = &offline
+            && !detection.flagged
             && let Some(screen) = screen.as_deref_mut()
         {
-            let before = therapist_before(&record.transcript.turns);
-            if !safety::detect_reply(before, &turn.text).flagged {
-                match screen.judge(before, &turn.text) {
-                    Ok(verdict) => turn.meta.safety_model = Some(verdict.category),
-                    Err(e) => screen_failed = Some(format!("the safety model failed: {e}")),
-                }
+            match screen.judge(before, &turn.text) {
+                Ok(verdict) => turn.meta.safety_model = Some(verdict.category),
+                Err(e) => screen_failed = Some(format!("the safety model failed: {e}")),
             }
         }
         record.transcript.turns.push(turn);
@@ -518,6 +521,7 @@ pub fn resume_screened(
             &record.transcript.turns,
             number,
             answered.as_ref(),
+            offline,
             config,
             &ending,
             &mut pending_safety,
@@ -617,10 +621,13 @@ fn therapist_before(turns: &[Turn]) -> Option<&str> {
 /// patient turn), and whether the session ends with it: an escalation (the
 /// therapist's protocol turn at imminent risk), the patient leaving, or an
 /// end phrase. Used for live turns and, on resume, for the stored ones.
+/// `offline` is the offline layers' verdict on a patient turn when it was
+/// already reached (judged here otherwise).
 fn after_turn(
     turns: &[Turn],
     number: usize,
     answered: Option<&Detection>,
+    offline: Option<Detection>,
     config: &SessionConfig,
     ending: &Ending,
     pending_safety: &mut Option<Detection>,
@@ -637,8 +644,9 @@ fn after_turn(
     }
     let mut event = None;
     if turn.speaker == Speaker::Patient {
-        let before = therapist_before(&turns[..turns.len() - 1]);
-        let mut detection = safety::detect_reply(before, &turn.text);
+        let mut detection = offline.unwrap_or_else(|| {
+            safety::detect_reply(therapist_before(&turns[..turns.len() - 1]), &turn.text)
+        });
         // What the model layer said when the turn was spoken.
         if !detection.flagged
             && let Some(category) = turn.meta.safety_model
