@@ -44,6 +44,9 @@ pub fn trained_cached(
         return Ok(svm);
     }
     let vectors = vectors_cached(encoder, texts, progress)?;
+    // Every line is encoded now (or was cached); training takes seconds
+    // more, and a caller showing progress shows it during them too.
+    progress(texts.len(), texts.len());
     let svm = Svm::train(&vectors, risk);
     let _ = write_floats(&path, &svm.to_floats());
     Ok(svm)
