@@ -23,7 +23,7 @@ pub use detector::{
 };
 pub use normalize::normalize;
 pub use protocol::{
-    CrisisResources, DEFAULT_LOCALE, Locale, follow_up_instruction, protocol_instruction,
-    resources_for, resources_for_category, resources_text,
+    CrisisResources, DEFAULT_LOCALE, Locale, family_labels, follow_up_instruction,
+    protocol_instruction, resources_for, resources_for_category, resources_text,
 };
 pub use taxonomy::{Category, Family};

@@ -163,6 +163,19 @@ fn questions(category: Category) -> &'static str {
     }
 }
 
+/// How the protocol names each family of risk to the therapist, in
+/// brackets after the category: words for the therapist, which a reply
+/// must not say back (`session::guard` removes them).
+pub fn family_labels() -> [&'static str; 4] {
+    [
+        Family::Suicide,
+        Family::SelfInjury,
+        Family::HarmToOthers,
+        Family::Safeguarding,
+    ]
+    .map(family_words)
+}
+
 fn family_words(family: Family) -> &'static str {
     match family {
         Family::Suicide => "suicide risk",

@@ -142,6 +142,17 @@ pub fn check(reply: &Reply) -> Result<(String, Vec<Repair>), Rejection> {
         text = text.replacen(&aside, "", 1);
         repair(&mut repairs, "stage_direction", "removed narration");
     }
+    // The safety protocol names the risk to the therapist in brackets
+    // ("suicidal thoughts (suicide risk; risk level: high)"); the small
+    // model says the label to the patient, who then says it back.
+    if PROTOCOL_LABEL.is_match(&text) {
+        text = PROTOCOL_LABEL.replace_all(&text, "").into_owned();
+        repair(
+            &mut repairs,
+            "protocol_label",
+            "removed the safety protocol's label for the risk",
+        );
+    }
     text = tidy(&text);
 
     if let Some(slot) = placeholders(&text).into_iter().next() {
@@ -297,6 +308,16 @@ fn last_full_sentence_end(text: &str) -> Option<usize> {
 
 static SENTENCE_END: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"[.!?…]+["'”’)\]]*(?:\s|$)"#).expect("sentence pattern is valid")
+});
+
+/// A bracketed label of the safety protocol's, with the space before it.
+static PROTOCOL_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    let families = crate::safety::family_labels().map(regex::escape).join("|");
+    let level = r"risk level:\s*\w+";
+    Regex::new(&format!(
+        r"(?i)\s*\(\s*(?:(?:{families})(?:\s*;\s*{level})?|{level})\s*\)"
+    ))
+    .expect("the label pattern is valid")
 });
 
 /// Trailing spaces, runs of blank lines and stray spaces left by removals.
@@ -589,6 +610,27 @@ mod tests {
         .unwrap();
         assert_eq!(text, "I don't know. It's been hard.");
         assert_eq!(kinds(&repairs), ["stage_direction", "stage_direction"]);
+    }
+
+    #[test]
+    fn the_safety_protocols_labels_are_not_said_to_the_patient() {
+        let stop = FinishReason::Stop;
+        let (text, repairs) = check(&reply(
+            Speaker::Therapist,
+            "That sounds very heavy (suicide risk). Are you safe right now (Risk level: high)? \
+             I'm glad you told me (a safeguarding concern; risk level: imminent).",
+            &stop,
+        ))
+        .unwrap();
+        assert_eq!(
+            text,
+            "That sounds very heavy. Are you safe right now? I'm glad you told me."
+        );
+        assert_eq!(kinds(&repairs), ["protocol_label"]);
+        // Brackets of the speaker's own stay.
+        let own = "It was hard (the second time especially), and I felt at risk.";
+        let (text, repairs) = check(&reply(Speaker::Patient, own, &stop)).unwrap();
+        assert_eq!((text.as_str(), repairs.len()), (own, 0));
     }
 
     #[test]

@@ -511,7 +511,10 @@ fn skipping_the_encoder_never_changes_a_verdict() {
     let mut skipped = 0;
     // Where the semantic layer is asked, `judge` uses its answer as `safety
     // eval` does; where it is not, its answer must not have mattered.
-    for l in set.iter().filter(|l| !safety::semantic_decides(&l.text, layers)) {
+    for l in set
+        .iter()
+        .filter(|l| !safety::semantic_decides(&l.text, layers))
+    {
         // Encoded alone, as `judge` would encode it (a padded batch can
         // move the last digits).
         let input = safety::semantic::input(&l.text);
