@@ -94,6 +94,9 @@ pub struct WorkerSettings {
     pub model: Option<String>,
     /// How long to wait before asking the queue again when it is empty.
     pub poll: Duration,
+    /// Works only this queued batch's courses, leaving any other alone
+    /// (`bench batch --workers` times its own batch, not the user's).
+    pub only_run: Option<i64>,
 }
 
 /// What a worker did, course by course, in the order they ended.
@@ -170,9 +173,10 @@ impl Worker<'_> {
     ) -> Result<(), RunError> {
         let leasing = self.leasing;
         while !self.interrupted.load(Ordering::SeqCst) {
-            let next = lock(self.store).lease_next(&leasing.owner, leasing.duration)?;
+            let only = self.settings.only_run;
+            let next = lock(self.store).lease_next_of(&leasing.owner, leasing.duration, only)?;
             let Some(leased) = next else {
-                if self.settings.until_idle && lock(self.store).queued_work()? == 0 {
+                if self.settings.until_idle && lock(self.store).queued_work_of(only)? == 0 {
                     return Ok(());
                 }
                 self.wait(self.settings.poll);

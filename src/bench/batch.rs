@@ -239,6 +239,7 @@ pub fn bench_workers(
                                 until_idle: true,
                                 model: None,
                                 poll: std::time::Duration::from_millis(100),
+                                only_run: Some(run),
                             },
                             interrupted: &AtomicBool::new(false),
                             observer: &crate::runner::Unobserved,

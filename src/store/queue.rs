@@ -132,7 +132,18 @@ impl Store {
         owner: &str,
         duration: Duration,
     ) -> Result<Option<Leased>, StoreError> {
+        self.lease_next_of(owner, duration, None)
+    }
+
+    /// `lease_next`, among the courses of the queued run `only` when given.
+    pub fn lease_next_of(
+        &self,
+        owner: &str,
+        duration: Duration,
+        only: Option<i64>,
+    ) -> Result<Option<Leased>, StoreError> {
         let postgres = self.postgres.is_some();
+        let of_run = of_run(only);
         let now = db_now(postgres);
         // Workers asking at once each get a different course: PostgreSQL
         // skips the rows another transaction has locked; SQLite writes one
@@ -148,7 +159,7 @@ impl Store {
                         "SELECT c.id, c.run_id FROM courses c JOIN runs r ON r.id = c.run_id
                          WHERE r.queued = 1 AND r.finished_at IS NULL
                            AND c.finished_at IS NULL AND c.error IS NULL
-                           AND (c.lease_until IS NULL OR c.lease_until < {now})
+                           AND (c.lease_until IS NULL OR c.lease_until < {now}) {of_run}
                          ORDER BY c.run_id, c.unit_index, c.id LIMIT 1 {skip_locked}"
                     ),
                     params![],
@@ -215,10 +226,18 @@ impl Store {
     /// How many courses of queued runs are still to be done (queued or
     /// running, not failed): a worker with `--until-idle` stops at 0.
     pub fn queued_work(&self) -> Result<u64, StoreError> {
+        self.queued_work_of(None)
+    }
+
+    /// `queued_work`, of the queued run `only` when given.
+    pub fn queued_work_of(&self, only: Option<i64>) -> Result<u64, StoreError> {
         Ok(self
             .row(
-                "SELECT COUNT(*) FROM courses c JOIN runs r ON r.id = c.run_id
-                 WHERE r.queued = 1 AND r.finished_at IS NULL AND c.finished_at IS NULL AND c.error IS NULL",
+                &format!(
+                    "SELECT COUNT(*) FROM courses c JOIN runs r ON r.id = c.run_id
+                     WHERE r.queued = 1 AND r.finished_at IS NULL AND c.finished_at IS NULL AND c.error IS NULL {}",
+                    of_run(only)
+                ),
                 params![],
                 |r| r.get::<i64>(0),
             )?
@@ -326,4 +345,12 @@ impl Store {
     ) -> Result<T, StoreError> {
         self.db().transaction(true, work).map_err(|e| self.sql(e))
     }
+}
+
+/// The condition that keeps to one run's courses (`c`), when one is given.
+/// An id, not text: written into the statement, which then reads the same
+/// on SQLite and PostgreSQL with no parameter to type.
+fn of_run(only: Option<i64>) -> String {
+    only.map(|run| format!("AND c.run_id = {run}"))
+        .unwrap_or_default()
 }

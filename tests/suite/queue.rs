@@ -61,6 +61,7 @@ fn work(db: &str, name: &str, concurrency: usize) -> cbtsim::worker::WorkerOutco
         until_idle: true,
         model: None,
         poll: Duration::from_millis(100),
+        only_run: None,
     };
     let clock = || Duration::ZERO;
     Worker {
@@ -548,6 +549,12 @@ fn a_worker_paused_past_its_lease_writes_nothing_into_a_course_taken_over() {
 #[test]
 fn bench_batch_with_workers_queues_each_level_and_drains_it() {
     let test_db = TestDb::postgres();
+    // A batch of the user's, queued before the bench: the bench's workers
+    // leave it for the real ones.
+    let waiting = queue(
+        test_db.db(),
+        &batch_plan(&["alicia-rodriguez"], 1, 4, "scripted"),
+    );
     let output = cbtsim_process()
         .args([
             "bench",
@@ -595,10 +602,10 @@ fn bench_batch_with_workers_queues_each_level_and_drains_it() {
         "8",
         "4 sessions at each level"
     );
-    assert!(
-        test_db
-            .query("SELECT id FROM runs WHERE finished_at IS NULL")
-            .is_empty()
+    assert_eq!(
+        test_db.query("SELECT id FROM runs WHERE finished_at IS NULL"),
+        [[waiting.to_string()]],
+        "the bench's batches finished and the user's is still queued"
     );
 }
 

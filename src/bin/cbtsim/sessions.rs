@@ -527,6 +527,7 @@ pub fn worker(args: WorkerArgs, config_file: Option<&Path>) -> Result<ExitCode> 
         until_idle: args.until_idle,
         model: args.model.map(|m| m.to_string()),
         poll: std::time::Duration::from_secs(1),
+        only_run: None,
     };
     let started = std::time::Instant::now();
     let clock = || started.elapsed();
