@@ -7,13 +7,16 @@
 //!
 //! The tuning split's vectors take the encoder about four minutes to make,
 //! and training on them (deterministic) about thirteen seconds, so both are
-//! cached beside the encoder, keyed by what they depend on.
+//! cached beside the encoder, keyed by what they depend on. Each change to
+//! the tuning split or the head leaves the old files behind, so writing a
+//! cache deletes the ones unread for a month.
 
 use super::svm::Svm;
 use crate::model::encoder::{self, DIMENSIONS, Encoder, EncoderError};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// How many utterances the encoder reads at once when it makes the cache.
 const ENCODE_BATCH: usize = 32;
@@ -114,13 +117,13 @@ fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
 /// floats.
 fn read_floats(path: &Path) -> Option<Vec<f32>> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .read_to_end(&mut bytes)
-        .ok()?;
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_to_end(&mut bytes).ok()?;
     if bytes.len() % 4 != 0 {
         return None;
     }
+    // Marked as used, so `prune` keeps it (a read-only disk keeps all).
+    let _ = file.set_modified(SystemTime::now());
     Some(
         bytes
             .chunks_exact(4)
@@ -140,7 +143,37 @@ fn write_floats(path: &Path, values: &[f32]) -> std::io::Result<()> {
         file.write_all(&value.to_le_bytes())?;
     }
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&partial, path)
+    std::fs::rename(&partial, path)?;
+    prune(dir, UNUSED_FOR);
+    Ok(())
+}
+
+/// How long a cache file may go unread before a new one's writing
+/// deletes it: each change to the tuning split or the head's settings
+/// leaves the old vectors (24 MB) and machine (13 MB) behind.
+const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Deletes the cache files (`.f32`, `.svm`, and partial files a killed
+/// process left) in `dir` that have not been read or written for `unused`.
+fn prune(dir: &Path, unused: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "f32" || e == "svm" || e.starts_with("partial-"));
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > unused));
+        if ours && stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +194,39 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["x.f32"], "no partial file is left behind");
+    }
+
+    #[test]
+    fn caches_unused_for_a_month_are_deleted_when_a_new_one_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let age = |name: &str, days: u64| {
+            let then = SystemTime::now() - Duration::from_secs(days * 24 * 60 * 60);
+            let file = std::fs::File::options().write(true).open(at(name)).unwrap();
+            file.set_modified(then).unwrap();
+        };
+        for name in ["old.f32", "old.svm", "read.f32", "recent.svm", "notes.txt"] {
+            write_floats(&at(name), &[1.0]).unwrap();
+        }
+        std::fs::write(at("old.partial-7"), [0u8; 3]).unwrap();
+        for name in [
+            "old.f32",
+            "old.svm",
+            "read.f32",
+            "notes.txt",
+            "old.partial-7",
+        ] {
+            age(name, 40);
+        }
+        age("recent.svm", 20);
+        // Reading a cache marks it as used.
+        assert_eq!(read_floats(&at("read.f32")), Some(vec![1.0]));
+        write_floats(&at("new.f32"), &[2.0]).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new.f32", "notes.txt", "read.f32", "recent.svm"]);
     }
 }
