@@ -44,6 +44,9 @@ pub fn trained_cached(
 ) -> Result<Svm, EncoderError> {
     let path = cache_path(texts, risk);
     if let Some(svm) = read_floats(&path).and_then(|v| Svm::from_floats(&v, DIMENSIONS)) {
+        // Its vectors are not read, but they are what a change to the
+        // head's settings retrains from (minutes to make again): kept too.
+        mark_used(&cache_path(texts, &[]));
         return Ok(svm);
     }
     let vectors = vectors_cached(encoder, texts, progress)?;
@@ -117,13 +120,14 @@ fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
 /// floats.
 fn read_floats(path: &Path) -> Option<Vec<f32>> {
     let mut bytes = Vec::new();
-    let mut file = std::fs::File::open(path).ok()?;
-    file.read_to_end(&mut bytes).ok()?;
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_end(&mut bytes)
+        .ok()?;
     if bytes.len() % 4 != 0 {
         return None;
     }
-    // Marked as used, so `prune` keeps it (a read-only disk keeps all).
-    let _ = file.set_modified(SystemTime::now());
+    mark_used(path);
     Some(
         bytes
             .chunks_exact(4)
@@ -146,6 +150,14 @@ fn write_floats(path: &Path, values: &[f32]) -> std::io::Result<()> {
     std::fs::rename(&partial, path)?;
     prune(dir, UNUSED_FOR);
     Ok(())
+}
+
+/// Marks a cache file as used now, so `prune` keeps it. Best effort: a
+/// read-only disk, or a file another user owns, keeps its old time.
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
 }
 
 /// How long a cache file may go unread before a new one's writing

@@ -311,11 +311,18 @@ static SENTENCE_END: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// A bracketed label of the safety protocol's, with the space before it.
+/// Also as a small model shortens it: without the article or the hyphen,
+/// a comma for the semicolon, the colon left out, the parts swapped.
 static PROTOCOL_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    let families = crate::safety::family_labels().map(regex::escape).join("|");
-    let level = r"risk level:\s*\w+";
+    let families = crate::safety::family_labels()
+        .map(|label| {
+            let label = regex::escape(label.strip_prefix("a ").unwrap_or(label));
+            format!("(?:an? )?{}", label.replace(r"\-", "[- ]?"))
+        })
+        .join("|");
+    let part = format!(r"(?:{families}|risk level:?[ \t]*\w+)");
     Regex::new(&format!(
-        r"(?i)\s*\(\s*(?:(?:{families})(?:\s*;\s*{level})?|{level})\s*\)"
+        r"(?i)[ \t]*\([ \t]*{part}(?:[ \t]*[;,][ \t]*{part})?[ \t]*\)"
     ))
     .expect("the label pattern is valid")
 });
@@ -618,13 +625,16 @@ mod tests {
         let (text, repairs) = check(&reply(
             Speaker::Therapist,
             "That sounds very heavy (suicide risk). Are you safe right now (Risk level: high)? \
-             I'm glad you told me (a safeguarding concern; risk level: imminent).",
+             I'm glad you told me (a safeguarding concern; risk level: imminent). \
+             Thank you (self injury, risk level high).\n\n(risk level: low, safeguarding concern) \
+             Let's keep you safe.",
             &stop,
         ))
         .unwrap();
         assert_eq!(
             text,
-            "That sounds very heavy. Are you safe right now? I'm glad you told me."
+            "That sounds very heavy. Are you safe right now? I'm glad you told me. Thank you.\n\n\
+             Let's keep you safe."
         );
         assert_eq!(kinds(&repairs), ["protocol_label"]);
         // Brackets of the speaker's own stay.
