@@ -238,8 +238,10 @@ pub fn judge_with_vector(
             // Encoding the utterance is nearly all of the detector's time:
             // it is skipped when the semantic layer could not change the
             // verdict.
-            if vector.is_none() && !reading.semantic_decides(learned) {
-                return reading.verdict(learned / 2.0, true);
+            if vector.is_none()
+                && let Some(settled) = reading.settled_without_semantic(learned)
+            {
+                return settled;
             }
             match layers.semantic_probability(text, vector) {
                 Some(semantic) => reading.verdict((learned + semantic) / 2.0, true),
@@ -265,7 +267,10 @@ struct Reading<'a> {
 pub fn semantic_decides(text: &str, layers: &Layers) -> bool {
     let normalized = normalize(text);
     let reading = Reading::new(Layer::Offline, &normalized, layers);
-    layers.semantic.is_some() && reading.semantic_decides(layers.learned.probability(&normalized))
+    layers.semantic.is_some()
+        && reading
+            .settled_without_semantic(layers.learned.probability(&normalized))
+            .is_none()
 }
 
 impl<'a> Reading<'a> {
@@ -283,13 +288,14 @@ impl<'a> Reading<'a> {
         }
     }
 
-    /// Whether the semantic layer's probability, anywhere from 0 to 1,
-    /// could change the verdict of the mean with the learned layer's
-    /// `learned`. The verdict rises with the mean (a flag from a
-    /// threshold, a rule's match kept above a floor), so agreeing at both
-    /// ends is agreeing everywhere between.
-    fn semantic_decides(&self, learned: f32) -> bool {
-        self.verdict(learned / 2.0, true) != self.verdict((learned + 1.0) / 2.0, true)
+    /// The verdict of the mean with the learned layer's `learned` when the
+    /// semantic layer's probability, anywhere from 0 to 1, could not change
+    /// it. The verdict rises with the mean (a flag from a threshold, a
+    /// rule's match kept above a floor), so agreeing at both ends is
+    /// agreeing everywhere between.
+    fn settled_without_semantic(&self, learned: f32) -> Option<Detection> {
+        let low = self.verdict(learned / 2.0, true);
+        (low == self.verdict((learned + 1.0) / 2.0, true)).then_some(low)
     }
 
     /// The verdict given the learned layers' probability `p`, and whether
