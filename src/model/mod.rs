@@ -9,6 +9,7 @@
 //! Only `embedded` knows llama.cpp and only `http` knows HTTP and the
 //! OpenAI wire format; everything else speaks the types of this module.
 
+mod bert;
 pub mod default_model;
 pub mod embedded;
 pub mod encoder;
