@@ -177,7 +177,7 @@ pub fn built_in() -> &'static Layers {
 }
 
 /// The built-in layers, trained now if they are not yet, telling
-/// `progress` how the encoding of the tuning split goes (about four minutes,
+/// `progress` how the encoding of the tuning split goes (a minute and a half,
 /// once per machine: the vectors are cached).
 pub fn prepare(progress: &mut dyn FnMut(usize, usize)) -> &'static Layers {
     BUILT_IN.get_or_init(|| Layers::built_in(progress))

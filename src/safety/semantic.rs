@@ -5,8 +5,8 @@
 //! what it means, so "I've sorted who gets the dog" lands near "I've
 //! written my will" without a word in common.
 //!
-//! The tuning split's vectors take the encoder about four minutes to make,
-//! and training on them (deterministic) about thirteen seconds, so both are
+//! The tuning split's vectors take the encoder about a minute and a half
+//! to make, and training on them (deterministic) about twenty seconds, so both are
 //! cached beside the encoder, keyed by what they depend on. Each change to
 //! the tuning split or the head leaves the old files behind, so writing a
 //! cache deletes the ones unread for a month.
