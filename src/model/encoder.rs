@@ -42,6 +42,22 @@ pub const DIMENSIONS: usize = 384;
 /// change it whenever `encode` changes.
 pub const ENCODING: &str = "mean of the last hidden states, unit length, at most 256 pieces, \
      Q8_0 matrix weights, GELU by a rational erf, one sentence at a time";
+/// Which family of candle's 8-bit kernels this CPU runs the encoder on.
+/// They round differently (cosine about 0.9995 between their vectors), so
+/// caches of vectors are keyed by it too: a home folder shared by two
+/// kinds of machine never mixes them.
+pub fn kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+        {
+            return "x86 8-bit dot products";
+        }
+    }
+    "generic"
+}
+
 /// The longest input it reads, in word pieces (what it was trained with);
 /// a longer turn is cut here.
 const MAX_TOKENS: usize = 256;

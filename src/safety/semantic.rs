@@ -93,14 +93,15 @@ pub fn vectors(
 }
 
 /// A cache file's path, keyed by everything its numbers depend on: the
-/// encoder's files and how it encodes, the texts, and for a head their
-/// labels and how it is trained.
+/// encoder's files, how it encodes and on which kernels, the texts, and
+/// for a head their labels and how it is trained.
 fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
     let mut hasher = Sha256::new();
     for (name, sha) in encoder::FILES {
         hasher.update(format!("{name} {sha}\n"));
     }
     hasher.update(encoder::ENCODING);
+    hasher.update(encoder::kernels());
     for text in texts {
         hasher.update(text.as_bytes());
         hasher.update([0]);
