@@ -42,21 +42,8 @@ pub const DIMENSIONS: usize = 384;
 /// change it whenever `encode` changes.
 pub const ENCODING: &str = "mean of the last hidden states, unit length, at most 256 pieces, \
      Q8_0 matrix weights, GELU by a rational erf, one sentence at a time";
-/// Which family of candle's 8-bit kernels this CPU runs the encoder on.
-/// They round differently (cosine about 0.9995 between their vectors), so
-/// caches of vectors are keyed by it too: a home folder shared by two
-/// kinds of machine never mixes them.
-pub fn kernels() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512vnni")
-            || std::arch::is_x86_feature_detected!("avxvnni")
-        {
-            return "x86 8-bit dot products";
-        }
-    }
-    "generic"
-}
+/// The sentence `Encoder::fingerprint` encodes.
+const FINGERPRINT_TEXT: &str = "I keep thinking about ending my life.";
 
 /// The longest input it reads, in word pieces (what it was trained with);
 /// a longer turn is cut here.
@@ -161,6 +148,7 @@ pub enum EncoderError {
 pub struct Encoder {
     model: Bert,
     tokenizer: Tokenizer,
+    fingerprint: String,
 }
 
 impl Encoder {
@@ -204,7 +192,24 @@ impl Encoder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| load_error(&weights)(&e))?;
         let model = Bert::load(vb, &config).map_err(|e| load_error(&weights)(&e))?;
-        Ok(Encoder { model, tokenizer })
+        let mut encoder = Encoder {
+            model,
+            tokenizer,
+            fingerprint: String::new(),
+        };
+        let probe = encoder.encode_one(FINGERPRINT_TEXT)?;
+        let bits: Vec<u8> = probe.iter().flat_map(|x| x.to_le_bytes()).collect();
+        encoder.fingerprint = hex(&Sha256::digest(&bits)[..12]);
+        Ok(encoder)
+    }
+
+    /// What the encoder makes of a fixed sentence, bit for bit, as hex.
+    /// candle picks its 8-bit kernels by the CPU (and by environment
+    /// variables of its own), and they round differently, so caches of
+    /// vectors are keyed by this: a home folder shared by two kinds of
+    /// machine never mixes their vectors.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Each text's vector: the mean of its word pieces' last hidden states,
@@ -225,6 +230,14 @@ impl Encoder {
             .and_then(|m| m.to_vec1())
             .map_err(|e| run(&e))?;
         let length = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        // A vector of NaNs would give a NaN probability, which flags
+        // nothing: better an error, which leaves the utterance to the
+        // other layers.
+        if !length.is_finite() || length == 0.0 {
+            return Err(EncoderError::Run(format!(
+                "an utterance's vector has length {length}"
+            )));
+        }
         Ok(mean.into_iter().map(|x| x / length).collect())
     }
 }

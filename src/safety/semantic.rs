@@ -18,7 +18,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// How many utterances the encoder reads at once when it makes the cache.
+/// How many utterances are encoded between reports of progress (the
+/// encoder reads one at a time).
 const ENCODE_BATCH: usize = 32;
 
 /// What the encoder reads of an utterance: the text as the other layers
@@ -42,11 +43,11 @@ pub fn trained_cached(
     risk: &[bool],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Svm, EncoderError> {
-    let path = cache_path(texts, risk);
+    let path = cache_path(encoder, texts, risk);
     if let Some(svm) = read_floats(&path).and_then(|v| Svm::from_floats(&v, DIMENSIONS)) {
         // Its vectors are not read, but they are what a change to the
         // head's settings retrains from (minutes to make again): kept too.
-        mark_used(&cache_path(texts, &[]));
+        mark_used(&cache_path(encoder, texts, &[]));
         return Ok(svm);
     }
     let vectors = vectors_cached(encoder, texts, progress)?;
@@ -66,7 +67,7 @@ pub fn vectors_cached(
     texts: &[&str],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<f32>>, EncoderError> {
-    let path = cache_path(texts, &[]);
+    let path = cache_path(encoder, texts, &[]);
     if let Some(values) = read_floats(&path).filter(|v| v.len() == texts.len() * DIMENSIONS) {
         return Ok(values.chunks(DIMENSIONS).map(<[f32]>::to_vec).collect());
     }
@@ -77,8 +78,8 @@ pub fn vectors_cached(
     Ok(vectors)
 }
 
-/// The sentence vectors of `texts`, made now, a batch at a time;
-/// `progress` is told how many are done.
+/// The sentence vectors of `texts`, made now; `progress` is told how
+/// many are done.
 pub fn vectors(
     encoder: &Encoder,
     texts: &[&str],
@@ -93,15 +94,16 @@ pub fn vectors(
 }
 
 /// A cache file's path, keyed by everything its numbers depend on: the
-/// encoder's files, how it encodes and on which kernels, the texts, and
-/// for a head their labels and how it is trained.
-fn cache_path(texts: &[&str], risk: &[bool]) -> PathBuf {
+/// encoder's files, how it encodes, what it makes on this machine
+/// (`Encoder::fingerprint`), the texts, and for a head their labels and
+/// how it is trained.
+fn cache_path(encoder: &Encoder, texts: &[&str], risk: &[bool]) -> PathBuf {
     let mut hasher = Sha256::new();
     for (name, sha) in encoder::FILES {
         hasher.update(format!("{name} {sha}\n"));
     }
     hasher.update(encoder::ENCODING);
-    hasher.update(encoder::kernels());
+    hasher.update(encoder.fingerprint());
     for text in texts {
         hasher.update(text.as_bytes());
         hasher.update([0]);

@@ -55,11 +55,11 @@ fn the_frozen_test_split_does_not_get_worse() {
 /// The second, harder test split (1,440 lines by three writers of its own,
 /// never tuned on: the quiet forms, safeguarding said sideways). Floors at
 /// the figures measured when the layers were last changed (recall 0.765,
-/// false positives 0.072, lowest category 0.55: child abuse), less a few
-/// lines: a guard against getting worse, far from the targets.
+/// false positives 0.072, lowest category 0.55: child abuse, 22 of 40),
+/// less a few lines: a guard against getting worse, far from the targets.
 #[test]
 fn the_hard_test_split_does_not_get_worse() {
-    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.76, 0.075, 0.55);
+    holds_its_floors("crisis/test-hard.tsv", (720, 720), 0.76, 0.075, 0.525);
 }
 
 /// The semantic layer alone on both test splits (measured 0.853 / 0.024
@@ -413,12 +413,20 @@ fn the_encoder_puts_sentences_that_mean_alike_close() {
     assert_eq!(alone[0], v[0], "a sentence's vector depends on no other");
 
     // The published model in f32, run by candle-transformers: the 8-bit
-    // forward pass stays within rounding of it (a wrong head split or
-    // norm gives cosines near 0.4).
+    // forward pass stays within rounding of it (measured 0.9975 to 0.9986
+    // here; a wrong head split or norm gives cosines near 0.4).
     let reference = f32_reference_vectors(&encoder::default_dir(), &texts);
     for (ours, published) in v.iter().zip(&reference) {
         let c = cosine(ours, published);
-        assert!(c > 0.99, "cosine with the f32 model {c}");
+        println!("cosine with the f32 model: {c}");
+        assert!(c > 0.995, "cosine with the f32 model {c}");
+    }
+    // No words, and far more than the 256 word pieces it reads: a vector
+    // each all the same.
+    let long = "and then I went back to the shop again ".repeat(60);
+    for text in ["", long.as_str()] {
+        let v = encoder.encode(&[text]).unwrap();
+        assert!((cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4, "{text:?}");
     }
 
     // The cached vectors the figures above are read from are what the
@@ -560,8 +568,6 @@ fn skipping_the_encoder_never_changes_a_verdict() {
         .iter()
         .filter(|l| !safety::semantic_decides(&l.text, layers))
     {
-        // Encoded alone, as `judge` would encode it (a padded batch can
-        // move the last digits).
         let input = safety::semantic::input(&l.text);
         let vector = semantic.encoder.encode(&[&input]).unwrap().remove(0);
         let asked = safety::judge_with_vector(&l.text, Layer::Offline, layers, Some(&vector));
