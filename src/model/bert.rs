@@ -17,7 +17,7 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{LayerNorm, VarBuilder, layer_norm};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 /// candle's 8-bit kernels for many rows (the VNNI ones) take inputs whose
@@ -61,26 +61,6 @@ impl Linear {
     }
 }
 
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps: eps as f32,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
-    }
-}
-
 /// One of the encoder's layers: self-attention, then a feed-forward
 /// block, each added to its input and normalised (BERT's post-norm).
 struct Layer {
@@ -118,10 +98,10 @@ impl Layer {
         Ok(Layer {
             query_key_value,
             attention_out: Linear::load(attention.pp("output.dense"), hidden, hidden)?,
-            attention_norm: LayerNorm::load(attention.pp("output.LayerNorm"), hidden, eps)?,
+            attention_norm: layer_norm(hidden, eps, attention.pp("output.LayerNorm"))?,
             up: Linear::load(vb.pp("intermediate.dense"), hidden, inner)?,
             down: Linear::load(vb.pp("output.dense"), inner, hidden)?,
-            out_norm: LayerNorm::load(vb.pp("output.LayerNorm"), hidden, eps)?,
+            out_norm: layer_norm(hidden, eps, vb.pp("output.LayerNorm"))?,
         })
     }
 
@@ -232,11 +212,7 @@ impl Bert {
             word_embeddings: embeddings
                 .get((config.vocab_size, hidden), "word_embeddings.weight")?,
             position_embeddings,
-            embedding_norm: LayerNorm::load(
-                embeddings.pp("LayerNorm"),
-                hidden,
-                config.layer_norm_eps,
-            )?,
+            embedding_norm: layer_norm(hidden, config.layer_norm_eps, embeddings.pp("LayerNorm"))?,
             layers,
             heads: config.num_attention_heads,
         })

@@ -197,6 +197,8 @@ impl Encoder {
             tokenizer,
             fingerprint: String::new(),
         };
+        // Also lays the 8-bit weights out for the CPU (candle does it on
+        // first use), so the first utterance judged does not wait for it.
         let probe = encoder.encode_one(FINGERPRINT_TEXT)?;
         let bits: Vec<u8> = probe.iter().flat_map(|x| x.to_le_bytes()).collect();
         encoder.fingerprint = hex(&Sha256::digest(&bits)[..12]);

@@ -342,13 +342,10 @@ impl<'a> Reading<'a> {
     }
 }
 
-/// Compiles every pattern, trains the learned layer and runs the encoder
-/// once (its 8-bit weights are laid out for the CPU on first use) before
-/// the first turn needs them.
+/// Compiles every pattern, trains the learned layer and loads the encoder
+/// (which encodes a sentence as it loads, laying its 8-bit weights out for
+/// the CPU) before the first turn needs them.
 pub fn warm_up() {
     rules::warm_up();
     let _ = detect("warm up");
-    if let Some(semantic) = &built_in().semantic {
-        let _ = semantic.encoder.encode(&["warm up"]);
-    }
 }

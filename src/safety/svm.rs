@@ -125,16 +125,17 @@ impl Svm {
         // halves summed on two threads take half the time. Always split
         // the same way, so a vector's value never depends on the machine.
         let half = self.weights.len() / 2;
+        let length = dot(vector, vector);
         let (first, second) = rayon::join(
-            || self.kernel_sum(vector, 0..half),
-            || self.kernel_sum(vector, half..self.weights.len()),
+            || self.kernel_sum(vector, length, 0..half),
+            || self.kernel_sum(vector, length, half..self.weights.len()),
         );
         first + second - self.offset
     }
 
-    /// The weighted kernel values of the support vectors in `range`.
-    fn kernel_sum(&self, vector: &[f32], range: std::ops::Range<usize>) -> f32 {
-        let length = dot(vector, vector);
+    /// The weighted kernel values of the support vectors in `range`, for a
+    /// vector of squared length `length`.
+    fn kernel_sum(&self, vector: &[f32], length: f32, range: std::ops::Range<usize>) -> f32 {
         let support = &self.support[range.start * self.dimensions..range.end * self.dimensions];
         let mut sum = 0.0;
         for ((s, l), w) in support
