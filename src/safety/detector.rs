@@ -156,7 +156,11 @@ impl Layers {
     /// when the caller has it (an evaluation encodes a whole set at once).
     fn semantic_probability(&self, text: &str, vector: Option<&[f32]>) -> Option<f32> {
         let semantic = self.semantic.as_ref()?;
-        match vector {
+        let p = match vector {
+            // A cached vector with a NaN in it would not give a NaN: the
+            // head's distances drop it and read the utterance as lying on
+            // every support vector at once, a probability that means nothing.
+            Some(vector) if vector.iter().any(|x| !x.is_finite()) => None,
             Some(vector) => Some(semantic.head.probability(vector)),
             // An encoder that fails on one utterance leaves it to the
             // other layers rather than stop the session.
@@ -165,7 +169,11 @@ impl Layers {
                 .encode(&[&semantic::input(text)])
                 .ok()
                 .map(|v| semantic.head.probability(&v[0])),
-        }
+        };
+        // Skipping the encoder (`Reading::settled_without_semantic`) holds
+        // only for a probability from 0 to 1.
+        debug_assert!(p.is_none_or(|p| (0.0..=1.0).contains(&p)), "{p:?}");
+        p
     }
 }
 

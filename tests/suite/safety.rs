@@ -177,6 +177,39 @@ fn the_tuning_split_is_learned_and_generalises_across_its_folds() {
     );
 }
 
+/// A vector with a NaN in it (from a damaged cache) leaves the utterance
+/// to the rules and the learned layer, as an encoder that fails does: the
+/// head would read it as near every support vector at once and give a
+/// probability that takes rules' matches back.
+#[test]
+fn a_vector_the_head_cannot_read_leaves_the_utterance_to_the_other_layers() {
+    use cbtsim::model::encoder::DIMENSIONS;
+    use cbtsim::safety::learned::{Learned, TUNING_SPLIT};
+    let layers = built_in();
+    let without_encoder = safety::Layers {
+        learned: Learned::train(&cbtsim::safety::eval::parse_labelled(TUNING_SPLIT).unwrap()),
+        semantic: None,
+    };
+    let unreadable = vec![f32::NAN; DIMENSIONS];
+    let mut flagged = 0;
+    for text in [
+        "I've sorted out who gets the dog and written a letter to each of my kids.",
+        "Honestly everyone would be better off if I just wasn't around anymore.",
+        "I've been researching how many of my tablets it would take.",
+        "This deadline is killing me.",
+        "We went to the beach on Saturday and it was lovely.",
+    ] {
+        let read = safety::judge_with_vector(text, Layer::Offline, layers, Some(&unreadable));
+        assert_eq!(
+            read,
+            safety::judge(text, Layer::Offline, &without_encoder),
+            "{text}"
+        );
+        flagged += usize::from(read.flagged);
+    }
+    assert!(flagged >= 3, "the learned layer and rules still read risk");
+}
+
 #[test]
 fn plain_disclosures_always_raise_the_alarm() {
     for (text, category) in [
