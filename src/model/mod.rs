@@ -232,6 +232,36 @@ impl ModelError {
             _ => None,
         }
     }
+
+    /// The same error, its message followed by `note` (which endpoint,
+    /// what else failed); its kind, and so whether and when to retry, kept.
+    pub fn noted(self, note: &str) -> ModelError {
+        let add = |message: String| format!("{message} ({note})");
+        match self {
+            ModelError::Unreachable(m) => ModelError::Unreachable(add(m)),
+            ModelError::Timeout(m) => ModelError::Timeout(add(m)),
+            ModelError::RateLimited {
+                retry_after,
+                message,
+            } => ModelError::RateLimited {
+                retry_after,
+                message: add(message),
+            },
+            ModelError::Server { status, message } => ModelError::Server {
+                status,
+                message: add(message),
+            },
+            ModelError::Refused { status, message } => ModelError::Refused {
+                status,
+                message: add(message),
+            },
+            ModelError::InvalidResponse(m) => ModelError::InvalidResponse(add(m)),
+            ModelError::ModelMissing(m) => ModelError::ModelMissing(add(m)),
+            ModelError::Backend(m) => ModelError::Backend(add(m)),
+            // Said in numbers alone; no server is to blame.
+            e @ ModelError::ContextTooLong { .. } => e,
+        }
+    }
 }
 
 /// A model that conversations can be opened on. Weights or connections are

@@ -108,16 +108,31 @@ impl ChatModel for PoolModel {
 
     /// Usable when one endpoint is: the others are skipped while down.
     fn check(&self) -> Result<(), ModelError> {
-        let mut first_error = None;
+        let mut failures = Vec::new();
         for endpoint in &self.inner.endpoints {
             match endpoint.model.check() {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => failures.push((endpoint.model.describe(), e)),
             }
         }
-        Err(first_error.expect("a pool has an endpoint"))
+        // Every endpoint failed: the first one's error, naming them all.
+        let mut failures = failures.into_iter();
+        let (name, first) = failures.next().expect("a pool has an endpoint");
+        let others: Vec<String> = failures.map(|(n, e)| format!("{n}: {e}")).collect();
+        Err(named(first, &name, &others))
+    }
+}
+
+/// `error`, from the endpoint `name`, with what the pool's other
+/// endpoints said before it (`others`, each already named).
+fn named(error: ModelError, name: &str, others: &[String]) -> ModelError {
+    if others.is_empty() {
+        error.noted(&format!("at {name}"))
+    } else {
+        error.noted(&format!(
+            "at {name}; the pool's other endpoints failed too: {}",
+            others.join("; ")
+        ))
     }
 }
 
@@ -147,6 +162,9 @@ impl Conversation for PoolConversation {
         on_delta: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
         let mut tried = Vec::new();
+        // Each endpoint that failed before, named: a request that fails
+        // everywhere says where, not only what the last endpoint said.
+        let mut failures: Vec<String> = Vec::new();
         loop {
             let endpoint = self
                 .pool
@@ -168,10 +186,14 @@ impl Conversation for PoolConversation {
             held.failed = failed;
             drop(held);
             tried.push(endpoint);
+            let name = self.pool.endpoints[endpoint].model.describe();
             match result {
                 // Once text has been shown, another endpoint's reply would
                 // follow it: the error is the caller's to handle.
-                Err(_) if failed && !streamed && tried.len() < self.conversations.len() => {}
+                Err(e) if failed && !streamed && tried.len() < self.conversations.len() => {
+                    failures.push(format!("{name}: {e}"));
+                }
+                Err(e) => return Err(named(e, &name, &failures)),
                 done => return done,
             }
         }
@@ -243,6 +265,107 @@ mod tests {
         ) -> Result<Completion, ModelError> {
             panic!("a bug in an endpoint")
         }
+    }
+
+    /// An endpoint whose every request fails with `error`.
+    struct Fails(&'static str, ModelError);
+    impl ChatModel for Fails {
+        fn describe(&self) -> String {
+            self.0.into()
+        }
+        fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+            Ok(Box::new(FailsConversation(self.1.clone())))
+        }
+    }
+    struct FailsConversation(ModelError);
+    impl Conversation for FailsConversation {
+        fn stream(
+            &mut self,
+            _request: &Request,
+            _on_delta: &mut dyn FnMut(&str),
+        ) -> Result<Completion, ModelError> {
+            Err(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_request_that_fails_everywhere_names_every_endpoint_and_what_it_said() {
+        let limited = ModelError::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+            message: "slow down".into(),
+        };
+        let pool = PoolModel::new(
+            vec![
+                Arc::new(Fails(
+                    "http://a/v1#m",
+                    ModelError::Unreachable("connection refused".into()),
+                )),
+                Arc::new(Fails("http://b/v1#m", limited)),
+            ],
+            Duration::from_secs(30),
+        );
+        let error = pool
+            .conversation()
+            .unwrap()
+            .stream(&Request::text("Hello"), &mut |_| {})
+            .unwrap_err();
+        // The last endpoint's error, kind and delay kept (the caller's
+        // retry reads them), with the other's failure named beside it.
+        assert!(error.is_retryable());
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
+        let message = error.to_string();
+        for part in [
+            "slow down",
+            "at http://b/v1#m",
+            "http://a/v1#m: cannot reach the model server: connection refused",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+
+        // Checked before a run: the same, the first endpoint's error.
+        struct Down(&'static str);
+        impl ChatModel for Down {
+            fn describe(&self) -> String {
+                self.0.into()
+            }
+            fn conversation(&self) -> Result<Box<dyn Conversation>, ModelError> {
+                unreachable!("checked only")
+            }
+            fn check(&self) -> Result<(), ModelError> {
+                Err(ModelError::Unreachable(format!("{} refused", self.0)))
+            }
+        }
+        let down = PoolModel::new(
+            vec![Arc::new(Down("a")), Arc::new(Down("b"))],
+            Duration::from_secs(30),
+        );
+        let error = down.check().unwrap_err();
+        assert!(matches!(error, ModelError::Unreachable(_)));
+        assert_eq!(
+            error.to_string(),
+            "cannot reach the model server: a refused (at a; the pool's other endpoints \
+             failed too: b: cannot reach the model server: b refused)"
+        );
+
+        // A refusal is not tried elsewhere, and says where it came from.
+        let refused = ModelError::Refused {
+            status: 400,
+            message: "bad request".into(),
+        };
+        let pool = PoolModel::new(
+            vec![Arc::new(Fails("http://c/v1#m", refused))],
+            Duration::from_secs(30),
+        );
+        let error = pool
+            .conversation()
+            .unwrap()
+            .stream(&Request::text("Hello"), &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(error, ModelError::Refused { status: 400, .. }));
+        assert!(
+            error.to_string().contains("bad request (at http://c/v1#m)"),
+            "{error}"
+        );
     }
 
     #[test]
