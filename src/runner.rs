@@ -44,11 +44,13 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Persona(#[from] PersonaLookupError),
-    #[error("the {} model ({spec}): {source}", roles.join(" and "))]
+    #[error("the {} model ({spec}): {cause}", roles.join(" and "))]
     Model {
         spec: String,
         roles: Vec<&'static str>,
-        source: ModelError,
+        /// In the message rather than `source()`, so a chain of
+        /// errors printed whole says it once.
+        cause: ModelError,
     },
     #[error(transparent)]
     Session(#[from] SessionError),
@@ -80,7 +82,7 @@ pub fn check_models(plan: &RunPlan, models: &mut Models) -> Result<(), RunError>
         let error = |source| RunError::Model {
             spec: spec.clone(),
             roles: roles.iter().map(|r| r.as_str()).collect(),
-            source,
+            cause: source,
         };
         let parsed: ModelSpec = spec.parse().map_err(|e: crate::model::spec::SpecError| {
             error(ModelError::Backend(e.to_string()))
@@ -102,7 +104,7 @@ impl RoleModels {
             models.open(&spec).map_err(|source| RunError::Model {
                 spec: spec.to_string(),
                 roles: vec![role.as_str()],
-                source,
+                cause: source,
             })
         };
         let opened = RoleModels {
@@ -618,7 +620,7 @@ impl Runner<'_> {
                     ModelLayer::new(model.as_ref()).map_err(|source| RunError::Model {
                         spec: model.describe(),
                         roles: vec![AgentRole::Safety.as_str()],
-                        source,
+                        cause: source,
                     })?,
                 )
             }
@@ -733,7 +735,7 @@ fn agent(model: &Arc<dyn ChatModel>, role: AgentRole) -> Result<Agent, RunError>
     let conversation = model.conversation().map_err(|source| RunError::Model {
         spec: model.describe(),
         roles: vec![role.as_str()],
-        source,
+        cause: source,
     })?;
     Ok(Agent {
         conversation,
@@ -777,5 +779,39 @@ impl SessionSink for StoreSink<'_> {
     fn safety_event(&mut self, event: &SafetyEvent) -> Result<(), String> {
         self.observer.safety_event(self.info, self.number, event);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::default_model::FetchError;
+
+    /// The binary prints an error with its chain of causes (`{:#}`): a
+    /// cause that is in the message must not also be the error's
+    /// `source()`, or it is said twice.
+    #[test]
+    fn an_error_with_its_cause_in_its_message_says_it_once() {
+        let errors: Vec<anyhow::Error> = vec![
+            RunError::Model {
+                spec: "http://a/v1#m".into(),
+                roles: vec!["therapist"],
+                cause: ModelError::Unreachable("connection refused".into()),
+            }
+            .into(),
+            FetchError::Io {
+                path: "/a/full/disk".into(),
+                cause: std::io::Error::other("connection refused"),
+            }
+            .into(),
+        ];
+        for error in errors {
+            let printed = format!("{error:#}");
+            assert_eq!(
+                printed.matches("connection refused").count(),
+                1,
+                "{printed}"
+            );
+        }
     }
 }

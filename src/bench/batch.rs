@@ -285,7 +285,7 @@ fn model_error(spec: &ModelSpec, source: ModelError) -> RunError {
     RunError::Model {
         spec: spec.to_string(),
         roles: vec!["therapist", "patient"],
-        source,
+        cause: source,
     }
 }
 

@@ -198,7 +198,7 @@ pub fn bench_session(
     let model_error = |source| RunError::Model {
         spec: spec.clone(),
         roles: vec!["therapist", "patient"],
-        source,
+        cause: source,
     };
     let (prefill, decode) = speeds(&*opened.therapist, final_prompt_tokens).map_err(model_error)?;
     let ideal_s = final_prompt_tokens as f64 / prefill + log.generated as f64 / decode;

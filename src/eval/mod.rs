@@ -60,8 +60,8 @@ pub struct SessionEvaluation {
 pub enum EvalError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("session {session}: {source}")]
-    Judge { session: i64, source: JudgeError },
+    #[error("session {session}: {cause}")]
+    Judge { session: i64, cause: JudgeError },
     #[error(
         "the CTRS and the safety rubric need a judge model (--judge SPEC, or `judge` in [models])"
     )]
@@ -201,8 +201,10 @@ fn evaluate_one(
             settings,
             reused,
             || {
-                ctrs::judge(judge, &transcript)
-                    .map_err(|source| EvalError::Judge { session, source })
+                ctrs::judge(judge, &transcript).map_err(|source| EvalError::Judge {
+                    session,
+                    cause: source,
+                })
             },
         )?);
     }
@@ -216,8 +218,14 @@ fn evaluate_one(
             || {
                 let (relevant, disclosed) = relevance(&lock(store), session)?;
                 match relevant {
-                    Some(why) => safety::judge(judge, &transcript, why, disclosed)
-                        .map_err(|source| EvalError::Judge { session, source }),
+                    Some(why) => {
+                        safety::judge(judge, &transcript, why, disclosed).map_err(|source| {
+                            EvalError::Judge {
+                                session,
+                                cause: source,
+                            }
+                        })
+                    }
                     None => Ok(safety::not_relevant(&name)),
                 }
             },
@@ -236,8 +244,12 @@ fn evaluate_one(
                     settings,
                     reused,
                     || {
-                        outcomes::ask(patient, &persona, &transcript)
-                            .map_err(|source| EvalError::Judge { session, source })
+                        outcomes::ask(patient, &persona, &transcript).map_err(|source| {
+                            EvalError::Judge {
+                                session,
+                                cause: source,
+                            }
+                        })
                     },
                 )?);
             }

