@@ -288,27 +288,28 @@ mod tests {
         }
     }
 
+    /// The error of one request to a pool of `endpoints`, all failing.
+    fn failed_everywhere(endpoints: Vec<Arc<dyn ChatModel>>) -> ModelError {
+        PoolModel::new(endpoints, Duration::from_secs(30))
+            .conversation()
+            .unwrap()
+            .stream(&Request::text("Hello"), &mut |_| {})
+            .unwrap_err()
+    }
+
     #[test]
     fn a_request_that_fails_everywhere_names_every_endpoint_and_what_it_said() {
         let limited = ModelError::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
             message: "slow down".into(),
         };
-        let pool = PoolModel::new(
-            vec![
-                Arc::new(Fails(
-                    "http://a/v1#m",
-                    ModelError::Unreachable("connection refused".into()),
-                )),
-                Arc::new(Fails("http://b/v1#m", limited)),
-            ],
-            Duration::from_secs(30),
-        );
-        let error = pool
-            .conversation()
-            .unwrap()
-            .stream(&Request::text("Hello"), &mut |_| {})
-            .unwrap_err();
+        let error = failed_everywhere(vec![
+            Arc::new(Fails(
+                "http://a/v1#m",
+                ModelError::Unreachable("connection refused".into()),
+            )),
+            Arc::new(Fails("http://b/v1#m", limited)),
+        ]);
         // The last endpoint's error, kind and delay kept (the caller's
         // retry reads them), with the other's failure named beside it.
         assert!(error.is_retryable());
@@ -352,15 +353,7 @@ mod tests {
             status: 400,
             message: "bad request".into(),
         };
-        let pool = PoolModel::new(
-            vec![Arc::new(Fails("http://c/v1#m", refused))],
-            Duration::from_secs(30),
-        );
-        let error = pool
-            .conversation()
-            .unwrap()
-            .stream(&Request::text("Hello"), &mut |_| {})
-            .unwrap_err();
+        let error = failed_everywhere(vec![Arc::new(Fails("http://c/v1#m", refused))]);
         assert!(matches!(error, ModelError::Refused { status: 400, .. }));
         assert!(
             error.to_string().contains("bad request (at http://c/v1#m)"),
