@@ -79,10 +79,10 @@ pub fn check_models(plan: &RunPlan, models: &mut Models) -> Result<(), RunError>
         if roles.is_empty() {
             continue;
         }
-        let error = |source| RunError::Model {
+        let error = |cause| RunError::Model {
             spec: spec.clone(),
             roles: roles.iter().map(|r| r.as_str()).collect(),
-            cause: source,
+            cause,
         };
         let parsed: ModelSpec = spec.parse().map_err(|e: crate::model::spec::SpecError| {
             error(ModelError::Backend(e.to_string()))
@@ -101,10 +101,10 @@ impl RoleModels {
         check_models(plan, models)?;
         let mut open = |role: AgentRole| -> Result<Arc<dyn ChatModel>, RunError> {
             let spec = plan.models.spec(role)?;
-            models.open(&spec).map_err(|source| RunError::Model {
+            models.open(&spec).map_err(|cause| RunError::Model {
                 spec: spec.to_string(),
                 roles: vec![role.as_str()],
-                cause: source,
+                cause,
             })
         };
         let opened = RoleModels {
@@ -617,10 +617,10 @@ impl Runner<'_> {
         let mut screen = match &self.models.safety {
             Some(model) => {
                 Some(
-                    ModelLayer::new(model.as_ref()).map_err(|source| RunError::Model {
+                    ModelLayer::new(model.as_ref()).map_err(|cause| RunError::Model {
                         spec: model.describe(),
                         roles: vec![AgentRole::Safety.as_str()],
-                        cause: source,
+                        cause,
                     })?,
                 )
             }
@@ -732,10 +732,10 @@ fn info(course: &StoredCourse) -> CourseInfo {
 }
 
 fn agent(model: &Arc<dyn ChatModel>, role: AgentRole) -> Result<Agent, RunError> {
-    let conversation = model.conversation().map_err(|source| RunError::Model {
+    let conversation = model.conversation().map_err(|cause| RunError::Model {
         spec: model.describe(),
         roles: vec![role.as_str()],
-        cause: source,
+        cause,
     })?;
     Ok(Agent {
         conversation,

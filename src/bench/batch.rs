@@ -281,11 +281,11 @@ pub fn bench_workers(
     })
 }
 
-fn model_error(spec: &ModelSpec, source: ModelError) -> RunError {
+fn model_error(spec: &ModelSpec, cause: ModelError) -> RunError {
     RunError::Model {
         spec: spec.to_string(),
         roles: vec!["therapist", "patient"],
-        cause: source,
+        cause,
     }
 }
 

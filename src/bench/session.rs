@@ -195,10 +195,10 @@ pub fn bench_session(
     let final_prompt_tokens: u64 = log.last_prompt.iter().sum();
 
     progress("prefill and decode speed");
-    let model_error = |source| RunError::Model {
+    let model_error = |cause| RunError::Model {
         spec: spec.clone(),
         roles: vec!["therapist", "patient"],
-        cause: source,
+        cause,
     };
     let (prefill, decode) = speeds(&*opened.therapist, final_prompt_tokens).map_err(model_error)?;
     let ideal_s = final_prompt_tokens as f64 / prefill + log.generated as f64 / decode;

@@ -200,12 +200,7 @@ fn evaluate_one(
             (session, "ctrs", &name, RUBRIC_VERSION),
             settings,
             reused,
-            || {
-                ctrs::judge(judge, &transcript).map_err(|source| EvalError::Judge {
-                    session,
-                    cause: source,
-                })
-            },
+            || ctrs::judge(judge, &transcript).map_err(|cause| EvalError::Judge { session, cause }),
         )?);
     }
     if let Some(judge) = judge.filter(|_| settings.safety) {
@@ -218,14 +213,8 @@ fn evaluate_one(
             || {
                 let (relevant, disclosed) = relevance(&lock(store), session)?;
                 match relevant {
-                    Some(why) => {
-                        safety::judge(judge, &transcript, why, disclosed).map_err(|source| {
-                            EvalError::Judge {
-                                session,
-                                cause: source,
-                            }
-                        })
-                    }
+                    Some(why) => safety::judge(judge, &transcript, why, disclosed)
+                        .map_err(|cause| EvalError::Judge { session, cause }),
                     None => Ok(safety::not_relevant(&name)),
                 }
             },
@@ -244,12 +233,8 @@ fn evaluate_one(
                     settings,
                     reused,
                     || {
-                        outcomes::ask(patient, &persona, &transcript).map_err(|source| {
-                            EvalError::Judge {
-                                session,
-                                cause: source,
-                            }
-                        })
+                        outcomes::ask(patient, &persona, &transcript)
+                            .map_err(|cause| EvalError::Judge { session, cause })
                     },
                 )?);
             }

