@@ -777,8 +777,17 @@ impl SessionSink for StoreSink<'_> {
     }
 
     fn safety_event(&mut self, event: &SafetyEvent) -> Result<(), String> {
+        lock(self.store)
+            .add_safety_event(self.fence, self.session, event)
+            .map_err(|e| format!("cannot store the safety event: {e}"))?;
         self.observer.safety_event(self.info, self.number, event);
         Ok(())
+    }
+
+    fn protocol_turn(&mut self, event: &SafetyEvent) -> Result<(), String> {
+        lock(self.store)
+            .set_protocol_turn(self.fence, self.session, event)
+            .map_err(|e| format!("cannot store the safety event: {e}"))
     }
 }
 

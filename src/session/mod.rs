@@ -212,6 +212,11 @@ pub trait SessionSink {
     fn safety_event(&mut self, _event: &SafetyEvent) -> Result<(), String> {
         Ok(())
     }
+    /// The safety protocol's turn answered `event` (its `protocol_turn`
+    /// is now set).
+    fn protocol_turn(&mut self, _event: &SafetyEvent) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A sink that ignores everything.
@@ -489,9 +494,6 @@ pub fn resume_screened(
                 turn.text = guard::ensure_resources(&turn.text, &resources, &mut turn.meta.repairs);
             }
             turn.meta.safety = answer.map(str::to_string);
-            if let Some(event) = record.safety_events.last_mut() {
-                event.protocol_turn = Some(number);
-            }
         }
         // The offline layers judge a patient turn once, here; the model
         // layer judges one they let pass, before it is stored: its verdict
@@ -512,6 +514,12 @@ pub fn resume_screened(
         record.transcript.turns.push(turn);
         let turn = record.transcript.turns.last().expect("just pushed");
         sink.turn(turn).map_err(SessionError::Sink)?;
+        if answered.is_some()
+            && let Some(event) = record.safety_events.last_mut()
+        {
+            event.protocol_turn = Some(number);
+            sink.protocol_turn(event).map_err(SessionError::Sink)?;
+        }
         if let Some(error) = screen_failed {
             // Kept what was said, but the session does not go on unscreened.
             break TerminationReason::BackendFailure { error };

@@ -83,9 +83,48 @@ impl Store {
         }
     }
 
+    /// Stores a disclosure the moment the crisis detector finds it, so a
+    /// session that stops before its end (a crash, a full disk) still
+    /// shows it. `finish_session` replaces a session's events with the
+    /// whole list.
+    pub fn add_safety_event(
+        &self,
+        fence: Option<Lease>,
+        session: i64,
+        event: &SafetyEvent,
+    ) -> Result<(), StoreError> {
+        let words = serde_json::to_string(&event.words).expect("words serialise");
+        let params = params![
+            session,
+            event.turn,
+            event.category.as_str(),
+            event.level.as_str(),
+            words,
+            event.protocol_turn
+        ];
+        self.fenced(fence, |tx| {
+            tx.execute(INSERT_SAFETY_EVENT, params).map(|_| ())
+        })
+    }
+
+    /// Records the therapist turn that answered a stored disclosure (the
+    /// safety protocol's).
+    pub fn set_protocol_turn(
+        &self,
+        fence: Option<Lease>,
+        session: i64,
+        event: &SafetyEvent,
+    ) -> Result<(), StoreError> {
+        let update =
+            "UPDATE safety_events SET protocol_turn = ?1 WHERE session_id = ?2 AND turn = ?3";
+        let params = params![event.protocol_turn, session, event.turn];
+        self.fenced(fence, |tx| tx.execute(update, params).map(|_| ()))
+    }
+
     /// Records how a session ended, what each agent used (per role and
     /// model) and its safety events, in one transaction: a session is never
-    /// stored as ended without them.
+    /// stored as ended without them. The events replace those stored as
+    /// they happened (a resumed session finds its earlier ones again).
     pub fn finish_session(
         &mut self,
         fence: Option<Lease>,
@@ -106,9 +145,13 @@ impl Store {
             for share in usage {
                 add_usage(tx, session, share)?;
             }
+            tx.execute(
+                "DELETE FROM safety_events WHERE session_id = ?1",
+                params![session],
+            )?;
             for event in events {
                 tx.execute(
-                    "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    INSERT_SAFETY_EVENT,
                     params![
                         session,
                         event.turn,
@@ -192,6 +235,8 @@ impl Store {
         })
     }
 }
+
+const INSERT_SAFETY_EVENT: &str = "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 fn add_usage(conn: &mut Conn, session: i64, share: &RoleUsage) -> Result<(), DbError> {
     let u = &share.usage;

@@ -614,3 +614,91 @@ fn sessions_side_by_side_on_the_default_model_in_batched_mode() {
     let batching = model.batching();
     assert_eq!(batching.widest, 2, "{batching:?}");
 }
+
+/// Panics, as if the process were killed, once told of a safety event
+/// (`None`) or once that many turns have been stored.
+struct KillAfter(Option<usize>, AtomicUsize);
+
+impl RunObserver for KillAfter {
+    fn turn(&self, _: &CourseInfo, _: u32, _: usize, _: &Turn) {
+        let seen = self.1.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.0 == Some(seen) {
+            panic!("killed after {seen} turns");
+        }
+    }
+    fn safety_event(&self, _: &CourseInfo, _: u32, _: &cbtsim::session::SafetyEvent) {
+        if self.0.is_none() {
+            panic!("killed after the safety event");
+        }
+    }
+}
+
+/// The safety events stored of a single run's one session.
+fn stored_events(store: &Mutex<Store>) -> Vec<cbtsim::session::SafetyEvent> {
+    let store = store.lock().unwrap();
+    let sessions = store.sessions(None).unwrap();
+    assert_eq!(sessions.len(), 1);
+    store.safety_events(sessions[0].id).unwrap()
+}
+
+#[test]
+fn a_disclosure_is_stored_when_it_is_made_not_only_when_the_session_ends() {
+    let mut single = plan(PlanKind::Run, &["alicia-rodriguez"], "scripted");
+    single.session.max_turns = 8;
+    // The patient speaks first; each turn's candidates are three replies.
+    let disclosure = "I gave my dog to my sister and wrote a letter to each of my kids, so it's all sorted for when I'm gone.";
+    let script = [disclosure; 3];
+    let scripted = || -> Arc<dyn ChatModel> { Arc::new(ScriptedModel::new(script)) };
+
+    // Uninterrupted: what the session stores when it ends.
+    let (whole, run) = new_run(&single);
+    let outcome = execute(
+        &whole,
+        run,
+        &single,
+        &models(&single, scripted()),
+        &AtomicBool::new(false),
+        &Unobserved,
+    );
+    assert!(outcome.finished);
+    let events = stored_events(&whole);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(stored(&whole)[0].1.turns[0].text, disclosure);
+    assert_eq!(events[0].turn, 1);
+    assert_eq!(events[0].protocol_turn, Some(2));
+
+    // Killed right after the disclosure was detected, and again a turn
+    // after the protocol turn (the observer panics, so nothing after that point runs:
+    // the session is never ended): the event is stored all the same, with
+    // the turn that answered it once that is spoken.
+    for (kill, answered) in [(None, None), (Some(3), Some(2))] {
+        let (store, run) = new_run(&single);
+        let models = models(&single, scripted());
+        let killed = KillAfter(kill, AtomicUsize::new(0));
+        let after = kill.unwrap_or(1);
+        let flag = AtomicBool::new(false);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(&store, run, &single, &models, &flag, &killed)
+        }));
+        let session = &store.lock().unwrap().sessions(None).unwrap()[0];
+        assert_eq!(session.transcript.turns.len(), after);
+        assert!(
+            session.transcript.termination.is_none(),
+            "the session ended"
+        );
+        let events = stored_events(&store);
+        assert_eq!(events.len(), 1, "killed after {after} turns: {events:?}");
+        assert_eq!(events[0].turn, 1);
+        assert_eq!(events[0].protocol_turn, answered, "killed after {after}");
+
+        // Resumed to its end: the events are those of the session that was
+        // never stopped, each once.
+        let outcome = execute(&store, run, &single, &models, &flag, &Unobserved);
+        assert!(outcome.finished);
+        assert_eq!(
+            stored_events(&store),
+            stored_events(&whole),
+            "killed after {after}"
+        );
+    }
+}
