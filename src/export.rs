@@ -61,6 +61,7 @@ pub fn export(sessions: &[StoredSession], format: Format) -> Vec<Exported> {
                     value["persona"] = json!(s.persona);
                     value["course"] = json!(s.course);
                     value["mood"] = json!(s.mood);
+                    value["safety_events"] = json!(s.safety_events);
                     value
                 })
                 .collect();

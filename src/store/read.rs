@@ -157,6 +157,8 @@ pub struct StoredSession {
     /// The patient's scores as it started; none for imported sessions.
     pub mood: Option<Mood>,
     pub transcript: Transcript,
+    /// The crisis detector's findings, in order.
+    pub safety_events: Vec<SafetyEvent>,
 }
 
 impl Store {
@@ -176,6 +178,7 @@ impl Store {
                     course: r.get(2)?,
                     mood: mood(r.get(3)?, r.get(4)?),
                     transcript: Transcript::new(0),
+                    safety_events: Vec::new(),
                 })
             },
         )?;
@@ -189,6 +192,7 @@ impl Store {
         }
         for session in &mut sessions {
             session.transcript = self.transcript(session.id)?;
+            session.safety_events = self.safety_events(session.id)?;
         }
         Ok(sessions)
     }

@@ -666,6 +666,15 @@ fn a_disclosure_is_stored_when_it_is_made_not_only_when_the_session_ends() {
     assert_eq!(stored(&whole)[0].1.turns[0].text, disclosure);
     assert_eq!(events[0].turn, 1);
     assert_eq!(events[0].protocol_turn, Some(2));
+    // The JSON export carries them.
+    let sessions = whole.lock().unwrap().sessions(None).unwrap();
+    let exported = cbtsim::export::export(&sessions, cbtsim::export::Format::Json);
+    let json: serde_json::Value = serde_json::from_str(&exported[0].contents).unwrap();
+    let exported_events = &json[0]["safety_events"];
+    assert_eq!(exported_events[0]["category"], "preparatory_behaviour");
+    assert_eq!(exported_events[0]["level"], "high");
+    assert_eq!(exported_events[0]["turn"], 1);
+    assert_eq!(exported_events[0]["protocol_turn"], 2);
 
     // Killed right after the disclosure was detected, and again a turn
     // after the protocol turn (the observer panics, so nothing after that point runs:
