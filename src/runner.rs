@@ -789,6 +789,12 @@ impl SessionSink for StoreSink<'_> {
             .set_protocol_turn(self.fence, self.session, event)
             .map_err(|e| format!("cannot store the safety event: {e}"))
     }
+
+    fn replayed(&mut self, events: &[SafetyEvent]) -> Result<(), String> {
+        lock(self.store)
+            .replace_safety_events(self.fence, self.session, events)
+            .map_err(|e| format!("cannot store the safety events: {e}"))
+    }
 }
 
 #[cfg(test)]

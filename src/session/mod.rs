@@ -217,6 +217,11 @@ pub trait SessionSink {
     fn protocol_turn(&mut self, _event: &SafetyEvent) -> Result<(), String> {
         Ok(())
     }
+    /// A resumed session's safety events, found again in the turns it had
+    /// spoken: all of them so far.
+    fn replayed(&mut self, _events: &[SafetyEvent]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A sink that ignores everything.
@@ -363,6 +368,10 @@ pub fn resume_screened(
         ended = reason;
         record.count(turn.speaker, usage_of(&turn.meta));
         spent_before += Duration::from_millis(turn.meta.elapsed_ms.unwrap_or(0));
+    }
+    if !record.safety_events.is_empty() {
+        sink.replayed(&record.safety_events)
+            .map_err(SessionError::Sink)?;
     }
     if let Some(reason) = ended {
         record.transcript.termination = Some(reason);

@@ -93,18 +93,18 @@ impl Store {
         session: i64,
         event: &SafetyEvent,
     ) -> Result<(), StoreError> {
-        let words = serde_json::to_string(&event.words).expect("words serialise");
-        let params = params![
-            session,
-            event.turn,
-            event.category.as_str(),
-            event.level.as_str(),
-            words,
-            event.protocol_turn
-        ];
-        self.fenced(fence, |tx| {
-            tx.execute(INSERT_SAFETY_EVENT, params).map(|_| ())
-        })
+        self.fenced(fence, |tx| add_safety_event(tx, session, event))
+    }
+
+    /// Replaces a session's stored safety events with `events` (a resumed
+    /// session's, found again in the turns it had spoken).
+    pub fn replace_safety_events(
+        &self,
+        fence: Option<Lease>,
+        session: i64,
+        events: &[SafetyEvent],
+    ) -> Result<(), StoreError> {
+        self.fenced(fence, |tx| replace_safety_events(tx, session, events))
     }
 
     /// Records the therapist turn that answered a stored disclosure (the
@@ -145,24 +145,7 @@ impl Store {
             for share in usage {
                 add_usage(tx, session, share)?;
             }
-            tx.execute(
-                "DELETE FROM safety_events WHERE session_id = ?1",
-                params![session],
-            )?;
-            for event in events {
-                tx.execute(
-                    INSERT_SAFETY_EVENT,
-                    params![
-                        session,
-                        event.turn,
-                        event.category.as_str(),
-                        event.level.as_str(),
-                        serde_json::to_string(&event.words).expect("words serialise"),
-                        event.protocol_turn
-                    ],
-                )?;
-            }
-            Ok(())
+            replace_safety_events(tx, session, events)
         })
     }
 
@@ -218,7 +201,8 @@ impl Store {
 
     /// Opens a stopped session again for more turns: its ending, usage,
     /// safety events, evaluations and ratings are cleared (they are recorded anew
-    /// when it ends, and it can be evaluated and rated again); its turns stay.
+    /// when it ends, and it can be evaluated and rated again; its safety
+    /// events as soon as it resumes, found again in its turns); its turns stay.
     pub fn reopen_session(&mut self, fence: Option<Lease>, session: i64) -> Result<(), StoreError> {
         self.fenced(fence, |tx| {
             tx.execute(
@@ -236,7 +220,35 @@ impl Store {
     }
 }
 
-const INSERT_SAFETY_EVENT: &str = "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+fn add_safety_event(conn: &mut Conn, session: i64, event: &SafetyEvent) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            session,
+            event.turn,
+            event.category.as_str(),
+            event.level.as_str(),
+            serde_json::to_string(&event.words).expect("words serialise"),
+            event.protocol_turn
+        ],
+    )?;
+    Ok(())
+}
+
+fn replace_safety_events(
+    conn: &mut Conn,
+    session: i64,
+    events: &[SafetyEvent],
+) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM safety_events WHERE session_id = ?1",
+        params![session],
+    )?;
+    for event in events {
+        add_safety_event(conn, session, event)?;
+    }
+    Ok(())
+}
 
 fn add_usage(conn: &mut Conn, session: i64, share: &RoleUsage) -> Result<(), DbError> {
     let u = &share.usage;

@@ -700,6 +700,19 @@ fn a_disclosure_is_stored_when_it_is_made_not_only_when_the_session_ends() {
         assert_eq!(events[0].turn, 1);
         assert_eq!(events[0].protocol_turn, answered, "killed after {after}");
 
+        // Resumed and killed again, after turn 3 or 4: the event is still
+        // stored, answered.
+        let again = KillAfter(Some(if after == 1 { 2 } else { 1 }), AtomicUsize::new(0));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(&store, run, &single, &models, &flag, &again)
+        }));
+        let session = &store.lock().unwrap().sessions(None).unwrap()[0];
+        assert_eq!(session.transcript.turns.len(), after.max(2) + 1);
+        assert!(session.transcript.termination.is_none());
+        let events = stored_events(&store);
+        assert_eq!(events.len(), 1, "killed again: {events:?}");
+        assert_eq!(events[0].protocol_turn, Some(2), "killed again");
+
         // Resumed to its end: the events are those of the session that was
         // never stopped, each once.
         let outcome = execute(&store, run, &single, &models, &flag, &Unobserved);
