@@ -777,20 +777,13 @@ impl SessionSink for StoreSink<'_> {
     }
 
     fn safety_event(&mut self, event: &SafetyEvent) -> Result<(), String> {
-        lock(self.store)
-            .add_safety_event(self.fence, self.session, event)
-            .map_err(|e| format!("cannot store the safety event: {e}"))?;
         self.observer.safety_event(self.info, self.number, event);
         Ok(())
     }
 
-    fn protocol_turn(&mut self, event: &SafetyEvent) -> Result<(), String> {
-        lock(self.store)
-            .set_protocol_turn(self.fence, self.session, event)
-            .map_err(|e| format!("cannot store the safety event: {e}"))
-    }
-
-    fn replayed(&mut self, events: &[SafetyEvent]) -> Result<(), String> {
+    /// Stored as they change, so a session killed before its end still
+    /// shows its disclosures (a few rows, rewritten only on a disclosure).
+    fn safety_events(&mut self, events: &[SafetyEvent]) -> Result<(), String> {
         lock(self.store)
             .replace_safety_events(self.fence, self.session, events)
             .map_err(|e| format!("cannot store the safety events: {e}"))

@@ -209,17 +209,14 @@ pub trait SessionSink {
     fn turn(&mut self, _turn: &Turn) -> Result<(), String> {
         Ok(())
     }
+    /// A new disclosure, once `safety_events` has been told of it.
     fn safety_event(&mut self, _event: &SafetyEvent) -> Result<(), String> {
         Ok(())
     }
-    /// The safety protocol's turn answered `event` (its `protocol_turn`
-    /// is now set).
-    fn protocol_turn(&mut self, _event: &SafetyEvent) -> Result<(), String> {
-        Ok(())
-    }
-    /// A resumed session's safety events, found again in the turns it had
-    /// spoken: all of them so far.
-    fn replayed(&mut self, _events: &[SafetyEvent]) -> Result<(), String> {
+    /// The session's safety events so far, whenever they change: a new
+    /// one, the protocol turn that answered one, or those a resumed
+    /// session found again in the turns it had spoken.
+    fn safety_events(&mut self, _events: &[SafetyEvent]) -> Result<(), String> {
         Ok(())
     }
 }
@@ -370,7 +367,7 @@ pub fn resume_screened(
         spent_before += Duration::from_millis(turn.meta.elapsed_ms.unwrap_or(0));
     }
     if !record.safety_events.is_empty() {
-        sink.replayed(&record.safety_events)
+        sink.safety_events(&record.safety_events)
             .map_err(SessionError::Sink)?;
     }
     if let Some(reason) = ended {
@@ -527,7 +524,8 @@ pub fn resume_screened(
             && let Some(event) = record.safety_events.last_mut()
         {
             event.protocol_turn = Some(number);
-            sink.protocol_turn(event).map_err(SessionError::Sink)?;
+            sink.safety_events(&record.safety_events)
+                .map_err(SessionError::Sink)?;
         }
         if let Some(error) = screen_failed {
             // Kept what was said, but the session does not go on unscreened.
@@ -544,8 +542,11 @@ pub fn resume_screened(
             &mut pending_safety,
         );
         if let Some(event) = event {
-            sink.safety_event(&event).map_err(SessionError::Sink)?;
             record.safety_events.push(event);
+            sink.safety_events(&record.safety_events)
+                .map_err(SessionError::Sink)?;
+            sink.safety_event(record.safety_events.last().expect("just pushed"))
+                .map_err(SessionError::Sink)?;
         }
         if let Some(reason) = reason.or(failed) {
             break reason;

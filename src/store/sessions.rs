@@ -83,21 +83,9 @@ impl Store {
         }
     }
 
-    /// Stores a disclosure the moment the crisis detector finds it, so a
-    /// session that stops before its end (a crash, a full disk) still
-    /// shows it. `finish_session` replaces a session's events with the
-    /// whole list.
-    pub fn add_safety_event(
-        &self,
-        fence: Option<Lease>,
-        session: i64,
-        event: &SafetyEvent,
-    ) -> Result<(), StoreError> {
-        self.fenced(fence, |tx| add_safety_event(tx, session, event))
-    }
-
-    /// Replaces a session's stored safety events with `events` (a resumed
-    /// session's, found again in the turns it had spoken).
+    /// Replaces a session's stored safety events with `events`: the
+    /// session stores them whenever they change, so one that stops before
+    /// its end (a crash, a full disk) still shows its disclosures.
     pub fn replace_safety_events(
         &self,
         fence: Option<Lease>,
@@ -105,20 +93,6 @@ impl Store {
         events: &[SafetyEvent],
     ) -> Result<(), StoreError> {
         self.fenced(fence, |tx| replace_safety_events(tx, session, events))
-    }
-
-    /// Records the therapist turn that answered a stored disclosure (the
-    /// safety protocol's).
-    pub fn set_protocol_turn(
-        &self,
-        fence: Option<Lease>,
-        session: i64,
-        event: &SafetyEvent,
-    ) -> Result<(), StoreError> {
-        let update =
-            "UPDATE safety_events SET protocol_turn = ?1 WHERE session_id = ?2 AND turn = ?3";
-        let params = params![event.protocol_turn, session, event.turn];
-        self.fenced(fence, |tx| tx.execute(update, params).map(|_| ()))
     }
 
     /// Records how a session ended, what each agent used (per role and
@@ -220,21 +194,6 @@ impl Store {
     }
 }
 
-fn add_safety_event(conn: &mut Conn, session: i64, event: &SafetyEvent) -> Result<(), DbError> {
-    conn.execute(
-        "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            session,
-            event.turn,
-            event.category.as_str(),
-            event.level.as_str(),
-            serde_json::to_string(&event.words).expect("words serialise"),
-            event.protocol_turn
-        ],
-    )?;
-    Ok(())
-}
-
 fn replace_safety_events(
     conn: &mut Conn,
     session: i64,
@@ -245,7 +204,17 @@ fn replace_safety_events(
         params![session],
     )?;
     for event in events {
-        add_safety_event(conn, session, event)?;
+        conn.execute(
+            "INSERT INTO safety_events (session_id, turn, category, level, words, protocol_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session,
+                event.turn,
+                event.category.as_str(),
+                event.level.as_str(),
+                serde_json::to_string(&event.words).expect("words serialise"),
+                event.protocol_turn
+            ],
+        )?;
     }
     Ok(())
 }
